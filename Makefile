@@ -1,0 +1,97 @@
+# The two commands a user needs: `make demo` and `make test`. Everything else
+# (`make run`, `make bench`, `make kubeflow`) builds on the same environment.
+#
+# The environment is a virtualenv in .venv with Python 3.10 (TFX 1.16 needs
+# >=3.9,<3.11) and every package pinned in requirements.lock. It is rebuilt only
+# when the lock file or setup.py changes, so a second `make` takes seconds.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := setup
+
+VENV          := .venv
+PY            := $(VENV)/bin/python
+UV            := $(VENV)/bin/uv
+STAMP         := $(VENV)/.installed
+UV_VERSION    := 0.9.30
+
+export GEMSTONE_HOME ?= $(CURDIR)/.gemstone
+# The tfx CLI keeps its registry of local pipelines here (it reads LOCAL_HOME).
+export LOCAL_HOME    ?= $(GEMSTONE_HOME)/tfx-cli
+# TF_USE_LEGACY_KERAS makes tf.keras Keras 2 (tf_keras), which TFX 1.16 expects.
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+DEMO_DATA     := $(GEMSTONE_HOME)/data/demo
+PIPELINE_NAME ?= gemstone-demo
+DATA          ?= $(DEMO_DATA)/manifest.csv
+
+# Python 3.10, wherever it is: a working python3.10 on PATH (Ubuntu 22.04), or
+# pyenv's install. pyenv's `python3.10` shim is on PATH but fails unless pyenv
+# selects 3.10, so every candidate is asked for its version before it is used.
+find_python310 = $(firstword $(foreach p,$(PYTHON310) python3.10 \
+	$(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) \
+	/usr/bin/python3.10 /usr/local/bin/python3.10 /opt/python3.10/bin/python3.10,\
+	$(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 10); print("$(p)")' 2>/dev/null)))
+
+.PHONY: setup demo run test bench kubeflow clean help
+
+help:
+	@echo "make demo    set up, then run the whole pipeline on generated demo data"
+	@echo "make test    set up, then run the test suite"
+	@echo "make run DATA=<class folders or manifest.csv> PIPELINE_NAME=<name>"
+	@echo "make bench   run the benchmarks in bench/ and print their table"
+	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (kubeflow/pipeline.json)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock setup.py
+	@py="$(call find_python310)"; \
+	if [ -z "$$py" ]; then \
+	  echo "error: Python 3.10 not found. TFX 1.16 runs on Python 3.9-3.10 only." >&2; \
+	  echo "Install it (e.g. 'pyenv install 3.10' or 'apt-get install python3.10 python3.10-venv')," >&2; \
+	  echo "or point to it: make PYTHON310=/path/to/python3.10" >&2; \
+	  exit 1; \
+	fi; \
+	echo "Using $$py"; \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
+	  rm -rf $(VENV) && $$py -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip sync --quiet --python $(PY) requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+# Runs the pipeline through the real tfx CLI: register (or update) it, then run it.
+define tfx_run
+	cd pipeline && if [ -f "$(LOCAL_HOME)/$(1)/pipeline_args.json" ]; then \
+	  ../$(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py; \
+	else \
+	  ../$(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py; \
+	fi
+	$(VENV)/bin/tfx run create --engine local --pipeline_name $(1)
+	$(VENV)/bin/gemstone where --pipeline-name $(1)
+endef
+
+demo: export GEMSTONE_PIPELINE_NAME := gemstone-demo
+demo: export GEMSTONE_DATA := $(DEMO_DATA)/manifest.csv
+demo: setup
+	$(VENV)/bin/gemstone make-demo-data $(DEMO_DATA)
+	$(call tfx_run,gemstone-demo)
+
+run: export GEMSTONE_PIPELINE_NAME := $(PIPELINE_NAME)
+run: export GEMSTONE_DATA = $(abspath $(DATA))
+run: setup
+	@if [ "$(DATA)" = "$(DEMO_DATA)/manifest.csv" ]; then $(VENV)/bin/gemstone make-demo-data $(DEMO_DATA); fi
+	$(call tfx_run,$(PIPELINE_NAME))
+
+test: setup
+	$(VENV)/bin/pytest
+
+bench: setup
+	$(PY) -m bench
+
+kubeflow: setup
+	$(VENV)/bin/gemstone kubeflow compile --output kubeflow/pipeline.json
+
+clean:
+	rm -rf $(GEMSTONE_HOME)
