@@ -1,0 +1,103 @@
+"""ImageExampleGen executor on Beam: splits, group integrity, and every file accounted for."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.utils import proto_utils
+
+from components.image_example_gen import component, executor
+from gemstone import demo_data, ingestion
+
+
+def _read_split(examples_uri, split):
+    files = [str(p) for p in Path(examples_uri, f"Split-{split}").glob("*.gz")]
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def _value(example, key):
+    return example.features.feature[key].bytes_list.value[0].decode()
+
+
+def _run(input_base, pattern, tmp_path, options=None):
+    gen = component.ImageExampleGen(input_base=str(input_base), input_pattern=pattern, options=options)
+    exec_properties = dict(gen.exec_properties)
+    for key in (standard_component_specs.INPUT_CONFIG_KEY, standard_component_specs.OUTPUT_CONFIG_KEY):
+        if not isinstance(exec_properties[key], str):
+            exec_properties[key] = proto_utils.proto_to_json(exec_properties[key])
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    return examples
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return demo_data.make_demo_data(tmp_path_factory.mktemp("demo"), per_class=10, seed=3, size=64)
+
+
+def test_manifest_input_keeps_stones_together_and_fills_every_split(demo, tmp_path):
+    examples = _run(demo.out_dir, "manifest.csv", tmp_path)
+    assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval", "test"]
+    split_of_stone, total = {}, 0
+    for split in ("train", "eval", "test"):
+        rows = _read_split(examples.uri, split)
+        assert rows, f"split {split} is empty"
+        total += len(rows)
+        for example in rows:
+            stone = _value(example, "stone_id")
+            assert split_of_stone.setdefault(stone, split) == split, f"stone {stone} crosses splits"
+            assert _value(example, "family") == demo_data.VARIETIES[_value(example, "label")]
+    assert total == demo.n_images
+    # Every class is in the train split, so the label vocabulary knows every class.
+    train_labels = {_value(e, "label") for e in _read_split(examples.uri, "train")}
+    assert train_labels == set(demo_data.VARIETIES)
+
+
+def test_class_folders_with_bad_files_account_for_every_file(demo, tmp_path):
+    root = tmp_path / "photos"
+    shutil.copytree(Path(demo.out_dir) / "images", root)
+    (root / "Ruby" / "empty.jpg").write_bytes(b"")
+    (root / "Ruby" / "notes.jpg").write_text("not a picture")
+    good = next((root / "Emerald").glob("*.jpg")).read_bytes()
+    (root / "Emerald" / "cut off.jpg").write_bytes(good[: len(good) // 2])
+    (root / "Emerald" / ".DS_Store").write_bytes(b"\0")
+    (root / "loose.jpg").write_bytes(good)
+
+    examples = _run(root, "*/*", tmp_path)
+    report = json.loads(Path(examples.uri, executor.REPORT_FILE_NAME).read_text())
+    by_path = {f["path"]: f for f in report["files"]}
+    assert len(by_path) == len(report["files"]) == demo.n_images + 4
+    assert by_path["Ruby/empty.jpg"]["reason"] == "empty_file"
+    assert by_path["Ruby/notes.jpg"]["reason"] == "not_an_image"
+    assert by_path["Emerald/cut off.jpg"]["reason"] == "truncated"
+    assert by_path["loose.jpg"]["reason"] == "no_label"
+    assert report["counts"]["ignored_hidden"] == 1
+    written = sum(len(_read_split(examples.uri, s)) for s in ("train", "eval", "test"))
+    assert written == report["counts"]["accepted"] == demo.n_images
+    # The report's split is the split the example was written to.
+    for split in ("train", "eval", "test"):
+        for example in _read_split(examples.uri, split):
+            assert by_path[_value(example, "source_path")]["split"] == split
+
+
+def test_decoded_example_image_matches_the_source(demo, tmp_path):
+    examples = _run(demo.out_dir, "manifest.csv", tmp_path, ingestion.IngestionOptions(split_seed=7))
+    example = _read_split(examples.uri, "train")[0]
+    source = Path(demo.out_dir) / _value(example, "source_path")
+    decoded = tf.io.decode_image(example.features.feature["image"].bytes_list.value[0], channels=3)
+    original = tf.io.decode_image(source.read_bytes(), channels=3)
+    assert decoded.shape == original.shape
+    assert example.features.feature["width"].int64_list.value[0] == original.shape[1]
+
+
+def test_split_ratios_follow_the_output_config():
+    gen = component.ImageExampleGen(input_base="/data", splits={"train": 8, "eval": 2})
+    output_config = gen.exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY]
+    if isinstance(output_config, str):
+        output_config = proto_utils.json_to_proto(output_config, example_gen_pb2.Output())
+    ratios = executor.split_ratios(output_config)
+    assert ratios == {"train": 0.8, "eval": 0.2}

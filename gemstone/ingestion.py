@@ -1,0 +1,271 @@
+"""Finding a collection's images, loading them, and accounting for every file.
+
+Used by the pipeline's ImageExampleGen (inside Beam) and by
+`gemstone inspect-data` (standalone), so both apply the very same checks.
+
+Two input layouts are understood:
+  * a folder of class folders: `<root>/<label>/.../<image>`; the label is the
+    top-level folder's name (spaces allowed), the mineral family comes from
+    `schema/families.csv`;
+  * a manifest, `.csv` or `.jsonl`, with columns `path` and `label` and,
+    optionally, `family`, `stone_id` and any other attribute (kept as a string
+    feature). Relative paths are relative to the manifest's folder.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import posixpath
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import tensorflow as tf
+
+from gemstone import images, taxonomy
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+# Columns of a manifest that have a meaning of their own; any other column is
+# carried into the tf.Example as a string attribute.
+RESERVED_COLUMNS = ("path", "label", "family", "stone_id")
+# Feature names in the tf.Example that the pipeline relies on.
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+FAMILY_KEY = "family"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceEntry:
+    """One file the collection names: where it is and what it is said to be."""
+
+    path: str  # absolute path of the file
+    rel_path: str  # path as reported to people (relative to the data root)
+    label: str
+    family: str
+    stone_id: str = ""
+    attributes: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantined:
+    """A file that could not be used, and why."""
+
+    rel_path: str
+    reason: str
+    detail: str
+    label: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Ingested:
+    """A file that loaded: its entry and the normalised picture."""
+
+    entry: SourceEntry
+    image: images.LoadedImage
+
+    @property
+    def key(self) -> str:
+        return self.entry.rel_path
+
+    def without_pixels(self) -> "Ingested":
+        """The same record minus the encoded image: what a report needs, at a fraction of the memory."""
+        return dataclasses.replace(self, image=dataclasses.replace(self.image, data=b""))
+
+
+@dataclasses.dataclass
+class Discovery:
+    """What a data root holds: files to load, and files passed over with a reason."""
+
+    root: str
+    layout: str  # "class_folders" or "manifest"
+    entries: List[SourceEntry]
+    quarantined: List[Quarantined]  # named by the collection but unusable before loading
+    ignored_hidden: List[str]  # .DS_Store, Thumbs.db, dot files: counted, not loaded
+
+    @property
+    def confining_root(self) -> Optional[str]:
+        """Class folders must not link outside the data root; a manifest may name any path."""
+        return self.root if self.layout == "class_folders" else None
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestionOptions:
+    """Limits and split settings, serialisable so a TFX component can carry them."""
+
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    max_side: int = images.DEFAULT_MAX_SIDE
+    near_duplicate_distance: int = 6
+    split_seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: Optional[str]) -> "IngestionOptions":
+        return cls(**json.loads(text)) if text else cls()
+
+
+def default_input_pattern(data: str) -> Tuple[str, str]:
+    """Splits a user's DATA into (input_base, pattern) for a file-based ExampleGen.
+
+    A path ending in .csv/.jsonl is a manifest; anything else is a folder of
+    class folders. The pattern is what TFX fingerprints to decide whether the
+    input changed (and so whether a cached ExampleGen result can be reused).
+    Works on local paths and on URIs (gs://, s3://) alike.
+    """
+    if "://" not in data:
+        data = os.path.abspath(os.path.expanduser(data))
+    data = data.rstrip("/")
+    if data.lower().endswith(MANIFEST_SUFFIXES):
+        base, name = posixpath.split(data)
+        return base, name
+    return data, "*/*"
+
+
+def discover(input_base: str, pattern: str, family_map: Optional[Dict[str, str]] = None) -> Discovery:
+    """Lists the files of a collection: a manifest if `pattern` names one, else class folders."""
+    family_map = taxonomy.load_family_map() if family_map is None else family_map
+    root = Path(input_base)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    if pattern.lower().endswith(MANIFEST_SUFFIXES):
+        manifest = root / pattern
+        if not manifest.is_file():
+            raise FileNotFoundError(f"manifest not found: {manifest}")
+        return _discover_manifest(manifest, family_map)
+    return _discover_class_folders(root, family_map)
+
+
+def _discover_class_folders(root: Path, family_map: Dict[str, str]) -> Discovery:
+    listing = images.list_image_files(root)
+    entries, quarantined = [], []
+    for path in listing.files:
+        rel = path.relative_to(root)
+        if len(rel.parts) < 2:
+            quarantined.append(Quarantined(str(rel), "no_label", "image is not inside a class folder"))
+            continue
+        label = rel.parts[0].strip()
+        entries.append(SourceEntry(str(path), str(rel), label, taxonomy.family_of(label, family_map)))
+    for path in listing.ignored_other:
+        quarantined.append(Quarantined(str(path.relative_to(root)), "not_an_image", "file extension is not an image type"))
+    hidden = [str(p.relative_to(root)) for p in listing.ignored_hidden]
+    return Discovery(str(root), "class_folders", entries, quarantined, hidden)
+
+
+def _read_manifest_rows(manifest: Path) -> Iterable[Tuple[int, Dict[str, Any]]]:
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        if manifest.suffix.lower() == ".jsonl":
+            for line_number, line in enumerate(f, start=1):
+                if line.strip():
+                    yield line_number, json.loads(line)
+        else:
+            # Line 1 is the header.
+            for line_number, row in enumerate(csv.DictReader(f), start=2):
+                yield line_number, row
+
+
+def _discover_manifest(manifest: Path, family_map: Dict[str, str]) -> Discovery:
+    root = manifest.parent
+    entries, quarantined, seen = [], [], set()
+    for line_number, row in _read_manifest_rows(manifest):
+        row = {str(k).strip(): ("" if v is None else str(v).strip()) for k, v in row.items()}
+        rel_path, label = row.get("path", ""), row.get("label", "")
+        where = rel_path or f"{manifest.name}:{line_number}"
+        if not rel_path:
+            quarantined.append(Quarantined(where, "bad_manifest_row", f"line {line_number} has no path"))
+            continue
+        if not label:
+            quarantined.append(Quarantined(where, "no_label", f"line {line_number} has no label"))
+            continue
+        path = (root / rel_path).resolve() if not Path(rel_path).is_absolute() else Path(rel_path)
+        if str(path) in seen:
+            quarantined.append(Quarantined(where, "duplicate_manifest_row", f"line {line_number} repeats a path", label))
+            continue
+        seen.add(str(path))
+        if not path.exists():
+            quarantined.append(Quarantined(where, "missing_file", f"line {line_number}: no such file", label))
+            continue
+        attributes = tuple(sorted((k, v) for k, v in row.items() if k not in RESERVED_COLUMNS and k))
+        entries.append(
+            SourceEntry(
+                path=str(path),
+                rel_path=rel_path,
+                label=label,
+                family=row.get("family") or taxonomy.family_of(label, family_map),
+                stone_id=row.get("stone_id", ""),
+                attributes=attributes,
+            )
+        )
+    return Discovery(str(root), "manifest", entries, quarantined, [])
+
+
+def load_entry(entry: SourceEntry, options: IngestionOptions, root: Optional[str] = None):
+    """Loads one file: an `Ingested`, or a `Quarantined` with the reason. Never raises for bad content."""
+    try:
+        loaded = images.load_image_file(entry.path, root=root, max_pixels=options.max_pixels, max_side=options.max_side)
+    except images.ImageRejected as e:
+        return Quarantined(entry.rel_path, e.reason, e.detail, entry.label)
+    return Ingested(entry, loaded)
+
+
+def _bytes_feature(value: str | bytes) -> tf.train.Feature:
+    data = value if isinstance(value, bytes) else value.encode("utf-8")
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+
+
+def _int_feature(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
+    """The tf.Example the pipeline trains on: encoded image, labels, provenance."""
+    entry, image = item.entry, item.image
+    features = {
+        IMAGE_KEY: _bytes_feature(image.data),
+        LABEL_KEY: _bytes_feature(entry.label),
+        FAMILY_KEY: _bytes_feature(entry.family),
+        "stone_id": _bytes_feature(entry.stone_id or group_id),
+        "group_id": _bytes_feature(group_id),
+        "source_path": _bytes_feature(entry.rel_path),
+        "source_format": _bytes_feature(image.source_format),
+        "width": _int_feature(image.width),
+        "height": _int_feature(image.height),
+        "sha256": _bytes_feature(image.sha256),
+        "phash": _bytes_feature(image.phash),
+    }
+    for name, value in entry.attributes:
+        features.setdefault(name, _bytes_feature(value))
+    return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+def build_report(discovery: Discovery, results: Iterable, split_of: Dict[str, str], group_of: Dict[str, str], summary: Dict[str, Any]) -> Dict[str, Any]:
+    """The data report: every visible file exactly once, accepted (with split) or quarantined (with reason)."""
+    files, by_reason, per_class = [], {}, {}
+    for item in list(results) + list(discovery.quarantined):
+        if isinstance(item, Ingested):
+            split = split_of[item.key]
+            files.append({
+                "path": item.key, "status": "accepted", "label": item.entry.label, "family": item.entry.family,
+                "split": split, "group": group_of[item.key], "format": item.image.source_format,
+                "width": item.image.width, "height": item.image.height, "notes": list(item.image.notes),
+            })
+            per_class.setdefault(item.entry.label, {}).setdefault(split, 0)
+            per_class[item.entry.label][split] += 1
+        else:
+            files.append({"path": item.rel_path, "status": "quarantined", "reason": item.reason,
+                          "detail": item.detail, "label": item.label})
+            by_reason[item.reason] = by_reason.get(item.reason, 0) + 1
+    files.sort(key=lambda f: f["path"])
+    accepted = sum(1 for f in files if f["status"] == "accepted")
+    return {
+        "data_root": discovery.root,
+        "layout": discovery.layout,
+        "counts": {"files": len(files), "accepted": accepted, "quarantined": len(files) - accepted,
+                   "ignored_hidden": len(discovery.ignored_hidden)},
+        "quarantine_reasons": dict(sorted(by_reason.items())),
+        "per_class": {label: per_class[label] for label in sorted(per_class)},
+        "splits": summary,
+        "ignored_hidden": sorted(discovery.ignored_hidden),
+        "files": files,
+    }
