@@ -1,0 +1,86 @@
+"""The exported model's signatures: what serving, batch inference and TFMA call.
+
+Contract of every prediction signature (B = batch, C = classes, K = top-k):
+  probabilities [B, C] float   variety probabilities, in the order of `classes`
+  classes       [B, C] string  class names
+  label         [B]    string  top-1 variety
+  confidence    [B]    float   its probability
+  top_k_labels  [B, K] string, top_k_scores [B, K] float
+  family        [B]    string  top-1 mineral family, family_confidence [B] float
+  needs_review  [B]    bool    confidence < the review threshold: ask an expert
+
+Signatures:
+  serving_default(images: string [B])     raw JPEG/PNG bytes, what a client has
+  from_examples(examples: string [B])     serialized tf.Examples (TFMA, BulkInferrer)
+  transform_features(examples: string [B])  the Transform graph alone (TFMA labels)
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+
+from modules import features  # noqa: E402
+
+TOP_K = 3
+SERVING_INPUT = "images"
+EXAMPLES_INPUT = "examples"
+
+
+def _raw_spec(tf_transform_output, keys):
+    spec = tf_transform_output.raw_feature_spec()
+    return {k: spec[k] for k in keys if k in spec}
+
+
+def _reshape_to_spec(images, spec):
+    """Raw image bytes [B] -> the shape the Transform graph was traced with."""
+    shape = getattr(spec, "shape", [])
+    return tf.reshape(images, [-1] + list(shape))
+
+
+def make_signatures(model, tf_transform_output, review_threshold: float, temperature: float = 1.0):
+    """Builds the signature functions; attaches the transform layer to `model` so it is saved with it."""
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    class_names = tf.constant(tf_transform_output.vocabulary_by_name(features.LABEL_VOCAB))
+    family_names = tf.constant(tf_transform_output.vocabulary_by_name(features.FAMILY_VOCAB))
+    serving_spec = _raw_spec(tf_transform_output, features.SERVING_RAW_KEYS)
+    eval_spec = _raw_spec(tf_transform_output, features.EVAL_RAW_KEYS)
+    k = min(TOP_K, int(class_names.shape[0]))
+
+    def predict(raw_features):
+        transformed = model.tft_layer(raw_features)
+        logits = model({features.IMAGE_XF: transformed[features.IMAGE_XF]}, training=False)
+        probabilities = tf.nn.softmax(logits[features.VARIETY_HEAD] / temperature)
+        family_probabilities = tf.nn.softmax(logits[features.FAMILY_HEAD] / temperature)
+        top = tf.math.top_k(probabilities, k=k)
+        top_labels = tf.gather(class_names, top.indices)
+        batch = tf.shape(probabilities)[0]
+        return {
+            "probabilities": probabilities,
+            "classes": tf.tile(class_names[tf.newaxis, :], [batch, 1]),
+            "label": top_labels[:, 0],
+            "confidence": top.values[:, 0],
+            "top_k_labels": top_labels,
+            "top_k_scores": top.values,
+            "family": tf.gather(family_names, tf.argmax(family_probabilities, axis=1)),
+            "family_confidence": tf.reduce_max(family_probabilities, axis=1),
+            "needs_review": top.values[:, 0] < review_threshold,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    def serve_images(images):
+        return predict({features.IMAGE_KEY: _reshape_to_spec(images, serving_spec[features.IMAGE_KEY])})
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def serve_examples(examples):
+        return predict(tf.io.parse_example(examples, serving_spec))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def transform_features(examples):
+        return model.tft_layer(tf.io.parse_example(examples, eval_spec))
+
+    return {
+        "serving_default": serve_images.get_concrete_function(),
+        "from_examples": serve_examples.get_concrete_function(),
+        "transform_features": transform_features.get_concrete_function(),
+    }

@@ -1,0 +1,74 @@
+"""TFX Trainer module: `run_fn` trains the model and exports it with its signatures.
+
+Reads the raw examples and applies the Transform graph in the input pipeline
+(Transform runs with `materialize=False`): decoding a few thousand JPEGs per
+epoch is cheap, while materialised float images would take gigabytes on disk.
+The decoded images are cached in memory after the first epoch.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import json  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from absl import logging  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+from tfx_bsl.public import tfxio  # noqa: E402
+
+from modules import export, features  # noqa: E402
+from modules import model as model_lib  # noqa: E402
+
+DEFAULTS = {"epochs": 12, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0}
+
+
+def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, seed):
+    """(features, labels) batches: raw examples -> Transform graph -> model inputs."""
+    raw = fn_args.data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=False),
+        tf_transform_output.raw_metadata.schema,
+    )
+    tft_layer = tf_transform_output.transform_features_layer()
+
+    def to_model_io(raw_batch):
+        xf = tft_layer({k: raw_batch[k] for k in features.EVAL_RAW_KEYS})
+        return (
+            {features.IMAGE_XF: xf[features.IMAGE_XF]},
+            {features.VARIETY_HEAD: xf[features.LABEL_XF], features.FAMILY_HEAD: xf[features.FAMILY_XF]},
+        )
+
+    dataset = raw.map(to_model_io, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    # A label missing from the train-split vocabulary maps to -1: leave it out.
+    dataset = dataset.filter(lambda x, y: y[features.VARIETY_HEAD] >= 0).cache()
+    if training:
+        dataset = dataset.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def run_fn(fn_args: tfx.components.FnArgs):
+    """Trains on the train split, validates on eval, exports the SavedModel."""
+    config = {**DEFAULTS, **(fn_args.custom_config or {})}
+    keras.utils.set_random_seed(int(config["seed"]))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
+    num_families = tf_transform_output.vocabulary_size_by_name(features.FAMILY_VOCAB)
+    image_size = int(config["image_size"])
+    logging.info("Training on %d classes, %d families, %dpx images.", num_classes, num_families, image_size)
+
+    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, config["batch_size"], True, config["seed"])
+    val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, config["batch_size"], False, config["seed"])
+
+    model = model_lib.build_model(image_size, num_classes, num_families, learning_rate=config["learning_rate"])
+    callbacks = [
+        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True),
+    ]
+    history = model.fit(train, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks, verbose=2)
+
+    signatures = export.make_signatures(model, tf_transform_output, float(config["review_threshold"]))
+    model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)

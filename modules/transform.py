@@ -1,0 +1,55 @@
+"""TFX Transform module: the preprocessing graph shared by training and serving.
+
+Everything a model needs from a raw photo is computed here, in TensorFlow ops,
+so the exported model applies exactly the same graph to a client's JPEG as the
+Trainer applied to the training examples (no training/serving skew).
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from modules import features  # noqa: E402
+
+DEFAULT_IMAGE_SIZE = 64
+
+
+def _flatten(tensor):
+    """Dense [batch, 1] (schema with shape) or [batch] -> [batch]."""
+    if isinstance(tensor, tf.SparseTensor):
+        tensor = tf.sparse.to_dense(tensor, default_value="")
+    return tf.reshape(tensor, [-1])
+
+
+def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP bytes [batch] -> float32 RGB in [0, 1], [batch, size, size, 3].
+
+    The picture is squashed, not cropped, to the square: product photos put
+    the stone in the middle of a roughly square frame, and cropping can cut
+    off a stone that fills it.
+    """
+
+    def decode_one(data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+        return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+
+    return tf.map_fn(
+        decode_one, image_bytes,
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
+
+
+def preprocessing_fn(inputs, custom_config):
+    """tf.Transform preprocessing: raw features -> model features and label ids."""
+    image_size = int(custom_config.get("image_size", DEFAULT_IMAGE_SIZE))
+    outputs = {features.IMAGE_XF: decode_and_resize(_flatten(inputs[features.IMAGE_KEY]), image_size)}
+    # Label ids come from vocabularies computed on the train split; the
+    # vocabulary files travel with the transform graph, so the exported model
+    # can turn ids back into names.
+    outputs[features.LABEL_XF] = tft.compute_and_apply_vocabulary(
+        _flatten(inputs[features.LABEL_KEY]), vocab_filename=features.LABEL_VOCAB)
+    outputs[features.FAMILY_XF] = tft.compute_and_apply_vocabulary(
+        _flatten(inputs[features.FAMILY_KEY]), vocab_filename=features.FAMILY_VOCAB)
+    return outputs
