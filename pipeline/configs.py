@@ -1,0 +1,108 @@
+"""Where a pipeline run reads its settings from: one place, for every runner.
+
+The local runner, the tfx CLI and the Kubeflow compiler all build the pipeline
+from a `PipelineConfig`. Its fields come from `GEMSTONE_*` environment
+variables (so `make run DATA=... PIPELINE_NAME=...` and the tfx CLI, which runs
+the pipeline file in a subprocess, see the same settings) with defaults that
+suit the generated demo data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional
+
+from gemstone import paths
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODULES_DIR = REPO_ROOT / "modules"
+SCHEMA_DIR = REPO_ROOT / "schema"
+
+TRANSFORM_MODULE_FILE = str(MODULES_DIR / "transform.py")
+TRAINER_MODULE_FILE = str(MODULES_DIR / "trainer.py")
+
+DEFAULT_PIPELINE_NAME = "gemstone-demo"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Everything that varies between pipeline runs.
+
+    Attributes:
+      pipeline_name: names the run's folders, its MLMD context and its serving folder.
+      data: a folder of class folders (class = folder name) or a manifest
+        (.csv or .jsonl with at least `path` and `label` columns).
+      home: root of everything a run writes locally (`GEMSTONE_HOME`).
+      pipeline_root / serving_dir / metadata_path: default to folders under
+        `home`; set them (e.g. to gs:// or s3:// URIs) to run elsewhere.
+      schema_path: a curated schema.pbtxt; None means SchemaGen infers one.
+      image_size: side in pixels of the square image the model sees.
+      epochs / batch_size: training length.
+      min_accuracy: absolute accuracy the Evaluator requires to bless a model.
+      max_accuracy_drop: how much worse than the last blessed model is tolerated.
+      review_threshold: top-1 confidence under which a prediction is flagged
+        `needs_review`.
+      beam_direct_workers: DirectRunner worker processes (0 = one per core).
+    """
+
+    pipeline_name: str = DEFAULT_PIPELINE_NAME
+    data: str = ""
+    home: str = ""
+    pipeline_root: str = ""
+    serving_dir: str = ""
+    metadata_path: str = ""
+    schema_path: Optional[str] = None
+    image_size: int = 64
+    epochs: int = 12
+    batch_size: int = 32
+    min_accuracy: float = 0.5
+    max_accuracy_drop: float = 0.02
+    review_threshold: float = 0.6
+    beam_direct_workers: int = 0
+    beam_running_mode: str = "in_memory"
+
+    def __post_init__(self):
+        self.home = self.home or str(paths.gemstone_home())
+        self.data = self.data or str(paths.demo_data_dir(self.home) / "manifest.csv")
+        self.pipeline_root = self.pipeline_root or str(paths.pipeline_root(self.pipeline_name, self.home))
+        self.serving_dir = self.serving_dir or str(paths.serving_dir(self.pipeline_name, self.home))
+        self.metadata_path = self.metadata_path or str(paths.metadata_path(self.pipeline_name, self.home))
+        if self.schema_path is None:
+            curated = SCHEMA_DIR / self.pipeline_name / "schema.pbtxt"
+            self.schema_path = str(curated) if curated.exists() else None
+
+    @classmethod
+    def from_env(cls) -> "PipelineConfig":
+        """Reads GEMSTONE_* variables; unset ones keep their defaults."""
+        defaults = cls()
+        schema = os.environ.get("GEMSTONE_SCHEMA")
+        return cls(
+            pipeline_name=_env("GEMSTONE_PIPELINE_NAME", defaults.pipeline_name),
+            data=_env("GEMSTONE_DATA", ""),
+            home=_env("GEMSTONE_HOME", ""),
+            pipeline_root=_env("GEMSTONE_PIPELINE_ROOT", ""),
+            serving_dir=_env("GEMSTONE_SERVING_DIR", ""),
+            # GEMSTONE_SCHEMA=none forces SchemaGen even where a curated schema exists.
+            schema_path=None if schema is None else (None if schema.lower() == "none" else schema),
+            image_size=int(_env("GEMSTONE_IMAGE_SIZE", str(defaults.image_size))),
+            epochs=int(_env("GEMSTONE_EPOCHS", str(defaults.epochs))),
+            batch_size=int(_env("GEMSTONE_BATCH_SIZE", str(defaults.batch_size))),
+            min_accuracy=float(_env("GEMSTONE_MIN_ACCURACY", str(defaults.min_accuracy))),
+            max_accuracy_drop=float(_env("GEMSTONE_MAX_ACCURACY_DROP", str(defaults.max_accuracy_drop))),
+            review_threshold=float(_env("GEMSTONE_REVIEW_THRESHOLD", str(defaults.review_threshold))),
+            beam_direct_workers=int(_env("GEMSTONE_BEAM_WORKERS", str(defaults.beam_direct_workers))),
+            beam_running_mode=_env("GEMSTONE_BEAM_MODE", defaults.beam_running_mode),
+        )
+
+    def beam_pipeline_args(self) -> list[str]:
+        """Beam options shared by every Beam-powered component."""
+        return [
+            "--direct_running_mode=" + self.beam_running_mode,
+            f"--direct_num_workers={self.beam_direct_workers}",
+        ]

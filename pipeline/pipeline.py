@@ -1,0 +1,119 @@
+"""The gemstone pipeline's DAG: the one definition every runner uses.
+
+ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator
+-> Transform -> Trainer -> (latest blessed model) -> Evaluator -> Pusher
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components.image_example_gen.component import ImageExampleGen
+from gemstone import ingestion
+from modules import features
+from pipeline import configs
+
+# The split that judges the model. Trainer trains on `train` and early-stops
+# on `eval`; `test` is seen by nothing before the Evaluator.
+EVAL_SPLIT = "test"
+
+
+def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
+    """TFMA: accuracy overall and per variety; blessing needs a floor and no regression."""
+    accuracy_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_accuracy}),
+        # Ignored on the first run, when there is no blessed model yet.
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.max_accuracy_drop}),
+    )
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name="from_examples",
+            prediction_key="probabilities",
+            label_key=features.LABEL_XF,
+            preprocessing_function_names=["transform_features"],
+        )],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold),
+            tfma.MetricConfig(class_name="ExampleCount"),
+        ])],
+    )
+
+
+def create_pipeline(config: configs.PipelineConfig,
+                    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+                    beam_pipeline_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+    """Builds the TFX pipeline described by `config`."""
+    input_base, input_pattern = ingestion.default_input_pattern(config.data)
+    example_gen = ImageExampleGen(input_base=input_base, input_pattern=input_pattern)
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+
+    if config.schema_path:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    else:
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        module_file=configs.TRANSFORM_MODULE_FILE,
+        # The Trainer applies the transform graph in its input pipeline.
+        materialize=False,
+        custom_config={"image_size": config.image_size},
+    )
+
+    trainer = tfx.components.Trainer(
+        module_file=configs.TRAINER_MODULE_FILE,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={
+            "image_size": config.image_size,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "review_threshold": config.review_threshold,
+        },
+    )
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        example_splits=[EVAL_SPLIT],
+        eval_config=eval_config(config),
+    )
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
+    )
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+                    trainer, model_resolver, evaluator, pusher],
+        enable_cache=True,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else config.beam_pipeline_args(),
+    )
