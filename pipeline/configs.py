@@ -76,6 +76,7 @@ class PipelineConfig:
         if self.schema_path is None:
             curated = SCHEMA_DIR / self.pipeline_name / "schema.pbtxt"
             self.schema_path = str(curated) if curated.exists() else None
+        self.schema_path = self.schema_path or None  # "" means: infer with SchemaGen
 
     @classmethod
     def from_env(cls) -> "PipelineConfig":
@@ -89,7 +90,7 @@ class PipelineConfig:
             pipeline_root=_env("GEMSTONE_PIPELINE_ROOT", ""),
             serving_dir=_env("GEMSTONE_SERVING_DIR", ""),
             # GEMSTONE_SCHEMA=none forces SchemaGen even where a curated schema exists.
-            schema_path=None if schema is None else (None if schema.lower() == "none" else schema),
+            schema_path=None if schema is None else ("" if schema.strip().lower() in ("", "none") else schema),
             image_size=int(_env("GEMSTONE_IMAGE_SIZE", str(defaults.image_size))),
             epochs=int(_env("GEMSTONE_EPOCHS", str(defaults.epochs))),
             batch_size=int(_env("GEMSTONE_BATCH_SIZE", str(defaults.batch_size))),

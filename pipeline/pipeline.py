@@ -42,6 +42,9 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold),
             tfma.MetricConfig(class_name="ExampleCount"),
         ])],
+        # The model's own compiled metrics are per training head and need
+        # training-time labels; TFMA computes what matters from `probabilities`.
+        options=tfma.Options(include_default_metrics={"value": False}),
     )
 
 

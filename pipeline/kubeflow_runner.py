@@ -1,0 +1,41 @@
+"""Compiles the pipeline for Kubeflow Pipelines (KFP v2 PipelineSpec JSON).
+
+The very same `pipeline.create_pipeline` as the local runner: only where
+things live (object storage or a volume) and which container runs them differ.
+The tfx CLI can use this file too:
+
+    tfx pipeline create --engine kubeflow --pipeline_path pipeline/kubeflow_runner.py --endpoint URL
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# See local_runner.py: keep this folder's pipeline.py from hiding the package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+from tfx import v1 as tfx  # noqa: E402
+
+from pipeline import configs  # noqa: E402
+from pipeline import pipeline as gemstone_pipeline  # noqa: E402
+
+DEFAULT_IMAGE = "ghcr.io/gemstone-tfx/gemstone-pipeline:0.1.0"
+
+
+def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, image: str = None) -> str:
+    """Writes the KFP v2 pipeline spec to `output_file` and returns its path."""
+    config = config or configs.PipelineConfig.from_env()
+    image = image or os.environ.get("GEMSTONE_IMAGE", DEFAULT_IMAGE)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(os.path.abspath(output_file)),
+        output_filename=os.path.basename(output_file),
+    )
+    # On Kubeflow, MLMD is the cluster's; no local SQLite connection config.
+    runner.run(gemstone_pipeline.create_pipeline(config), write_out=True)
+    return output_file
+
+
+if __name__ == "__main__":
+    compile_pipeline(os.environ.get("GEMSTONE_KFP_OUTPUT", "pipeline.json"))

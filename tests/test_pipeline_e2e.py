@@ -1,0 +1,121 @@
+"""End to end: the real pipeline, through the real tfx CLI, on a tiny generated dataset.
+
+Runs `tfx pipeline create` and `tfx run create --engine local` (LocalDagRunner)
+as `make demo` does, checks every component's artifacts, classifies a JPEG
+with the pushed model through `serving_default`, then runs again and checks
+that the components whose inputs did not change came from the cache.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gemstone import demo_data, metadata, paths
+
+REPO = Path(__file__).resolve().parents[1]
+TFX = str(Path(sys.executable).parent / "tfx")
+PIPELINE_NAME = "e2e-test"
+COMPONENTS = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
+              "Trainer", "Evaluator", "Pusher"]
+
+
+def _tfx(env, *args):
+    result = subprocess.run([TFX, *args], cwd=REPO / "pipeline", env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"tfx {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def _executions(home):
+    """(component, MLMD state) of each execution, oldest first."""
+    store = metadata.open_store(PIPELINE_NAME, str(home))
+    return [(e.component, e.state) for e in metadata.executions(store)]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    data = demo_data.make_demo_data(home / "data", per_class=12, seed=1, size=96)
+    env = dict(
+        os.environ,
+        GEMSTONE_HOME=str(home),
+        LOCAL_HOME=str(home / "tfx-cli"),
+        GEMSTONE_PIPELINE_NAME=PIPELINE_NAME,
+        GEMSTONE_DATA=str(Path(data.out_dir) / "manifest.csv"),
+        GEMSTONE_SCHEMA=str(REPO / "schema" / "gemstone-demo" / "schema.pbtxt"),
+        GEMSTONE_IMAGE_SIZE="32",
+        GEMSTONE_EPOCHS="2",
+        GEMSTONE_MIN_ACCURACY="0.0",
+        # A second run must not be refused for being a little worse than the first.
+        GEMSTONE_MAX_ACCURACY_DROP="1.0",
+    )
+    _tfx(env, "pipeline", "create", "--engine", "local", "--pipeline_path", "local_runner.py")
+    _tfx(env, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
+    first = _executions(home)
+    return home, env, first
+
+
+def _single_artifact_dir(home, component, output):
+    root = paths.pipeline_root(PIPELINE_NAME, str(home)) / component / output
+    runs = sorted(root.iterdir(), key=lambda p: int(p.name))
+    return runs[-1]
+
+
+def test_every_component_ran(pipeline_run):
+    _, _, executions = pipeline_run
+    states = dict(executions)
+    for component in COMPONENTS:
+        assert states.get(component) == "COMPLETE", executions
+
+
+def test_example_gen_wrote_three_splits_and_a_report(pipeline_run):
+    home, _, _ = pipeline_run
+    examples = _single_artifact_dir(home, "ImageExampleGen", "examples")
+    for split in ("train", "eval", "test"):
+        assert list((examples / f"Split-{split}").glob("*.gz")), split
+    report = json.loads((examples / "ingestion_report.json").read_text())
+    assert report["counts"]["files"] == 96
+    assert report["counts"]["accepted"] == 96
+    assert {f["split"] for f in report["files"]} == {"train", "eval", "test"}
+
+
+def test_analysis_artifacts_exist(pipeline_run):
+    home, _, _ = pipeline_run
+    assert list(_single_artifact_dir(home, "StatisticsGen", "statistics").glob("Split-*/FeatureStats.pb"))
+    assert (_single_artifact_dir(home, "ImportSchemaGen", "schema") / "schema.pbtxt").exists()
+    assert list(_single_artifact_dir(home, "ExampleValidator", "anomalies").glob("Split-*/SchemaDiff.pb"))
+    graph = _single_artifact_dir(home, "Transform", "transform_graph")
+    assert (graph / "transform_fn" / "saved_model.pb").exists()
+    assert (graph / "transform_fn" / "assets" / "label").exists()
+    assert (_single_artifact_dir(home, "Evaluator", "blessing") / "BLESSED").exists()
+
+
+def test_pushed_model_classifies_a_raw_jpeg(pipeline_run):
+    import tensorflow as tf
+
+    home, _, _ = pipeline_run
+    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
+    assert version is not None and version.name.isdigit()
+    model = tf.saved_model.load(str(version))
+    jpeg = next((Path(home) / "data" / "images" / "Ruby").glob("*.jpg")).read_bytes()
+    out = model.signatures["serving_default"](images=tf.constant([jpeg, jpeg]))
+    classes = [c.decode() for c in out["classes"].numpy()[0]]
+    assert sorted(classes) == sorted(demo_data.VARIETIES)
+    probabilities = out["probabilities"].numpy()
+    assert probabilities.shape == (2, len(demo_data.VARIETIES))
+    assert abs(probabilities.sum(axis=1) - 1).max() < 1e-4
+    assert out["label"].numpy()[0].decode() in classes
+    assert out["top_k_labels"].shape == (2, 3)
+    assert out["family"].numpy()[0].decode() in set(demo_data.VARIETIES.values())
+    assert out["needs_review"].dtype == tf.bool
+
+
+def test_second_run_reuses_cached_components(pipeline_run):
+    home, env, first = pipeline_run
+    _tfx(env, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
+    second = _executions(home)[len(first):]
+    states = dict(second)
+    for component in ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer"):
+        assert states.get(component) == "CACHED", second
