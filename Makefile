@@ -20,6 +20,8 @@ export LOCAL_HOME    ?= $(GEMSTONE_HOME)/tfx-cli
 # TF_USE_LEGACY_KERAS makes tf.keras Keras 2 (tf_keras), which TFX 1.16 expects.
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Google client libraries warn about Python 3.10 on every import; TFX 1.16 needs it.
+export PYTHONWARNINGS ?= ignore::FutureWarning
 
 DEMO_DATA     := $(GEMSTONE_HOME)/data/demo
 PIPELINE_NAME ?= gemstone-demo
@@ -68,7 +70,7 @@ define tfx_run
 	else \
 	  ../$(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py; \
 	fi
-	$(VENV)/bin/tfx run create --engine local --pipeline_name $(1)
+	cd pipeline && ../$(VENV)/bin/tfx run create --engine local --pipeline_name $(1)
 	$(VENV)/bin/gemstone where --pipeline-name $(1)
 endef
 

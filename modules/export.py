@@ -49,7 +49,7 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
 
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
-        logits = model({features.IMAGE_XF: transformed[features.IMAGE_XF]}, training=False)
+        logits = model({k: transformed[k] for k in features.MODEL_INPUT_KEYS}, training=False)
         probabilities = tf.nn.softmax(logits[features.VARIETY_HEAD] / temperature)
         family_probabilities = tf.nn.softmax(logits[features.FAMILY_HEAD] / temperature)
         top = tf.math.top_k(probabilities, k=k)

@@ -24,6 +24,11 @@ def transformed_name(key: str) -> str:
 IMAGE_XF = transformed_name(IMAGE_KEY)
 LABEL_XF = transformed_name(LABEL_KEY)
 FAMILY_XF = transformed_name(FAMILY_KEY)
+# Colour histogram of the photo, computed by Transform from the decoded image.
+COLOUR_XF = "colour_xf"
+
+# What the Keras model takes: the resized picture and its colour histogram.
+MODEL_INPUT_KEYS = (IMAGE_XF, COLOUR_XF)
 
 # Model output heads.
 VARIETY_HEAD = "variety"

@@ -35,20 +35,24 @@ def _conv_block(x, filters: int, name: str):
     return keras.layers.MaxPooling2D(name=f"{name}_pool")(x)
 
 
-def build_model(image_size: int, num_classes: int, num_families: int,
+def build_model(image_size: int, num_classes: int, num_families: int, colour_size: int,
                 learning_rate: float = 2e-3, dropout: float = 0.3) -> keras.Model:
-    """A compiled two-headed CNN taking the transformed image."""
+    """A compiled two-headed model fusing a small CNN with the colour histogram."""
     image = keras.Input(shape=(image_size, image_size, 3), name=features.IMAGE_XF)
+    colour = keras.Input(shape=(colour_size,), name=features.COLOUR_XF)
     x = augmentation()(image)
     for i, filters in enumerate((32, 64, 128)):
         x = _conv_block(x, filters, name=f"block{i + 1}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    c = keras.layers.Dense(128, activation="relu", name="colour_dense")(colour)
+    x = keras.layers.Concatenate(name="fuse")([x, c])
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = {
         features.VARIETY_HEAD: keras.layers.Dense(num_classes, name=features.VARIETY_HEAD)(x),
         features.FAMILY_HEAD: keras.layers.Dense(num_families, name=features.FAMILY_HEAD)(x),
     }
-    model = keras.Model(inputs={features.IMAGE_XF: image}, outputs=outputs, name="gemstone_cnn")
+    model = keras.Model(inputs={features.IMAGE_XF: image, features.COLOUR_XF: colour}, outputs=outputs,
+                        name="gemstone_cnn")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

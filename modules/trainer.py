@@ -36,7 +36,7 @@ def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, s
     def to_model_io(raw_batch):
         xf = tft_layer({k: raw_batch[k] for k in features.EVAL_RAW_KEYS})
         return (
-            {features.IMAGE_XF: xf[features.IMAGE_XF]},
+            {k: xf[k] for k in features.MODEL_INPUT_KEYS},
             {features.VARIETY_HEAD: xf[features.LABEL_XF], features.FAMILY_HEAD: xf[features.FAMILY_XF]},
         )
 
@@ -61,7 +61,9 @@ def run_fn(fn_args: tfx.components.FnArgs):
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, config["batch_size"], True, config["seed"])
     val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, config["batch_size"], False, config["seed"])
 
-    model = model_lib.build_model(image_size, num_classes, num_families, learning_rate=config["learning_rate"])
+    colour_size = tf_transform_output.transformed_feature_spec()[features.COLOUR_XF].shape[-1]
+    model = model_lib.build_model(image_size, num_classes, num_families, colour_size,
+                                  learning_rate=config["learning_rate"])
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True),

@@ -39,7 +39,9 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
         )],
         slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
         metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold),
+            # The gate is on the overall slice; per-class figures are for people to review.
+            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
+                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)]),
             tfma.MetricConfig(class_name="ExampleCount"),
         ])],
         # The model's own compiled metrics are per training head and need

@@ -1,0 +1,49 @@
+"""The preprocessing graph: decoding, resizing, colour histograms, vocabularies."""
+import io
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from modules import transform
+
+
+def _jpeg(rgb, size=(40, 30)):
+    buffer = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _png(rgb, size=(20, 50)):
+    buffer = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_decode_and_resize_accepts_jpeg_and_png_of_any_size():
+    images = transform.decode_and_resize(tf.constant([_jpeg((200, 0, 0)), _png((0, 0, 255))]), 16)
+    assert images.shape == (2, 16, 16, 3)
+    values = images.numpy()
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    assert values[0, 8, 8, 0] > 0.7 and values[0, 8, 8, 2] < 0.1
+    assert values[1, 8, 8, 2] > 0.9 and values[1, 8, 8, 0] < 0.1
+
+
+def test_colour_histogram_separates_red_from_blue_and_sums_to_one():
+    images = transform.decode_and_resize(tf.constant([_jpeg((200, 20, 20)), _jpeg((20, 80, 200))]), 16)
+    histogram = transform.colour_histogram(images).numpy()
+    assert histogram.shape == (2, transform.COLOUR_FEATURE_SIZE)
+    np.testing.assert_allclose((histogram ** 2).sum(axis=1), 1.0, atol=1e-5)  # sqrt of frequencies
+    assert histogram[0].argmax() != histogram[1].argmax()
+    hue_bin = lambda h: h.argmax() // (transform.SATURATION_BINS * transform.VALUE_BINS)  # noqa: E731
+    assert hue_bin(histogram[0]) in (0, transform.HUE_BINS - 1)  # red wraps around hue 0
+    assert hue_bin(histogram[1]) == int(220 / 360 * transform.HUE_BINS)  # hue of (20, 80, 200)
+
+
+def test_centre_weighting_favours_the_stone_over_the_background():
+    pixels = np.full((32, 32, 3), 255, np.uint8)
+    pixels[12:20, 12:20] = (0, 150, 0)  # a small green stone on white: 6% of the pixels
+    frequencies = transform.colour_histogram(tf.constant(pixels[np.newaxis] / 255.0, tf.float32)).numpy()[0] ** 2
+    per_hue = frequencies.reshape(transform.HUE_BINS, -1).sum(axis=1)
+    green = int(120 / 360 * transform.HUE_BINS)
+    assert per_hue[green] > 2 * (pixels[..., 1] == 150).mean()
