@@ -39,6 +39,29 @@ def _where(args) -> int:
     return 0
 
 
+def _kubeflow_compile(args) -> int:
+    from gemstone import kubeflow
+
+    path = kubeflow.compile_spec(args.output, image=args.image)
+    tasks = kubeflow.pipeline_spec(path)["root"]["dag"]["tasks"]
+    print(f"Compiled KFP v2 pipeline spec with {len(tasks)} components: {path}")
+    return 0
+
+
+def _kubeflow_schedule(args) -> int:
+    import tempfile
+
+    from gemstone import kubeflow
+
+    package = args.package
+    if not package:
+        package = str(kubeflow.compile_spec(Path(tempfile.mkdtemp()) / "pipeline.json", image=args.image))
+    run = kubeflow.schedule(args.endpoint, package, args.cron, experiment=args.experiment, job_name=args.name)
+    print(f"Recurring run {run.recurring_run_id} ({kubeflow.kfp_cron(args.cron)}) in experiment "
+          f"'{args.experiment}' at {args.endpoint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemstone", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -52,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     where = commands.add_parser("where", help="say where a pipeline's outputs are")
     where.add_argument("--pipeline-name", default="gemstone-demo")
     where.set_defaults(func=_where)
+    kubeflow = commands.add_parser("kubeflow", help="compile for / schedule on Kubeflow Pipelines")
+    kubeflow_commands = kubeflow.add_subparsers(dest="kubeflow_command", required=True, metavar="ACTION")
+    compile_ = kubeflow_commands.add_parser("compile", help="write the KFP v2 pipeline spec (JSON)")
+    compile_.add_argument("--output", default="kubeflow/pipeline.json")
+    compile_.add_argument("--image", help="container image URI (default: $GEMSTONE_IMAGE or the project's)")
+    compile_.set_defaults(func=_kubeflow_compile)
+    schedule = kubeflow_commands.add_parser("schedule", help="upload the pipeline as a recurring run")
+    schedule.add_argument("--endpoint", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    schedule.add_argument("--cron", required=True, help='e.g. "0 2 * * *" (every night at 02:00)')
+    schedule.add_argument("--experiment", default="gemstone")
+    schedule.add_argument("--name", help="recurring run name")
+    schedule.add_argument("--package", help="an already compiled spec (default: compile now)")
+    schedule.add_argument("--image", help="container image URI when compiling")
+    schedule.set_defaults(func=_kubeflow_schedule)
     return parser
 
 

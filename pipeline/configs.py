@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +42,8 @@ class PipelineConfig:
       home: root of everything a run writes locally (`GEMSTONE_HOME`).
       pipeline_root / serving_dir / metadata_path: default to folders under
         `home`; set them (e.g. to gs:// or s3:// URIs) to run elsewhere.
-      schema_path: a curated schema.pbtxt; None means SchemaGen infers one.
+      schema_path: a curated schema.pbtxt; "" means SchemaGen infers one; None
+        (default) picks `schema/<pipeline_name>/schema.pbtxt` when it exists.
       image_size: side in pixels of the square image the model sees.
       epochs / batch_size: training length.
       min_accuracy: absolute accuracy the Evaluator requires to bless a model.
@@ -49,6 +51,10 @@ class PipelineConfig:
       review_threshold: top-1 confidence under which a prediction is flagged
         `needs_review`.
       beam_direct_workers: DirectRunner worker processes (0 = one per core).
+      beam_running_mode: DirectRunner mode: in_memory, multi_threading or multi_processing.
+      beam_args: extra Beam options, e.g. `--runner=DataflowRunner --project=...`.
+      installed_modules: take the Transform/Trainer code from the installed
+        `modules` package (container images) instead of module files.
     """
 
     pipeline_name: str = DEFAULT_PIPELINE_NAME
@@ -66,6 +72,8 @@ class PipelineConfig:
     review_threshold: float = 0.6
     beam_direct_workers: int = 0
     beam_running_mode: str = "in_memory"
+    beam_args: str = ""
+    installed_modules: bool = False
 
     def __post_init__(self):
         self.home = self.home or str(paths.gemstone_home())
@@ -75,8 +83,7 @@ class PipelineConfig:
         self.metadata_path = self.metadata_path or str(paths.metadata_path(self.pipeline_name, self.home))
         if self.schema_path is None:
             curated = SCHEMA_DIR / self.pipeline_name / "schema.pbtxt"
-            self.schema_path = str(curated) if curated.exists() else None
-        self.schema_path = self.schema_path or None  # "" means: infer with SchemaGen
+            self.schema_path = str(curated) if curated.exists() else ""  # "": infer with SchemaGen
 
     @classmethod
     def from_env(cls) -> "PipelineConfig":
@@ -99,6 +106,8 @@ class PipelineConfig:
             review_threshold=float(_env("GEMSTONE_REVIEW_THRESHOLD", str(defaults.review_threshold))),
             beam_direct_workers=int(_env("GEMSTONE_BEAM_WORKERS", str(defaults.beam_direct_workers))),
             beam_running_mode=_env("GEMSTONE_BEAM_MODE", defaults.beam_running_mode),
+            beam_args=_env("GEMSTONE_BEAM_ARGS", ""),
+            installed_modules=_env("GEMSTONE_INSTALLED_MODULES", "0").lower() in ("1", "true", "yes"),
         )
 
     def beam_pipeline_args(self) -> list[str]:
@@ -106,4 +115,4 @@ class PipelineConfig:
         return [
             "--direct_running_mode=" + self.beam_running_mode,
             f"--direct_num_workers={self.beam_direct_workers}",
-        ]
+        ] + shlex.split(self.beam_args)

@@ -6,6 +6,7 @@ The tfx CLI can use this file too:
 
     tfx pipeline create --engine kubeflow --pipeline_path pipeline/kubeflow_runner.py --endpoint URL
 """
+import dataclasses
 import os
 import sys
 
@@ -21,11 +22,22 @@ from pipeline import configs  # noqa: E402
 from pipeline import pipeline as gemstone_pipeline  # noqa: E402
 
 DEFAULT_IMAGE = "ghcr.io/gemstone-tfx/gemstone-pipeline:0.1.0"
+# Where kubeflow/Dockerfile puts the project inside the image.
+CONTAINER_REPO_ROOT = "/opt/gemstone"
+
+
+def in_container(path):
+    """A path inside this checkout, as the container sees it (other paths are left alone)."""
+    if path and os.path.isabs(path) and path.startswith(str(configs.REPO_ROOT) + os.sep):
+        return CONTAINER_REPO_ROOT + path[len(str(configs.REPO_ROOT)):]
+    return path
 
 
 def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, image: str = None) -> str:
     """Writes the KFP v2 pipeline spec to `output_file` and returns its path."""
+    # The container holds the project, so the module code is imported, not uploaded.
     config = config or configs.PipelineConfig.from_env()
+    config = dataclasses.replace(config, installed_modules=True, schema_path=in_container(config.schema_path))
     image = image or os.environ.get("GEMSTONE_IMAGE", DEFAULT_IMAGE)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),

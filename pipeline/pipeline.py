@@ -50,6 +50,18 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+def _user_code(config: configs.PipelineConfig, module_file: str, function: str, function_arg: str) -> dict:
+    """How a component finds the module code: a file (local runs), or the package installed in the image.
+
+    A module file is fingerprinted, so editing it re-runs the component locally;
+    on Kubeflow the container already holds the project, so nothing needs to be
+    packaged and uploaded when the pipeline is compiled.
+    """
+    if config.installed_modules:
+        return {function_arg: function}
+    return {"module_file": module_file}
+
+
 def create_pipeline(config: configs.PipelineConfig,
                     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
                     beam_pipeline_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
@@ -71,14 +83,16 @@ def create_pipeline(config: configs.PipelineConfig,
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        module_file=configs.TRANSFORM_MODULE_FILE,
+        **_user_code(config, module_file=configs.TRANSFORM_MODULE_FILE,
+                     function="modules.transform.preprocessing_fn", function_arg="preprocessing_fn"),
         # The Trainer applies the transform graph in its input pipeline.
         materialize=False,
         custom_config={"image_size": config.image_size},
     )
 
     trainer = tfx.components.Trainer(
-        module_file=configs.TRAINER_MODULE_FILE,
+        **_user_code(config, module_file=configs.TRAINER_MODULE_FILE,
+                     function="modules.trainer.run_fn", function_arg="run_fn"),
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
