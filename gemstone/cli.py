@@ -62,6 +62,22 @@ def _kubeflow_schedule(args) -> int:
     return 0
 
 
+def _inspect_data(args) -> int:
+    from gemstone import data_report, ingestion
+
+    options = ingestion.IngestionOptions(near_duplicate_distance=args.near_duplicate_distance,
+                                         max_pixels=args.max_pixels)
+    try:
+        report = data_report.inspect(args.data, options, progress=True)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    written = data_report.write(report, args.output)
+    print("\n".join(data_report.summary_lines(report)))
+    print(f"Report: {written['json']}\nPage:   {written['html']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemstone", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -71,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=int, default=40, help="images per variety (default 40)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_make_demo_data)
+
+    inspect = commands.add_parser("inspect-data", help="check a collection as the pipeline would, without running it")
+    inspect.add_argument("data", help="a folder of class folders, or a manifest (.csv / .jsonl)")
+    inspect.add_argument("--output", default="data-report", help="folder for report.json and the HTML page")
+    inspect.add_argument("--near-duplicate-distance", type=int, default=6,
+                         help="perceptual-hash bits within which photos count as near-duplicates (default 6)")
+    inspect.add_argument("--max-pixels", type=int, default=40_000_000, help="decompression-bomb limit")
+    inspect.set_defaults(func=_inspect_data)
 
     where = commands.add_parser("where", help="say where a pipeline's outputs are")
     where.add_argument("--pipeline-name", default="gemstone-demo")

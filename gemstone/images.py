@@ -27,7 +27,9 @@ from typing import List, Optional, Tuple
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from gemstone import image_stats
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 HIDDEN_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r"})
@@ -36,6 +38,14 @@ DEFAULT_MAX_SIDE = 1024
 _REENCODE_QUALITY = 95
 _SAME_FORMAT = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".bmp": "bmp",
                 ".gif": "gif", ".tif": "tiff", ".tiff": "tiff"}
+
+
+# EXIF orientation -> the transposition that stands the picture upright.
+_ORIENTATION_FIX = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageRejected(Exception):
@@ -57,6 +67,7 @@ class LoadedImage:
     sha256: str  # of the original file bytes
     phash: str  # 64-bit perceptual hash, 16 hex digits
     notes: Tuple[str, ...] = ()
+    stats: Optional[image_stats.ImageStats] = None  # brightness, sharpness, colour, ...
 
 
 def is_hidden(name: str) -> bool:
@@ -122,9 +133,14 @@ def decode_image_bytes(raw: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_sid
     try:
         image.load()
         orientation = image.getexif().get(0x0112, 1)
-        if orientation not in (1, None):
-            image = ImageOps.exif_transpose(image)
+        # Some files carry a malformed orientation tag (a string, 0, 9): ignore it, keep the picture.
+        if isinstance(orientation, int) and 2 <= orientation <= 8:
+            # Transposed by hand: ImageOps.exif_transpose also rewrites the EXIF
+            # block and fails on files with an unrelated malformed tag.
+            image = image.transpose(_ORIENTATION_FIX[orientation])
             notes.append("exif_rotated")
+        elif orientation != 1:
+            notes.append("bad_exif_orientation_ignored")
         rgb = _to_rgb(image, notes)
     except (OSError, SyntaxError) as e:
         text = str(e)
@@ -144,7 +160,7 @@ def decode_image_bytes(raw: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_sid
         data, encoding = _encode(rgb, "jpeg"), "jpeg"
     return LoadedImage(
         data=data, encoding=encoding, source_format=source_format, width=rgb.width, height=rgb.height,
-        sha256=sha256, phash=str(imagehash.phash(rgb)), notes=tuple(notes),
+        sha256=sha256, phash=str(imagehash.phash(rgb)), notes=tuple(notes), stats=image_stats.measure(rgb),
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import tensorflow as tf
 
-from gemstone import images, taxonomy
+from gemstone import image_stats, images, splits, taxonomy
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 # Columns of a manifest that have a meaning of their own; any other column is
@@ -96,6 +96,7 @@ class IngestionOptions:
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     max_side: int = images.DEFAULT_MAX_SIDE
     near_duplicate_distance: int = 6
+    near_duplicate_colour_distance: float = 0.5
     split_seed: int = 0
 
     def to_json(self) -> str:
@@ -200,6 +201,12 @@ def _discover_manifest(manifest: Path, family_map: Dict[str, str]) -> Discovery:
     return Discovery(str(root), "manifest", entries, quarantined, [])
 
 
+def split_record(item: Ingested) -> "splits.Record":
+    """What the split needs to know of an accepted photo."""
+    return splits.Record(item.key, item.entry.label, item.image.phash, item.entry.stone_id or None,
+                         item.image.stats.hue_histogram)
+
+
 def load_entry(entry: SourceEntry, options: IngestionOptions, root: Optional[str] = None):
     """Loads one file: an `Ingested`, or a `Quarantined` with the reason. Never raises for bad content."""
     try:
@@ -218,6 +225,10 @@ def _int_feature(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
+def _float_feature(value: float) -> tf.train.Feature:
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+
+
 def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
     """The tf.Example the pipeline trains on: encoded image, labels, provenance."""
     entry, image = item.entry, item.image
@@ -234,9 +245,29 @@ def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
         "sha256": _bytes_feature(image.sha256),
         "phash": _bytes_feature(image.phash),
     }
+    # Image statistics as plain features: TFDV computes their distributions per split.
+    for name, value in image.stats.numeric().items():
+        features[name] = _float_feature(value)
     for name, value in entry.attributes:
         features.setdefault(name, _bytes_feature(value))
     return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+def class_balance(per_class: Dict[str, Dict[str, int]]) -> Dict[str, Any]:
+    """How unequal the classes are, and which are rare (under half the median count)."""
+    totals = {label: sum(splits.values()) for label, splits in per_class.items()}
+    if not totals:
+        return {"classes": 0}
+    counts = sorted(totals.values())
+    median = counts[len(counts) // 2] if len(counts) % 2 else (counts[len(counts) // 2 - 1] + counts[len(counts) // 2]) / 2
+    return {
+        "classes": len(totals),
+        "smallest": min(totals.items(), key=lambda kv: (kv[1], kv[0])),
+        "largest": max(totals.items(), key=lambda kv: (kv[1], kv[0])),
+        "median": median,
+        "imbalance_ratio": round(max(counts) / max(1, min(counts)), 2),
+        "rare_classes": sorted(label for label, n in totals.items() if n < median / 2),
+    }
 
 
 def build_report(discovery: Discovery, results: Iterable, split_of: Dict[str, str], group_of: Dict[str, str], summary: Dict[str, Any]) -> Dict[str, Any]:
@@ -249,6 +280,7 @@ def build_report(discovery: Discovery, results: Iterable, split_of: Dict[str, st
                 "path": item.key, "status": "accepted", "label": item.entry.label, "family": item.entry.family,
                 "split": split, "group": group_of[item.key], "format": item.image.source_format,
                 "width": item.image.width, "height": item.image.height, "notes": list(item.image.notes),
+                "stats": dataclasses.asdict(item.image.stats),
             })
             per_class.setdefault(item.entry.label, {}).setdefault(split, 0)
             per_class[item.entry.label][split] += 1
@@ -257,7 +289,8 @@ def build_report(discovery: Discovery, results: Iterable, split_of: Dict[str, st
                           "detail": item.detail, "label": item.label})
             by_reason[item.reason] = by_reason.get(item.reason, 0) + 1
     files.sort(key=lambda f: f["path"])
-    accepted = sum(1 for f in files if f["status"] == "accepted")
+    accepted_rows = [f for f in files if f["status"] == "accepted"]
+    accepted = len(accepted_rows)
     return {
         "data_root": discovery.root,
         "layout": discovery.layout,
@@ -265,7 +298,9 @@ def build_report(discovery: Discovery, results: Iterable, split_of: Dict[str, st
                    "ignored_hidden": len(discovery.ignored_hidden)},
         "quarantine_reasons": dict(sorted(by_reason.items())),
         "per_class": {label: per_class[label] for label in sorted(per_class)},
+        "class_balance": class_balance(per_class),
         "splits": summary,
+        "image_statistics": image_stats.compare_splits(accepted_rows),
         "ignored_hidden": sorted(discovery.ignored_hidden),
         "files": files,
     }

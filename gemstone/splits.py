@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 DEFAULT_RATIOS = {"train": 0.7, "eval": 0.15, "test": 0.15}
+# Near-duplicates must also agree in colour: L1 distance of hue histograms at most this.
+DEFAULT_COLOUR_DISTANCE = 0.5
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _BLOCK = 1024  # rows of the pairwise distance matrix computed at once (bounded memory)
 
@@ -29,6 +31,9 @@ class Record:
     label: str
     phash: str  # 16 hex digits: a 64-bit perceptual hash
     stone_id: Optional[str] = None
+    # Hue histogram (summing to 1). The perceptual hash sees only grey
+    # structure: two round stones centred on white can hash alike in any colour.
+    colour: Optional[Tuple[float, ...]] = None
 
 
 @dataclasses.dataclass
@@ -97,8 +102,16 @@ def _check_keys(records: Sequence[Record]) -> None:
         seen.add(record.key)
 
 
-def near_duplicate_groups(records: Iterable[Record], max_distance: int = 6) -> List[List[str]]:
-    """Keys joined by a shared stone id or a phash within `max_distance` bits (< 0: no hash join)."""
+def _same_colour(a: Record, b: Record, max_colour_distance: float) -> bool:
+    if a.colour is None or b.colour is None:
+        return True
+    return float(np.abs(np.asarray(a.colour) - np.asarray(b.colour)).sum()) <= max_colour_distance
+
+
+def near_duplicate_groups(records: Iterable[Record], max_distance: int = 6,
+                          max_colour_distance: float = DEFAULT_COLOUR_DISTANCE) -> List[List[str]]:
+    """Keys joined by a shared stone id, or by a phash within `max_distance` bits (< 0: no hash join)
+    and a hue histogram within `max_colour_distance` (when records carry one)."""
     records = sorted(records, key=lambda r: r.key)
     _check_keys(records)
     union = _UnionFind(len(records))
@@ -113,8 +126,9 @@ def near_duplicate_groups(records: Iterable[Record], max_distance: int = 6) -> L
             xor = block[:, None] ^ hashes[None, :]
             distance = _POPCOUNT[xor.view(np.uint8)].reshape(len(block), len(hashes), 8).sum(axis=2)
             for i, j in zip(*np.nonzero(distance <= max_distance)):
-                if start + i < j:
-                    union.union(start + int(i), int(j))
+                a, b = start + int(i), int(j)
+                if a < b and _same_colour(records[a], records[b], max_colour_distance):
+                    union.union(a, b)
     groups: Dict[int, List[str]] = {}
     for i, record in enumerate(records):
         groups.setdefault(union.find(i), []).append(record.key)
@@ -135,12 +149,13 @@ def _group_id(keys: List[str]) -> str:
 
 
 def assign_splits(records: Iterable[Record], ratios: Mapping[str, float] = DEFAULT_RATIOS,
-                  max_distance: int = 6, seed: int = 0) -> SplitAssignment:
+                  max_distance: int = 6, seed: int = 0,
+                  max_colour_distance: float = DEFAULT_COLOUR_DISTANCE) -> SplitAssignment:
     """Deals whole groups to splits, per class, largest groups first, to the split furthest below target."""
     ratios = _validated_ratios(ratios)
     records = list(records)
     label_of = {record.key: record.label for record in records}
-    groups = near_duplicate_groups(records, max_distance)
+    groups = near_duplicate_groups(records, max_distance, max_colour_distance)
 
     by_label: Dict[str, List[List[str]]] = {}
     n_cross_class = 0

@@ -53,6 +53,7 @@ class PipelineConfig:
       beam_direct_workers: DirectRunner worker processes (0 = one per core).
       beam_running_mode: DirectRunner mode: in_memory, multi_threading or multi_processing.
       beam_args: extra Beam options, e.g. `--runner=DataflowRunner --project=...`.
+      fail_on_anomalies: stop the run when the data does not match the schema.
       installed_modules: take the Transform/Trainer code from the installed
         `modules` package (container images) instead of module files.
     """
@@ -73,6 +74,7 @@ class PipelineConfig:
     beam_direct_workers: int = 0
     beam_running_mode: str = "in_memory"
     beam_args: str = ""
+    fail_on_anomalies: bool = True
     installed_modules: bool = False
 
     def __post_init__(self):
@@ -107,6 +109,7 @@ class PipelineConfig:
             beam_direct_workers=int(_env("GEMSTONE_BEAM_WORKERS", str(defaults.beam_direct_workers))),
             beam_running_mode=_env("GEMSTONE_BEAM_MODE", defaults.beam_running_mode),
             beam_args=_env("GEMSTONE_BEAM_ARGS", ""),
+            fail_on_anomalies=_env("GEMSTONE_FAIL_ON_ANOMALIES", "1").lower() in ("1", "true", "yes"),
             installed_modules=_env("GEMSTONE_INSTALLED_MODULES", "0").lower() in ("1", "true", "yes"),
         )
 

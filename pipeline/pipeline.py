@@ -1,6 +1,6 @@
 """The gemstone pipeline's DAG: the one definition every runner uses.
 
-ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator
+ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator -> DataGate
 -> Transform -> Trainer -> (latest blessed model) -> Evaluator -> Pusher
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.data_gate.component import DataGate
 from components.image_example_gen.component import ImageExampleGen
 from gemstone import ingestion
 from modules import features
@@ -80,6 +81,10 @@ def create_pipeline(config: configs.PipelineConfig,
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
 
+    # Stops the run, saying why, when the data does not match the schema.
+    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
+                         fail_on_anomalies=int(config.fail_on_anomalies))
+
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -89,6 +94,7 @@ def create_pipeline(config: configs.PipelineConfig,
         materialize=False,
         custom_config={"image_size": config.image_size},
     )
+    transform.add_upstream_node(data_gate)
 
     trainer = tfx.components.Trainer(
         **_user_code(config, module_file=configs.TRAINER_MODULE_FILE,
@@ -130,7 +136,7 @@ def create_pipeline(config: configs.PipelineConfig,
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
                     trainer, model_resolver, evaluator, pusher],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,

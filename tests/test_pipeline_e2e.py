@@ -18,7 +18,7 @@ from gemstone import demo_data, metadata, paths
 REPO = Path(__file__).resolve().parents[1]
 TFX = str(Path(sys.executable).parent / "tfx")
 PIPELINE_NAME = "e2e-test"
-COMPONENTS = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
+COMPONENTS = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate", "Transform",
               "Trainer", "Evaluator", "Pusher"]
 
 
@@ -119,3 +119,24 @@ def test_second_run_reuses_cached_components(pipeline_run):
     states = dict(second)
     for component in ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer"):
         assert states.get(component) == "CACHED", second
+
+
+def test_unknown_label_stops_the_run_before_training(tmp_path):
+    """A variety the curated schema does not know fails the run at DataGate, saying which and where."""
+    data = demo_data.make_demo_data(tmp_path / "data", per_class=3, seed=2, size=64)
+    manifest = Path(data.out_dir) / "manifest.csv"
+    stranger = Path(data.out_dir) / "images" / "moonstone.jpg"
+    stranger.write_bytes((Path(data.out_dir) / "images" / "Ruby" / "ruby_000_0.jpg").read_bytes())
+    with open(manifest, "a") as f:
+        f.write("images/moonstone.jpg,Moonstone,Feldspar,moon-1\n")
+    name = "e2e-bad-label"
+    env = dict(os.environ, GEMSTONE_HOME=str(tmp_path), LOCAL_HOME=str(tmp_path / "tfx-cli"),
+               GEMSTONE_PIPELINE_NAME=name, GEMSTONE_DATA=str(manifest),
+               GEMSTONE_SCHEMA=str(REPO / "schema" / "gemstone-demo" / "schema.pbtxt"))
+    _tfx(env, "pipeline", "create", "--engine", "local", "--pipeline_path", "local_runner.py")
+    result = subprocess.run([TFX, "run", "create", "--engine", "local", "--pipeline_name", name],
+                            cwd=REPO / "pipeline", env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "feature 'label': Unexpected string values" in output and "Moonstone" in output
+    assert not (paths.pipeline_root(name, str(tmp_path)) / "Trainer").exists()

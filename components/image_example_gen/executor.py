@@ -13,7 +13,6 @@ accepted with its split, or quarantined with its reason.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List
 
@@ -25,7 +24,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from gemstone import ingestion, splits
+from gemstone import data_report, ingestion, splits
 
 INGESTION_OPTIONS_KEY = "ingestion_options"
 REPORT_FILE_NAME = "ingestion_report.json"
@@ -41,15 +40,11 @@ def split_ratios(output_config: example_gen_pb2.Output) -> Dict[str, float]:
 
 
 def _write_report(_, discovery, results, assignment, report_path):
-    summary = assignment.summary()
-    report = ingestion.build_report(discovery, results, assignment.split_of, assignment.group_of, summary)
-    os.makedirs(os.path.dirname(report_path), exist_ok=True)
-    with open(report_path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-    counts = report["counts"]
-    logging.info("Ingestion: %d files, %d accepted, %d quarantined %s, %d near-duplicate groups.",
-                 counts["files"], counts["accepted"], counts["quarantined"],
-                 report["quarantine_reasons"], summary["near_duplicate_groups"])
+    report = ingestion.build_report(discovery, results, assignment.split_of, assignment.group_of,
+                                    assignment.summary())
+    data_report.write(report, os.path.dirname(report_path), json_name=os.path.basename(report_path))
+    for line in data_report.summary_lines(report):
+        logging.info("Ingestion: %s", line)
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -91,12 +86,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         accepted = results | "Accepted" >> beam.Filter(lambda r: isinstance(r, ingestion.Ingested))
         assignment = (
             accepted
-            | "SplitRecords" >> beam.Map(
-                lambda r: splits.Record(r.key, r.entry.label, r.image.phash, r.entry.stone_id or None))
+            | "SplitRecords" >> beam.Map(ingestion.split_record)
             | "Gather" >> beam.combiners.ToList()
             | "AssignSplits" >> beam.Map(
                 splits.assign_splits, ratios=ratios,
-                max_distance=options.near_duplicate_distance, seed=options.split_seed)
+                max_distance=options.near_duplicate_distance, seed=options.split_seed,
+                max_colour_distance=options.near_duplicate_colour_distance)
         )
         assignment_view = beam.pvalue.AsSingleton(assignment)
         report_rows = results | "DropPixels" >> beam.Map(

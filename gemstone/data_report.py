@@ -1,0 +1,112 @@
+"""The data report, for machines (JSON) and for people (a PNG and an offline HTML page).
+
+Written by ImageExampleGen into its Examples artifact at every pipeline run,
+and by `gemstone inspect-data` on its own.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+from gemstone import ingestion, splits
+from gemstone import image_stats
+
+PLOT_NAME = "image_statistics.png"
+HTML_NAME = "data_report.html"
+
+
+def inspect(data: str, options: Optional[ingestion.IngestionOptions] = None, progress: bool = False,
+            workers: int = 0) -> Dict[str, Any]:
+    """Runs the pipeline's ingestion checks and split on DATA without TFX; returns the report."""
+    options = options or ingestion.IngestionOptions()
+    input_base, pattern = ingestion.default_input_pattern(data)
+    discovery = ingestion.discover(input_base, pattern)
+    results = list(_load_all(discovery, options, progress, workers))
+    accepted = [r for r in results if isinstance(r, ingestion.Ingested)]
+    assignment = splits.assign_splits(
+        [ingestion.split_record(r) for r in accepted], max_distance=options.near_duplicate_distance,
+        seed=options.split_seed, max_colour_distance=options.near_duplicate_colour_distance)
+    return ingestion.build_report(discovery, results, assignment.split_of, assignment.group_of, assignment.summary())
+
+
+def _load_all(discovery: ingestion.Discovery, options, progress: bool, workers: int) -> Iterable:
+    from concurrent.futures import ProcessPoolExecutor
+    import functools
+    import os
+
+    from tqdm import tqdm
+
+    load = functools.partial(ingestion.load_entry, options=options, root=discovery.confining_root)
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(discovery.entries), unit="img", desc="inspecting", disable=not progress)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for result in pool.map(load, discovery.entries, chunksize=16):
+            # The encoded pixels are not needed any more: keep memory flat on big collections.
+            yield result.without_pixels() if isinstance(result, ingestion.Ingested) else result
+            bar.update(1)
+    bar.close()
+
+
+def write(report: Dict[str, Any], out_dir, json_name: str = "report.json") -> Dict[str, Path]:
+    """Writes the JSON report, the statistics plot and the HTML page into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": out / json_name}
+    written["json"].write_text(json.dumps(report, indent=1))
+    accepted = [f for f in report["files"] if f["status"] == "accepted"]
+    plot = image_stats.plot(accepted, out / PLOT_NAME, title=f"Image statistics: {report['data_root']}")
+    if plot:
+        written["plot"] = Path(plot)
+    written["html"] = out / HTML_NAME
+    written["html"].write_text(_html(report, written.get("plot")), encoding="utf-8")
+    return written
+
+
+def summary_lines(report: Dict[str, Any]) -> list:
+    counts, balance, split_summary = report["counts"], report["class_balance"], report["splits"]
+    lines = [
+        f"{counts['files']} files: {counts['accepted']} accepted, {counts['quarantined']} quarantined, "
+        f"{counts['ignored_hidden']} hidden files ignored",
+    ]
+    for reason, n in report["quarantine_reasons"].items():
+        lines.append(f"  quarantined {reason}: {n}")
+    if balance.get("classes"):
+        lines.append(f"{balance['classes']} classes, {balance['smallest'][1]}-{balance['largest'][1]} photos each "
+                     f"(imbalance {balance['imbalance_ratio']}x); rare: {', '.join(balance['rare_classes']) or 'none'}")
+    lines.append(f"splits {split_summary.get('examples_per_split')}; {split_summary.get('near_duplicate_groups')} "
+                 f"near-duplicate/same-stone groups, {split_summary.get('cross_class_groups')} spanning classes")
+    shifts = report["image_statistics"]["shifts"]
+    lines.append(f"{len(shifts)} class/split image-statistic shifts" + (":" if shifts else ""))
+    lines += [f"  {s['message']}" for s in shifts[:10]]
+    return lines
+
+
+def _table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(report: Dict[str, Any], plot: Optional[Path]) -> str:
+    split_names = list(report["splits"].get("ratios", {"train": 0, "eval": 0, "test": 0}))
+    per_class = [[label] + [counts.get(s, 0) for s in split_names] + [sum(counts.values())]
+                 for label, counts in report["per_class"].items()]
+    quarantined = [[f["path"], f["reason"], f["detail"]] for f in report["files"] if f["status"] == "quarantined"]
+    shifts = [[s["label"], s["split"], s["statistic"], s["reference_mean"], s["mean"], s["effect_size"]]
+              for s in report["image_statistics"]["shifts"]]
+    image = ""
+    if plot:
+        image = f'<img alt="image statistics" src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}">'
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Data report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>Data report</h1><p>{html.escape(report['data_root'])} ({html.escape(report['layout'])})</p>
+<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in summary_lines(report))}</ul>
+<h2>Image statistics</h2>{image}
+<h2>Shifts between splits</h2>{_table(['class', 'split', 'statistic', 'train mean', 'mean', 'effect size'], shifts) if shifts else '<p>none</p>'}
+<h2>Photos per class</h2>{_table(['class'] + split_names + ['total'], per_class)}
+<h2>Quarantined files</h2>{_table(['path', 'reason', 'detail'], quarantined) if quarantined else '<p>none</p>'}
+</body></html>"""

@@ -1,0 +1,135 @@
+"""`gemstone inspect-data`: every visible file once, accepted with its split or quarantined with its reason."""
+import io
+import json
+import struct
+import zlib
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gemstone import cli, data_report, demo_data
+
+
+def _encode(image, fmt, **kwargs):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _stone(rgb=(200, 30, 40), size=(80, 60)):
+    pixels = np.full((size[1], size[0], 3), 235, np.uint8)
+    pixels[15:45, 20:60] = rgb
+    return Image.fromarray(pixels)
+
+
+def _bomb_png():
+    data = bytearray(_encode(Image.new("RGB", (8, 8)), "PNG"))
+    ihdr = bytearray(data[16:29])
+    ihdr[0:8] = struct.pack(">II", 60_000, 60_000)
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
+    return bytes(data)
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    """A collection mixing good, unusual and broken files; returns (root, expected status per path)."""
+    root = tmp_path / "photos"
+    ruby, sapphire, emerald = root / "Ruby", root / "Sapphire Blue", root / "Emerald"
+    for folder in (ruby, sapphire, emerald, root / ".cache"):
+        folder.mkdir(parents=True)
+    expected = {}
+
+    def put(path, data, status):
+        path.write_bytes(data)
+        expected[path.relative_to(root).as_posix()] = status
+
+    for i in range(4):  # a few ordinary photos per class, different enough not to be near-duplicates
+        put(ruby / f"ruby {i}.jpg", _encode(_stone((200, 20 + 30 * i, 40), (80 + 9 * i, 60)), "JPEG"), "accepted")
+        put(sapphire / f"saphir bleu {i}.jpg", _encode(_stone((20, 40 + 20 * i, 200), (90, 60 + 7 * i)), "JPEG"),
+            "accepted")
+        put(emerald / f"emerald_{i}.JPG", _encode(_stone((20, 160, 60 + 25 * i), (70 + 11 * i, 70)), "JPEG"),
+            "accepted")
+    rgba = np.zeros((50, 50, 4), np.uint8)
+    rgba[10:40, 10:40] = (210, 20, 30, 255)
+    put(ruby / "cutout.jpg", _encode(Image.fromarray(rgba, "RGBA"), "PNG"), "accepted")  # RGBA PNG named .jpg
+    put(ruby / "grey.png", _encode(_stone().convert("L"), "PNG"), "accepted")
+    put(sapphire / "cmyk.jpg", _encode(_stone((20, 40, 200)).convert("CMYK"), "JPEG"), "accepted")
+    put(sapphire / "palette.png", _encode(_stone((30, 30, 190)).convert("P", palette=Image.ADAPTIVE), "PNG"),
+        "accepted")
+    deep = (np.asarray(_stone().convert("L"), np.uint16) * 257)
+    put(emerald / "deep.png", _encode(Image.fromarray(deep, "I;16"), "PNG"), "accepted")
+    put(emerald / "stone.webp", _encode(_stone((20, 170, 70)), "WEBP"), "accepted")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    put(emerald / "phone.jpg", _encode(_stone((30, 150, 50)), "JPEG", exif=exif.tobytes()), "accepted")
+    put(emerald / "émeraude – 💎.jpg", _encode(_stone((10, 140, 90)), "JPEG"), "accepted")
+    # Broken ones.
+    put(ruby / "empty.jpg", b"", "empty_file")
+    put(ruby / "notes.jpg", b"not a photo at all", "not_an_image")
+    good = _encode(_stone(size=(300, 200)), "JPEG")
+    put(sapphire / "cut off.jpg", good[: len(good) // 2], "truncated")
+    put(sapphire / "bomb.png", _bomb_png(), "decompression_bomb")
+    put(emerald / "tiny.png", _encode(Image.new("RGB", (4, 4)), "PNG"), "too_small")
+    put(root / "loose.jpg", good, "no_label")
+    put(ruby / "readme.txt", b"shot on a light box", "not_an_image")
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(good)
+    (ruby / "link.jpg").symlink_to(outside)
+    expected["Ruby/link.jpg"] = "symlink_outside_root"
+    # Hidden files: ignored and counted, not listed.
+    for hidden in (ruby / ".DS_Store", sapphire / "Thumbs.db", root / ".cache" / "x.jpg"):
+        hidden.write_bytes(b"\0")
+    return root, expected
+
+
+def test_hostile_collection_comes_out_exactly_as_described(hostile, tmp_path, capsys):
+    root, expected = hostile
+    assert cli.main(["inspect-data", str(root), "--output", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    listed = [f["path"] for f in report["files"]]
+    assert sorted(listed) == sorted(expected)  # every visible file exactly once
+    for f in report["files"]:
+        assert (f["status"] if f["status"] == "accepted" else f["reason"]) == expected[f["path"]], f
+    assert report["counts"]["ignored_hidden"] == 3
+    by_path = {f["path"]: f for f in report["files"]}
+    assert by_path["Ruby/cutout.jpg"]["format"] == "png"
+    assert "alpha_flattened_on_white" in by_path["Ruby/cutout.jpg"]["notes"]
+    assert "exif_rotated" in by_path["Emerald/phone.jpg"]["notes"]
+    assert (by_path["Emerald/phone.jpg"]["width"], by_path["Emerald/phone.jpg"]["height"]) == (60, 80)
+    assert {f["split"] for f in report["files"] if f["status"] == "accepted"} == {"train", "eval", "test"}
+    assert (tmp_path / "out" / data_report.HTML_NAME).read_text().count("<tr>") > 10
+    assert (tmp_path / "out" / data_report.PLOT_NAME).stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "quarantined truncated: 1" in out and "3 hidden files ignored" in out
+
+
+def test_unusable_directory_exits_with_a_message(tmp_path, capsys):
+    assert cli.main(["inspect-data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_class_imbalance_and_rare_classes_are_reported(tmp_path):
+    demo = demo_data.make_demo_data(tmp_path / "demo", per_class=6, seed=0, size=48)
+    for extra in sorted((demo.out_dir / "images" / "Citrine").glob("*.jpg"))[2:]:
+        extra.unlink()  # Citrine is now rare
+    report = data_report.inspect(str(demo.out_dir / "images"))
+    balance = report["class_balance"]
+    assert balance["smallest"] == ["Citrine", 2] or balance["smallest"] == ("Citrine", 2)
+    assert balance["rare_classes"] == ["Citrine"] and balance["imbalance_ratio"] == 3.0
+
+
+def test_the_88_class_photos_are_all_accounted_for_and_groups_stay_in_one_split(real_data, tmp_path):
+    report = data_report.inspect(str(real_data))
+    visible = [p for p in real_data.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert report["counts"]["files"] == len(visible) == 3512
+    assert len({f["path"] for f in report["files"]}) == 3512
+    assert report["splits"]["near_duplicate_groups"] > 0
+    split_of_group = defaultdict(set)
+    for f in report["files"]:
+        if f["status"] == "accepted":
+            split_of_group[f["group"]].add(f["split"])
+    assert all(len(s) == 1 for s in split_of_group.values())
+    assert len(report["per_class"]) == 88
