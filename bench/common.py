@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Dict, List
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gemstones-88"
+REAL_DATA = Path(os.environ.get("GEMSTONE_REAL_DATA")
+                 or Path(__file__).resolve().parents[2] / "shared" / "data" / "gemstones-88")
 
 
 def machine() -> Dict[str, object]:

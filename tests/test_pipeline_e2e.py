@@ -8,24 +8,16 @@ that the components whose inputs did not change came from the cache.
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tfx_helpers import E2E_PIPELINE, REPO, TFX, tfx_cli as _tfx
 from gemstone import demo_data, metadata, paths
 
-REPO = Path(__file__).resolve().parents[1]
-TFX = str(Path(sys.executable).parent / "tfx")
-PIPELINE_NAME = "e2e-test"
+PIPELINE_NAME = E2E_PIPELINE
 COMPONENTS = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate", "Transform",
               "Trainer", "Evaluator", "Pusher"]
-
-
-def _tfx(env, *args):
-    result = subprocess.run([TFX, *args], cwd=REPO / "pipeline", env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"tfx {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result
 
 
 def _executions(home):
@@ -35,26 +27,9 @@ def _executions(home):
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    data = demo_data.make_demo_data(home / "data", per_class=12, seed=1, size=96)
-    env = dict(
-        os.environ,
-        GEMSTONE_HOME=str(home),
-        LOCAL_HOME=str(home / "tfx-cli"),
-        GEMSTONE_PIPELINE_NAME=PIPELINE_NAME,
-        GEMSTONE_DATA=str(Path(data.out_dir) / "manifest.csv"),
-        GEMSTONE_SCHEMA=str(REPO / "schema" / "gemstone-demo" / "schema.pbtxt"),
-        GEMSTONE_IMAGE_SIZE="32",
-        GEMSTONE_EPOCHS="2",
-        GEMSTONE_MIN_ACCURACY="0.0",
-        # A second run must not be refused for being a little worse than the first.
-        GEMSTONE_MAX_ACCURACY_DROP="1.0",
-    )
-    _tfx(env, "pipeline", "create", "--engine", "local", "--pipeline_path", "local_runner.py")
-    _tfx(env, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
-    first = _executions(home)
-    return home, env, first
+def pipeline_run(demo_pipeline):
+    home, env, _ = demo_pipeline
+    return home, env, _executions(home)
 
 
 def _single_artifact_dir(home, component, output):
