@@ -78,6 +78,36 @@ def _inspect_data(args) -> int:
     return 0
 
 
+def _batch_infer(args, beam_args) -> int:
+    from gemstone import batch_infer
+
+    try:
+        result = batch_infer.run(args.model, args.input, args.output, beam_args=beam_args or None,
+                                 batch_size=args.batch_size)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{result['inputs']} files ({result['hidden_ignored']} hidden ignored) with model {result['model']}:")
+    print(f"  {result['predictions']} predictions, {result['errors']} errors, in {result['output']}")
+    return 0
+
+
+def _serve(args) -> int:
+    from gemstone import serve
+
+    api_key = args.api_key or os.environ.get("GEMSTONE_API_KEY")
+    log_dir = args.log_dir or serve.default_log_dir(args.model)
+    server = serve.make_server(args.model, args.host, args.port, args.model_name, api_key, log_dir)
+    host, port = server.server_address[:2]
+    print(f"Serving {args.model} at http://{host}:{port}/ (TF Serving REST API; "
+          f"{'API key required' if api_key else 'no API key'}); prediction log: {log_dir}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemstone", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -95,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="perceptual-hash bits within which photos count as near-duplicates (default 6)")
     inspect.add_argument("--max-pixels", type=int, default=40_000_000, help="decompression-bomb limit")
     inspect.set_defaults(func=_inspect_data)
+
+    batch = commands.add_parser(
+        "batch-infer", help="classify a folder of photos on Beam (RunInference); extra args are Beam options")
+    batch.add_argument("--model", required=True, help="a pushed version folder, or the base folder (newest version)")
+    batch.add_argument("--input", required=True, help="a folder (searched recursively) or a glob")
+    batch.add_argument("--output", required=True, help="folder for predictions-*.jsonl and errors-*.jsonl")
+    batch.add_argument("--batch-size", type=int, default=32)
+    batch.set_defaults(func=_batch_infer, takes_extra_args=True)
+
+    serve = commands.add_parser("serve", help="serve the pushed model over TF Serving's REST API")
+    serve.add_argument("--model", required=True, help="the base folder of pushed versions (or one version)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--model-name", help="name in /v1/models/<name> (default: the base folder's name)")
+    serve.add_argument("--api-key", help="require this key (or set GEMSTONE_API_KEY)")
+    serve.add_argument("--log-dir", help="where predictions are logged for drift checks")
+    serve.set_defaults(func=_serve)
 
     where = commands.add_parser("where", help="say where a pipeline's outputs are")
     where.add_argument("--pipeline-name", default="gemstone-demo")
@@ -117,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "takes_extra_args", False):
+        return args.func(args, extra)  # e.g. Beam options: --runner=DataflowRunner --project=...
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

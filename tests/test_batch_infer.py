@@ -1,0 +1,82 @@
+"""Batch inference on Beam: every visible file exactly once, bad files as errors, reruns without duplicates."""
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from gemstone import batch_infer, cli, paths
+from tfx_helpers import E2E_PIPELINE
+
+
+def _lines(folder, prefix):
+    return [json.loads(line) for p in sorted(Path(folder).glob(f"{prefix}-*.jsonl"))
+            for line in p.read_text().splitlines() if line.strip()]
+
+
+def _bomb():
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = bytearray(data[16:29])
+    ihdr[0:8] = struct.pack(">II", 70_000, 70_000)
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
+    return bytes(data)
+
+
+@pytest.fixture
+def mixed_folder(demo_pipeline, tmp_path):
+    _, _, data = demo_pipeline
+    folder = tmp_path / "inventory"
+    (folder / "tray 1").mkdir(parents=True)
+    good = sorted((data / "images").rglob("*.jpg"))[:10]
+    for i, path in enumerate(good):
+        (folder / "tray 1" / f"stone {i}.jpg").write_bytes(path.read_bytes())
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "half.jpg").write_bytes(good[0].read_bytes()[:600])
+    (folder / "notes.jpg").write_text("not a photo")
+    (folder / "bomb.png").write_bytes(_bomb())
+    (folder / ".DS_Store").write_bytes(b"\0")
+    return folder
+
+
+def test_every_file_once_and_reruns_do_not_duplicate(demo_pipeline, mixed_folder, tmp_path):
+    home, _, _ = demo_pipeline
+    model = paths.serving_dir(E2E_PIPELINE, str(home))
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert cli.main(["batch-infer", "--model", str(model), "--input", str(mixed_folder), "--output", str(out),
+                         "--direct_running_mode=multi_processing", "--direct_num_workers=2"]) == 0
+        predictions, errors = _lines(out, "predictions"), _lines(out, "errors")
+        visible = sorted(str(p) for p in mixed_folder.rglob("*") if p.is_file() and p.name != ".DS_Store")
+        assert sorted(r["path"] for r in predictions + errors) == visible
+        assert {Path(e["path"]).name: e["error"] for e in errors} == {
+            "empty.jpg": "empty_file", "half.jpg": "truncated", "notes.jpg": "not_an_image",
+            "bomb.png": "decompression_bomb"}
+    record = predictions[0]
+    assert set(record) == {"path", "label", "confidence", "top_k", "family", "needs_review", "model_version"}
+    assert len(record["top_k"]) == 3 and record["top_k"][0]["label"] == record["label"]
+    assert record["needs_review"] == (record["confidence"] < 0.6)
+    assert record["model_version"] == paths.latest_version_dir(model).name
+
+
+def test_glob_input_and_version_folder(demo_pipeline, mixed_folder, tmp_path):
+    home, _, _ = demo_pipeline
+    version = paths.latest_version_dir(paths.serving_dir(E2E_PIPELINE, str(home)))
+    result = batch_infer.run(str(version), str(mixed_folder / "tray 1" / "*.jpg"), str(tmp_path / "out"),
+                             beam_args=["--direct_running_mode=in_memory"])
+    assert (result["inputs"], result["predictions"], result["errors"]) == (10, 10, 0)
+
+
+def test_missing_model_or_input_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["batch-infer", "--model", str(tmp_path), "--input", str(tmp_path), "--output",
+                     str(tmp_path / "o")]) == 2
+    assert "no SavedModel" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no files match"):
+        batch_infer.list_inputs(str(tmp_path / "*.jpg"))
