@@ -108,6 +108,27 @@ def _serve(args) -> int:
     return 0
 
 
+def _drift(args) -> int:
+    import json
+
+    from gemstone import drift
+
+    try:
+        result = drift.check(args.logs, args.pipeline_name)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=1))
+    print(f"{result['logged_predictions']} logged predictions; mean confidence {result['mean_confidence']:.3f}, "
+          f"{result['review_rate']:.1%} flagged for review")
+    for finding in result["anomalies"]:
+        print(f"  DRIFT {finding['feature']}: {finding['description']}")
+    print(("Drift found. " if result["drifted"] else "No drift. ") + f"Report: {output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemstone", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -142,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="require this key (or set GEMSTONE_API_KEY)")
     serve.add_argument("--log-dir", help="where predictions are logged for drift checks")
     serve.set_defaults(func=_serve)
+
+    drift = commands.add_parser("drift", help="compare served photos with the training data")
+    drift.add_argument("--logs", required=True, help="the prediction log folder of `gemstone serve`")
+    drift.add_argument("--pipeline-name", default="gemstone-demo")
+    drift.add_argument("--output", default="drift_report.json")
+    drift.set_defaults(func=_drift)
 
     where = commands.add_parser("where", help="say where a pipeline's outputs are")
     where.add_argument("--pipeline-name", default="gemstone-demo")

@@ -18,10 +18,14 @@ from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
-from modules import export, features  # noqa: E402
+import numpy as np  # noqa: E402
+
+from modules import calibration, edge, export, features  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 
-DEFAULTS = {"epochs": 12, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0}
+DEFAULTS = {"epochs": 12, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
+            # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
+            "imbalance": "class_weight", "edge_models": True}
 
 
 def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, seed):
@@ -68,9 +72,57 @@ def run_fn(fn_args: tfx.components.FnArgs):
         keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True),
     ]
-    history = model.fit(train, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks, verbose=2)
+    fit_data = train
+    if config["imbalance"] == "class_weight":
+        weights = _class_weights(train, num_classes)
+        logging.info("Class weights from %.2f to %.2f.", weights.min(), weights.max())
+        fit_data = train.map(lambda x, y: (x, y, _sample_weights(y, weights)))
+    history = model.fit(fit_data, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks, verbose=2)
 
-    signatures = export.make_signatures(model, tf_transform_output, float(config["review_threshold"]))
+    # Temperature scaling on the eval split, baked into the exported signatures.
+    eval_inputs, eval_labels, eval_logits = _collect(model, val)
+    review_threshold = float(config["review_threshold"])
+    calibrated = calibration.report(eval_logits, eval_labels, review_threshold)
+    logging.info("Calibration: T=%.2f, ECE %.3f -> %.3f on %d eval photos.", calibrated["temperature"],
+                 calibrated["ece_before"], calibrated["ece_after"], calibrated["examples"])
+    signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"])
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
+    _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", "calibration.json"), calibrated)
+    _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
+                {k: [float(v) for v in vs] for k, vs in history.history.items()})
+    if config["edge_models"]:
+        representative = next(iter(train.unbatch().batch(100)))[0][features.IMAGE_XF].numpy()
+        report = edge.export(model, image_size, calibrated["temperature"], representative,
+                             eval_inputs[features.IMAGE_XF][:200], fn_args.serving_model_dir)
+        logging.info("Edge models: %s", json.dumps(report))
+
+
+def _write_json(path, value):
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(value, f, indent=1)
+
+
+def _class_weights(train, num_classes):
+    """Inverse class frequency, normalised to mean 1 over the photos."""
+    counts = np.zeros(num_classes)
+    for _, labels in train:
+        counts += np.bincount(labels[features.VARIETY_HEAD].numpy(), minlength=num_classes)
+    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return weights.astype(np.float32)
+
+
+def _sample_weights(labels, weights):
+    w = tf.gather(tf.constant(weights), labels[features.VARIETY_HEAD])
+    return {features.VARIETY_HEAD: w, features.FAMILY_HEAD: w}
+
+
+def _collect(model, dataset):
+    """Inputs, labels and variety logits of a whole (eval) dataset, as numpy."""
+    inputs, labels, logits = {k: [] for k in features.MODEL_INPUT_KEYS}, [], []
+    for x, y in dataset:
+        for k in inputs:
+            inputs[k].append(x[k].numpy())
+        labels.append(y[features.VARIETY_HEAD].numpy())
+        logits.append(model(x, training=False)[features.VARIETY_HEAD].numpy())
+    return ({k: np.concatenate(v) for k, v in inputs.items()}, np.concatenate(labels), np.concatenate(logits))

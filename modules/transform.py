@@ -44,6 +44,20 @@ def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
 
+def rgb_to_hsv(images: tf.Tensor) -> tf.Tensor:
+    """tf.image.rgb_to_hsv in elementary ops, so the edge (TFLite) model can compute it too."""
+    r, g, b = images[..., 0], images[..., 1], images[..., 2]
+    value = tf.reduce_max(images, axis=-1)
+    chroma = value - tf.reduce_min(images, axis=-1)
+    saturation = tf.where(value > 0, chroma / tf.maximum(value, 1e-12), tf.zeros_like(value))
+    safe = tf.maximum(chroma, 1e-12)
+    hue = tf.where(tf.equal(value, r), (g - b) / safe,
+                   tf.where(tf.equal(value, g), 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    hue = tf.where(chroma > 0, hue / 6.0, tf.zeros_like(hue))
+    hue = hue - tf.floor(hue)  # wrap negative hues into [0, 1)
+    return tf.stack([hue, saturation, value], axis=-1)
+
+
 def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE] centre-weighted HSV histogram.
 
@@ -53,7 +67,7 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     is) weigh more than the background. Square roots of the frequencies
     (Hellinger) keep a large background bin from drowning the rest.
     """
-    hsv = tf.image.rgb_to_hsv(images)
+    hsv = rgb_to_hsv(images)
     bins = tf.constant([HUE_BINS, SATURATION_BINS, VALUE_BINS], tf.float32)
     index = tf.cast(tf.minimum(tf.floor(hsv * bins), bins - 1), tf.int32)
     flat = (index[..., 0] * SATURATION_BINS + index[..., 1]) * VALUE_BINS + index[..., 2]

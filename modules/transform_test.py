@@ -47,3 +47,9 @@ def test_centre_weighting_favours_the_stone_over_the_background():
     per_hue = frequencies.reshape(transform.HUE_BINS, -1).sum(axis=1)
     green = int(120 / 360 * transform.HUE_BINS)
     assert per_hue[green] > 2 * (pixels[..., 1] == 150).mean()
+
+
+def test_rgb_to_hsv_matches_tensorflows():
+    images = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2])
+    images = tf.concat([images, tf.zeros([1, 8, 8, 3]), tf.ones([1, 8, 8, 3])], axis=0)  # black and white too
+    np.testing.assert_allclose(transform.rgb_to_hsv(images).numpy(), tf.image.rgb_to_hsv(images).numpy(), atol=1e-5)

@@ -1,10 +1,12 @@
 """The gemstone pipeline's DAG: the one definition every runner uses.
 
 ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator -> DataGate
--> Transform -> Trainer -> (latest blessed model) -> Evaluator -> Pusher
+-> Transform -> Trainer -> (latest blessed model) -> Evaluator -> Pusher -> ModelCard
 """
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
@@ -13,6 +15,7 @@ from tfx import v1 as tfx
 
 from components.data_gate.component import DataGate
 from components.image_example_gen.component import ImageExampleGen
+from components.model_card.component import ModelCard
 from gemstone import ingestion
 from modules import features
 from pipeline import configs
@@ -51,6 +54,22 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+def _schema_snapshot(config: configs.PipelineConfig) -> str:
+    """The curated schema, copied to a path named by its content hash.
+
+    ImportSchemaGen's cache key is the file's path, not its content: without
+    this, an edited schema would be ignored in favour of the cached import.
+    """
+    if config.installed_modules:  # compiled for a container: the path is the container's
+        return config.schema_path
+    content = Path(config.schema_path).read_bytes()
+    snapshot = Path(config.home) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
+    if not snapshot.exists():
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.write_bytes(content)
+    return str(snapshot)
+
+
 def _user_code(config: configs.PipelineConfig, module_file: str, function: str, function_arg: str) -> dict:
     """How a component finds the module code: a file (local runs), or the package installed in the image.
 
@@ -73,7 +92,7 @@ def create_pipeline(config: configs.PipelineConfig,
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
 
     if config.schema_path:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=_schema_snapshot(config))
     else:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
@@ -133,11 +152,14 @@ def create_pipeline(config: configs.PipelineConfig,
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
     )
 
+    model_card = ModelCard(model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
+                           examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"])
+
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
-                    trainer, model_resolver, evaluator, pusher],
+                    trainer, model_resolver, evaluator, pusher, model_card],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else config.beam_pipeline_args(),

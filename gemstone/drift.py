@@ -1,0 +1,116 @@
+"""Drift: do the photos being served still look like the ones the model learned from?
+
+Compares the prediction log written by `gemstone serve` with the training
+split's statistics (StatisticsGen's output, found through ML Metadata), with
+TFDV's drift comparators:
+  * each image statistic (brightness, contrast, saturation, sharpness, aspect
+    ratio): Jensen-Shannon divergence of the distributions;
+  * the predicted variety against the training labels: L-infinity distance of
+    the class shares;
+and the model's confidence against what it showed on the eval split at
+training time (mean confidence, share flagged for review).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from gemstone import image_stats, metadata, paths
+
+JSD_THRESHOLD = 0.2
+LABEL_LINF_THRESHOLD = 0.3
+CONFIDENCE_DROP = 0.1
+REVIEW_RATE_RISE = 0.15
+
+
+def read_logs(log_dir: str) -> List[Dict[str, Any]]:
+    rows = []
+    for path in sorted(Path(log_dir).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+    if not rows:
+        raise FileNotFoundError(f"no logged predictions (*.jsonl) under {log_dir}")
+    return rows
+
+
+def latest_train_statistics(pipeline_name: str, home: Optional[str] = None):
+    """The newest StatisticsGen output's train split, located through MLMD."""
+    import tensorflow_data_validation as tfdv
+
+    store = metadata.open_store(pipeline_name, home)
+    artifacts = store.get_artifacts_by_type("ExampleStatistics")
+    if not artifacts:
+        raise FileNotFoundError(f"pipeline {pipeline_name!r} has no statistics yet: run it first")
+    newest = max(artifacts, key=lambda a: a.create_time_since_epoch)
+    return tfdv.load_stats_binary(str(Path(newest.uri) / "Split-train" / "FeatureStats.pb"))
+
+
+def _serving_statistics(rows: List[Dict[str, Any]]):
+    import pandas as pd
+    import tensorflow_data_validation as tfdv
+
+    frame = pd.DataFrame([{**row["stats"], "label": row["label"]} for row in rows])
+    return tfdv.generate_statistics_from_dataframe(frame)
+
+
+def _comparison_schema(train_stats):
+    import tensorflow_data_validation as tfdv
+
+    schema = tfdv.infer_schema(train_stats)
+    keep = set(image_stats.NUMERIC) | {"label"}
+    for feature in list(schema.feature):
+        if feature.name not in keep:
+            schema.feature.remove(feature)
+    del schema.string_domain[:]  # served photos may be predicted any class; compare shares, not domains
+    for feature in schema.feature:
+        feature.ClearField("presence")
+        feature.ClearField("domain")
+        if feature.name == "label":
+            feature.drift_comparator.infinity_norm.threshold = LABEL_LINF_THRESHOLD
+        else:
+            feature.drift_comparator.jensen_shannon_divergence.threshold = JSD_THRESHOLD
+    return schema
+
+
+def check(log_dir: str, pipeline_name: str, home: Optional[str] = None) -> Dict[str, Any]:
+    import tensorflow_data_validation as tfdv
+
+    rows = read_logs(log_dir)
+    train_stats = latest_train_statistics(pipeline_name, home)
+    anomalies = tfdv.validate_statistics(_serving_statistics(rows), _comparison_schema(train_stats),
+                                         previous_statistics=train_stats)
+    findings = [{"feature": name, "kind": "drift", "description": info.description}
+                for name, info in sorted(anomalies.anomaly_info.items())]
+    confidence = sum(r["confidence"] for r in rows) / len(rows)
+    review_rate = sum(bool(r["needs_review"]) for r in rows) / len(rows)
+    reference = _reference_confidence(pipeline_name, home, rows)
+    if reference:
+        if confidence < reference["mean_confidence"] - CONFIDENCE_DROP:
+            findings.append({"feature": "confidence", "kind": "drift", "description":
+                             f"mean confidence {confidence:.3f} vs {reference['mean_confidence']:.3f} on eval"})
+        if review_rate > reference["review_rate"] + REVIEW_RATE_RISE:
+            findings.append({"feature": "needs_review", "kind": "drift", "description":
+                             f"{review_rate:.1%} flagged for review vs {reference['review_rate']:.1%} on eval"})
+    return {
+        "pipeline": pipeline_name, "logged_predictions": len(rows),
+        "mean_confidence": round(confidence, 4), "review_rate": round(review_rate, 4),
+        "reference": reference, "thresholds": {"jensen_shannon": JSD_THRESHOLD, "label_linf": LABEL_LINF_THRESHOLD,
+                                               "confidence_drop": CONFIDENCE_DROP,
+                                               "review_rate_rise": REVIEW_RATE_RISE},
+        "anomalies": findings, "drifted": bool(findings),
+    }
+
+
+def _reference_confidence(pipeline_name: str, home: Optional[str], rows) -> Optional[Dict[str, float]]:
+    """Eval-time confidence of the model version that served most of the logged predictions."""
+    versions = [r.get("version") for r in rows if r.get("version")]
+    base = paths.serving_dir(pipeline_name, home)
+    version = max(set(versions), key=versions.count) if versions else None
+    folder = base / version if version else paths.latest_version_dir(base)
+    path = folder / "assets.extra" / "calibration.json" if folder else None
+    if not path or not path.is_file():
+        return None
+    calibration = json.loads(path.read_text())
+    return {"mean_confidence": calibration["mean_confidence"], "review_rate": calibration["review_rate"]}

@@ -1,0 +1,57 @@
+"""`gemstone drift`: the served photos against the training statistics."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gemstone import cli, drift, images
+from tfx_helpers import E2E_PIPELINE
+
+
+def _log(folder, photos, darken=1.0, label=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "predictions.jsonl", "w") as f:
+        for path in photos:
+            with Image.open(path) as picture:
+                picture = Image.eval(picture.convert("RGB"), lambda v: int(v * darken))
+                import io
+
+                buffer = io.BytesIO()
+                picture.save(buffer, format="JPEG")
+            stats = images.decode_image_bytes(buffer.getvalue()).stats.numeric()
+            f.write(json.dumps({"label": label or path.parent.name, "confidence": 0.9, "needs_review": False,
+                                "family": "x", "version": "", "stats": stats}) + "\n")
+
+
+@pytest.fixture
+def env_home(demo_pipeline, monkeypatch):
+    home, _, data = demo_pipeline
+    monkeypatch.setenv("GEMSTONE_HOME", str(home))
+    return home, data
+
+
+def test_photos_like_the_training_ones_do_not_drift(env_home, tmp_path):
+    home, data = env_home
+    photos = sorted((data / "images").rglob("*.jpg"))
+    _log(tmp_path / "logs", photos)
+    result = drift.check(str(tmp_path / "logs"), E2E_PIPELINE, str(home))
+    assert result["logged_predictions"] == len(photos)
+    assert not [a for a in result["anomalies"] if a["feature"] == "brightness"], result["anomalies"]
+
+
+def test_much_darker_photos_and_one_predicted_class_drift(env_home, tmp_path, capsys):
+    home, data = env_home
+    photos = sorted((data / "images").rglob("*.jpg"))
+    _log(tmp_path / "logs", photos, darken=0.35, label="Ruby")
+    assert cli.main(["drift", "--logs", str(tmp_path / "logs"), "--pipeline-name", E2E_PIPELINE,
+                     "--output", str(tmp_path / "drift.json")]) == 0
+    report = json.loads((tmp_path / "drift.json").read_text())
+    drifted = {a["feature"] for a in report["anomalies"]}
+    assert {"brightness", "label"} <= drifted and report["drifted"]
+    assert "DRIFT brightness" in capsys.readouterr().out
+
+
+def test_no_logs_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["drift", "--logs", str(tmp_path), "--pipeline-name", E2E_PIPELINE]) == 2
+    assert "no logged predictions" in capsys.readouterr().err
