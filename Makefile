@@ -41,7 +41,7 @@ help:
 	@echo "make demo    set up, then run the whole pipeline on generated demo data"
 	@echo "make test    set up, then run the test suite"
 	@echo "make run DATA=<class folders or manifest.csv> PIPELINE_NAME=<name>"
-	@echo "make bench   run the benchmarks in bench/ and print their table"
+	@echo "make bench   run the benchmarks in bench/ and print their table (BENCH=name to pick)"
 	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (kubeflow/pipeline.json)"
 
 setup: $(STAMP)
@@ -89,8 +89,8 @@ run: setup
 test: setup
 	$(VENV)/bin/pytest
 
-bench: setup
-	$(PY) -m bench
+bench: demo
+	$(PY) -m bench $(BENCH)
 
 kubeflow: setup
 	$(VENV)/bin/gemstone kubeflow compile --output kubeflow/pipeline.json

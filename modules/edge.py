@@ -56,7 +56,8 @@ def export(model: keras.Model, image_size: int, temperature: float, representati
     float16 = converter.convert()
     report = {"float16": {"bytes": len(float16),
                           "top1_agreement": float((_interpret(float16, eval_images).argmax(1) == reference).mean())},
-              "eval_photos": int(len(eval_images)), "min_agreement": MIN_AGREEMENT}
+              "eval_photos": int(len(eval_images)), "min_agreement": MIN_AGREEMENT, "image_size": image_size,
+              "input": f"[1, {image_size}, {image_size}, 3] float32 RGB in 0..1 (decoded, resized)"}
     with tf.io.gfile.GFile(os.path.join(folder, "model_float16.tflite"), "wb") as f:
         f.write(float16)
 

@@ -1,23 +1,60 @@
-"""The Keras (tf_keras) model: a small CNN with a variety head and a mineral-family head.
+"""The Keras (tf_keras) model: an image backbone fused with the colour histogram, two heads.
 
-Both heads output logits; probabilities (and, later, calibration) are applied
-in the exported signatures, so training uses numerically stable
-`from_logits=True` losses.
+Backbones: a small CNN trained from scratch (the default: no machine here can
+download ImageNet weights) or one of `keras.applications` (MobileNetV2,
+MobileNetV3Small, EfficientNetB0, ResNet50) with weights "imagenet" (Keras'
+download), a local weights file, or none. Heads: variety and mineral family,
+both logits: probabilities and calibration are applied in the exported
+signatures, so training uses numerically stable `from_logits=True` losses.
 """
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from modules import features  # noqa: E402
 
+SMALL_CNN = "small_cnn"
+# name -> (application class, preprocessing from 0..255 RGB to what the backbone expects)
+BACKBONES = {
+    "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),
+    # MobileNetV3 and EfficientNet rescale inside the model: they take 0..255 as they are.
+    "mobilenet_v3_small": (keras.applications.MobileNetV3Small, None),
+    "efficientnet_b0": (keras.applications.EfficientNetB0, None),
+    "resnet50": (keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
+}
+BACKBONE_LAYER = "backbone"
+
+
+class RandomColourTemperature(keras.layers.Layer):
+    """Warmer or cooler light: red gain up and blue gain down by the same small factor, or the reverse.
+
+    Unlike a hue rotation, which turns a ruby into a sapphire, this is what a
+    different lamp does; `factor` 0.05 keeps every stone's hue within a few degrees.
+    """
+
+    def __init__(self, factor: float = 0.05, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.factor, self.seed = factor, seed
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        shift = tf.random.uniform([tf.shape(images)[0], 1, 1, 1], -self.factor, self.factor, seed=self.seed)
+        gains = tf.concat([1.0 + shift, tf.ones_like(shift), 1.0 - shift], axis=-1)
+        return tf.clip_by_value(images * gains, 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+
 
 def augmentation(seed: int = 0) -> keras.Sequential:
-    """Training-only augmentation (Keras preprocessing layers are no-ops at inference).
+    """Training-only augmentation (these layers are no-ops at inference).
 
-    Geometry, brightness and contrast only. Never a hue shift: colour is what
-    tells a ruby from a sapphire.
+    Geometry, a small crop/zoom, brightness, contrast and colour temperature.
+    Never a hue shift: colour is what tells a ruby from a sapphire.
     """
     return keras.Sequential([
         keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
@@ -25,6 +62,7 @@ def augmentation(seed: int = 0) -> keras.Sequential:
         keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed),
         keras.layers.RandomBrightness(0.1, value_range=(0.0, 1.0), seed=seed),
         keras.layers.RandomContrast(0.1, seed=seed),
+        RandomColourTemperature(0.05, seed=seed),
     ], name="augmentation")
 
 
@@ -35,24 +73,57 @@ def _conv_block(x, filters: int, name: str):
     return keras.layers.MaxPooling2D(name=f"{name}_pool")(x)
 
 
+def _small_cnn(image_size: int) -> keras.Model:
+    image = keras.Input(shape=(image_size, image_size, 3))
+    x = image
+    for i, filters in enumerate((32, 64, 128)):
+        x = _conv_block(x, filters, name=f"block{i + 1}")
+    return keras.Model(image, keras.layers.GlobalAveragePooling2D()(x), name=BACKBONE_LAYER)
+
+
+def backbone(name: str, image_size: int, weights=None) -> keras.Model:
+    """Image [0, 1] -> feature vector. `weights`: None, "imagenet", or a path to a weights file."""
+    if name == SMALL_CNN:
+        if weights:
+            raise ValueError("the small CNN has no pretrained weights; choose a keras.applications backbone")
+        return _small_cnn(image_size)
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {[SMALL_CNN] + sorted(BACKBONES)}")
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    application, preprocess = BACKBONES[name]
+    image = keras.Input(shape=(image_size, image_size, 3))
+    x = image * 255.0
+    if preprocess is not None:
+        x = preprocess(x)
+    base = application(include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg")
+    return keras.Model(image, base(x), name=BACKBONE_LAYER)
+
+
 def build_model(image_size: int, num_classes: int, num_families: int, colour_size: int,
-                learning_rate: float = 2e-3, dropout: float = 0.3) -> keras.Model:
-    """A compiled two-headed model fusing a small CNN with the colour histogram."""
+                learning_rate: float = 2e-3, dropout: float = 0.3, backbone_name: str = SMALL_CNN,
+                weights=None, head_width: int = 128, l2: float = 1e-4) -> keras.Model:
+    """A compiled two-headed model fusing the image backbone with the colour histogram."""
     image = keras.Input(shape=(image_size, image_size, 3), name=features.IMAGE_XF)
     colour = keras.Input(shape=(colour_size,), name=features.COLOUR_XF)
     x = augmentation()(image)
-    for i, filters in enumerate((32, 64, 128)):
-        x = _conv_block(x, filters, name=f"block{i + 1}")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    c = keras.layers.Dense(128, activation="relu", name="colour_dense")(colour)
+    x = backbone(backbone_name, image_size, weights)(x)
+    c = keras.layers.Dense(head_width, activation="relu", name="colour_dense",
+                           kernel_regularizer=keras.regularizers.l2(l2))(colour)
     x = keras.layers.Concatenate(name="fuse")([x, c])
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = {
-        features.VARIETY_HEAD: keras.layers.Dense(num_classes, name=features.VARIETY_HEAD)(x),
-        features.FAMILY_HEAD: keras.layers.Dense(num_families, name=features.FAMILY_HEAD)(x),
+        head: keras.layers.Dense(size, name=head, kernel_regularizer=keras.regularizers.l2(l2))(x)
+        for head, size in ((features.VARIETY_HEAD, num_classes), (features.FAMILY_HEAD, num_families))
     }
     model = keras.Model(inputs={features.IMAGE_XF: image, features.COLOUR_XF: colour}, outputs=outputs,
-                        name="gemstone_cnn")
+                        name="gemstone")
+    compile_model(model, learning_rate)
+    return model
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    """(Re)compiles: needed after changing which layers train."""
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -61,4 +132,30 @@ def build_model(image_size: int, num_classes: int, num_families: int, colour_siz
         loss_weights={features.VARIETY_HEAD: 1.0, features.FAMILY_HEAD: 0.3},
         metrics={features.VARIETY_HEAD: ["accuracy"], features.FAMILY_HEAD: ["accuracy"]},
     )
-    return model
+
+
+def set_trainable_top(model: keras.Model, fraction: float) -> int:
+    """Freezes the backbone but for its top `fraction` of layers (BatchNorm stays frozen); returns how many train.
+
+    Fine-tuning a pretrained backbone from the top down keeps the generic
+    low-level filters and adapts the specific high-level ones first.
+    """
+    base = model.get_layer(BACKBONE_LAYER)
+    if fraction <= 0:
+        base.trainable = False
+        return 0
+    base.trainable = True  # (recursively) first, then freeze the lower layers one by one
+    layers = [layer for layer in _leaf_layers(base) if layer.weights]
+    first = int(round(len(layers) * (1.0 - fraction)))
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= first and not isinstance(layer, keras.layers.BatchNormalization)
+    return sum(1 for layer in layers if layer.trainable)
+
+
+def _leaf_layers(layer):
+    """The layers of a model, with nested models (keras.applications inside our wrapper) opened up."""
+    if hasattr(layer, "layers"):
+        for inner in layer.layers:
+            yield from _leaf_layers(inner)
+    else:
+        yield layer

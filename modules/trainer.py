@@ -25,7 +25,13 @@ from modules import model as model_lib  # noqa: E402
 
 DEFAULTS = {"epochs": 12, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
             # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
-            "imbalance": "class_weight", "edge_models": True}
+            "imbalance": "class_weight", "edge_models": True,
+            # small_cnn, mobilenet_v2, mobilenet_v3_small, efficientnet_b0 or resnet50; weights: "", "imagenet"
+            # (Keras' download) or a weights file. With weights, the backbone is fine-tuned progressively.
+            "backbone": "small_cnn", "weights": "", "head_width": 128, "dropout": 0.3}
+# Progressive fine-tuning of a pretrained backbone: (share of backbone layers trained from the top,
+# learning-rate factor, share of the epochs). First the new head alone, then the top, then everything.
+FINE_TUNE_STAGES = ((0.0, 1.0, 0.3), (0.3, 0.1, 0.35), (1.0, 0.01, 0.35))
 
 
 def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, seed):
@@ -67,17 +73,15 @@ def run_fn(fn_args: tfx.components.FnArgs):
 
     colour_size = tf_transform_output.transformed_feature_spec()[features.COLOUR_XF].shape[-1]
     model = model_lib.build_model(image_size, num_classes, num_families, colour_size,
-                                  learning_rate=config["learning_rate"])
-    callbacks = [
-        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True),
-    ]
+                                  learning_rate=config["learning_rate"], dropout=float(config["dropout"]),
+                                  backbone_name=config["backbone"], weights=config["weights"] or None,
+                                  head_width=int(config["head_width"]))
     fit_data = train
     if config["imbalance"] == "class_weight":
         weights = _class_weights(train, num_classes)
         logging.info("Class weights from %.2f to %.2f.", weights.min(), weights.max())
         fit_data = train.map(lambda x, y: (x, y, _sample_weights(y, weights)))
-    history = model.fit(fit_data, validation_data=val, epochs=int(config["epochs"]), callbacks=callbacks, verbose=2)
+    history = _fit(model, fit_data, val, config, fn_args.model_run_dir)
 
     # Temperature scaling on the eval split, baked into the exported signatures.
     eval_inputs, eval_labels, eval_logits = _collect(model, val)
@@ -89,12 +93,36 @@ def run_fn(fn_args: tfx.components.FnArgs):
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
     _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", "calibration.json"), calibrated)
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
-                {k: [float(v) for v in vs] for k, vs in history.history.items()})
+                {k: [float(v) for v in vs] for k, vs in history.items()})
     if config["edge_models"]:
         representative = next(iter(train.unbatch().batch(100)))[0][features.IMAGE_XF].numpy()
         report = edge.export(model, image_size, calibrated["temperature"], representative,
                              eval_inputs[features.IMAGE_XF][:200], fn_args.serving_model_dir)
         logging.info("Edge models: %s", json.dumps(report))
+
+
+def _fit(model, train, val, config, log_dir):
+    """Trains all at once (no pretrained weights) or in FINE_TUNE_STAGES (pretrained backbone); returns the history."""
+    epochs, learning_rate = int(config["epochs"]), float(config["learning_rate"])
+    stages = FINE_TUNE_STAGES if config["weights"] else ((1.0, 1.0, 1.0),)
+    merged, done = {}, 0
+    for number, (fraction, lr_factor, share) in enumerate(stages, start=1):
+        stage_epochs = epochs - done if number == len(stages) else max(1, round(epochs * share))
+        trainable = model_lib.set_trainable_top(model, fraction)
+        model_lib.compile_model(model, learning_rate * lr_factor)
+        logging.info("Stage %d: %d backbone layers train, learning rate %.2g, %d epochs.",
+                     number, trainable, learning_rate * lr_factor, stage_epochs)
+        callbacks = [
+            keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"stage{number}")),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2),
+        ]
+        history = model.fit(train, validation_data=val, initial_epoch=done, epochs=done + stage_epochs,
+                            callbacks=callbacks, verbose=2)
+        done += stage_epochs
+        for key, values in history.history.items():
+            merged.setdefault(key, []).extend(values)
+    return merged
 
 
 def _write_json(path, value):

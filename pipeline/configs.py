@@ -53,6 +53,8 @@ class PipelineConfig:
       beam_direct_workers: DirectRunner worker processes (0 = one per core).
       beam_running_mode: DirectRunner mode: in_memory, multi_threading or multi_processing.
       beam_args: extra Beam options, e.g. `--runner=DataflowRunner --project=...`.
+      backbone: small_cnn (from scratch), mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50.
+      weights: "" (none), "imagenet" (Keras downloads them) or a local weights file (no-top).
       fail_on_anomalies: stop the run when the data does not match the schema.
       installed_modules: take the Transform/Trainer code from the installed
         `modules` package (container images) instead of module files.
@@ -74,6 +76,8 @@ class PipelineConfig:
     beam_direct_workers: int = 0
     beam_running_mode: str = "in_memory"
     beam_args: str = ""
+    backbone: str = "small_cnn"
+    weights: str = ""
     fail_on_anomalies: bool = True
     installed_modules: bool = False
 
@@ -109,6 +113,8 @@ class PipelineConfig:
             beam_direct_workers=int(_env("GEMSTONE_BEAM_WORKERS", str(defaults.beam_direct_workers))),
             beam_running_mode=_env("GEMSTONE_BEAM_MODE", defaults.beam_running_mode),
             beam_args=_env("GEMSTONE_BEAM_ARGS", ""),
+            backbone=_env("GEMSTONE_BACKBONE", defaults.backbone),
+            weights=_env("GEMSTONE_WEIGHTS", ""),
             fail_on_anomalies=_env("GEMSTONE_FAIL_ON_ANOMALIES", "1").lower() in ("1", "true", "yes"),
             installed_modules=_env("GEMSTONE_INSTALLED_MODULES", "0").lower() in ("1", "true", "yes"),
         )

@@ -128,6 +128,8 @@ def create_pipeline(config: configs.PipelineConfig,
             "epochs": config.epochs,
             "batch_size": config.batch_size,
             "review_threshold": config.review_threshold,
+            "backbone": config.backbone,
+            "weights": config.weights,
         },
     )
 

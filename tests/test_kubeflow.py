@@ -135,3 +135,14 @@ def test_schedule_creates_an_experiment_and_a_nightly_recurring_run(compiled, ca
     assert run["pipeline_spec"]["pipelineInfo"]["name"] == "gem88"
     assert run["runtime_config"]["pipeline_root"] == "gs://stones-bucket/pipelines/gem88"
     assert "rr-42" in capsys.readouterr().out
+
+
+def test_serving_manifest_serves_the_pushed_folder_with_tf_serving():
+    import yaml
+
+    deployment, service = list(yaml.safe_load_all((REPO / "kubeflow" / "serving.yaml").read_text()))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("tensorflow/serving:2.16")  # the TF version the model is saved with
+    assert "--model_base_path=$(MODEL_BASE_PATH)" in container["args"] and "--rest_api_port=8501" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/gemstone"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

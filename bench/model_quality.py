@@ -1,0 +1,144 @@
+"""Model quality on the 88-class photos: the pipeline's model against the random-forest baseline.
+
+Both are judged on the same held-out test split: the pipeline's own
+(stratified, near-duplicate groups kept together), read from the ingestion
+report of the run. The baseline is Chow and Reyes-Aldasoro (Minerals 2022): a
+random forest on an RGB 8x8x8 colour histogram plus a uniform-LBP histogram.
+
+Runs `make run DATA=<photos> PIPELINE_NAME=gem88` first (through the tfx CLI),
+timing it, unless BENCH_SKIP_RUN=1 reuses the last run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import common
+from gemstone import paths, taxonomy
+
+PIPELINE_NAME = "gem88"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run_pipeline() -> float:
+    env = dict(os.environ, GEMSTONE_PIPELINE_NAME=PIPELINE_NAME, GEMSTONE_DATA=str(common.REAL_DATA))
+    tfx = str(Path(sys.executable).parent / "tfx")
+    registered = paths.gemstone_home() / "tfx-cli" / "local" / PIPELINE_NAME
+    verb = "update" if registered.exists() else "create"
+    subprocess.run([tfx, "pipeline", verb, "--engine", "local", "--pipeline_path", "local_runner.py"],
+                   cwd=REPO / "pipeline", env=env, check=True, capture_output=True)
+    started = time.time()
+    subprocess.run([tfx, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME],
+                   cwd=REPO / "pipeline", env=env, check=True, capture_output=True)
+    return time.time() - started
+
+
+def _test_split():
+    """(paths, labels) of the test split and (paths, labels) of train, from the newest ingestion report."""
+    root = paths.pipeline_root(PIPELINE_NAME) / "ImageExampleGen" / "examples"
+    newest = max(root.iterdir(), key=lambda p: int(p.name))
+    report = json.loads((newest / "ingestion_report.json").read_text())
+    split = {}
+    for f in report["files"]:
+        if f["status"] == "accepted":
+            split.setdefault(f["split"], []).append((str(common.REAL_DATA / f["path"]), f["label"]))
+    return split
+
+
+def metrics(probabilities: np.ndarray, classes, labels, family_map, seconds: float) -> dict:
+    from sklearn.metrics import f1_score
+
+    from modules import calibration
+
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[label] for label in labels])
+    ranked = np.argsort(-probabilities, axis=1)
+    predicted = [classes[i] for i in ranked[:, 0]]
+    family = lambda name: taxonomy.family_of(name, family_map)  # noqa: E731
+    return {
+        "top1": round(float((ranked[:, 0] == y).mean()), 3),
+        "top3": round(float((ranked[:, :3] == y[:, None]).any(axis=1).mean()), 3),
+        "family_accuracy": round(float(np.mean([family(p) == family(t) for p, t in zip(predicted, labels)])), 3),
+        "macro_f1": round(float(f1_score(y, ranked[:, 0], average="macro")), 3),
+        "ece": round(calibration.expected_calibration_error(probabilities, y), 3),
+        "train_seconds": round(seconds, 1),
+    }
+
+
+def _features(path: str) -> np.ndarray:
+    from PIL import Image
+    from skimage.feature import local_binary_pattern
+
+    from gemstone import images
+
+    loaded = images.load_image_file(path, max_side=256)
+    import io
+
+    with Image.open(io.BytesIO(loaded.data)) as picture:
+        rgb = np.asarray(picture.convert("RGB"))
+    histogram = np.histogramdd(rgb.reshape(-1, 3), bins=(8, 8, 8), range=((0, 256),) * 3)[0].ravel()
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    lbp = local_binary_pattern(grey, P=8, R=1, method="uniform")
+    texture = np.histogram(lbp, bins=10, range=(0, 10))[0]
+    return np.concatenate([histogram / histogram.sum(), texture / texture.sum()])
+
+
+def random_forest(split, family_map) -> dict:
+    from sklearn.ensemble import RandomForestClassifier
+
+    train_x = np.stack([_features(p) for p, _ in split["train"]])
+    train_y = [label for _, label in split["train"]]
+    started = time.time()
+    forest = RandomForestClassifier(n_estimators=500, n_jobs=-1, random_state=0).fit(train_x, train_y)
+    seconds = time.time() - started
+    test_x = np.stack([_features(p) for p, _ in split["test"]])
+    probabilities = forest.predict_proba(test_x)
+    return metrics(probabilities, list(forest.classes_), [label for _, label in split["test"]], family_map, seconds)
+
+
+def pipeline_model(split, family_map, seconds) -> dict:
+    import tensorflow as tf
+
+    from gemstone import images
+
+    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME))
+    serving = tf.saved_model.load(str(version)).signatures["serving_default"]
+    probabilities, classes = [], None
+    batch = [p for p, _ in split["test"]]
+    for start in range(0, len(batch), 64):
+        photos = [images.load_image_file(p).data for p in batch[start:start + 64]]
+        out = serving(images=tf.constant(photos))
+        probabilities.append(out["probabilities"].numpy())
+        classes = [c.decode() for c in out["classes"].numpy()[0]]
+    row = metrics(np.concatenate(probabilities), classes, [label for _, label in split["test"]], family_map,
+                  seconds)
+    row["model_version"] = version.name
+    return row
+
+
+def run():
+    if not common.REAL_DATA.is_dir():
+        print(f"model_quality: skipped, real photos not found at {common.REAL_DATA}")
+        return None
+    seconds = 0.0 if os.environ.get("BENCH_SKIP_RUN") == "1" else _run_pipeline()
+    split = _test_split()
+    family_map = taxonomy.load_family_map()
+    rows = [
+        {"method": "pipeline model (make run, whole pipeline wall time)", **pipeline_model(split, family_map, seconds)},
+        {"method": "random forest, RGB 8x8x8 + uniform LBP (Chow & Reyes-Aldasoro 2022)",
+         **random_forest(split, family_map)},
+    ]
+    return common.record("model_quality", rows, notes=(
+        f"gemstones-88, test split of the pipeline ({len(split['test'])} photos; near-duplicate groups kept "
+        f"together); {os.cpu_count()} cores. train_seconds: whole `make run` for the pipeline, fit only for the "
+        f"forest."))
+
+
+if __name__ == "__main__":
+    run()

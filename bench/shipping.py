@@ -1,0 +1,160 @@
+"""Shipping benchmarks on the pushed demo model, side by side in one run.
+
+1. Batch inference: `gemstone batch-infer` (Beam RunInference, batched) against
+   a naive loop calling `model.predict` one image at a time, on the same photos.
+2. REST: p50/p99 latency and throughput of `gemstone serve` under a bounded
+   load (4 concurrent clients) on loopback.
+3. Edge: TFLite float16 / int8 against the SavedModel: size, latency, top-1 agreement.
+
+Needs a pushed model: run `make demo` first (bench/__main__ runs the demo benchmark before this one).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench import common
+from gemstone import batch_infer, paths, serve
+
+PIPELINE_NAME = "gemstone-demo"
+# Peak FP32 throughput of one core of this CPU class (AVX2/AVX-512 FMA at ~2.5 GHz), for a share-of-peak figure.
+PEAK_GFLOPS_PER_CORE = 80.0
+
+
+def _photos(n: int):
+    photos = sorted(paths.demo_data_dir().rglob("*.jpg"))
+    return (photos * (n // max(1, len(photos)) + 1))[:n]
+
+
+def _flops_per_image(version: Path) -> float:
+    """Forward-pass FLOPs of the Keras model on one image, from TF's profiler."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    loaded = tf.saved_model.load(str(version))
+    concrete = loaded.signatures["serving_default"]
+    graph = concrete.graph
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    info = model_analyzer.profile(graph, options=options)
+    return float(info.total_float_ops)
+
+
+def batch_vs_naive(version: Path, n: int = 320) -> list:
+    import tensorflow as tf
+
+    photos = _photos(n)
+    model = tf.saved_model.load(str(version))
+    serving = model.signatures["serving_default"]
+    serving(images=tf.constant([photos[0].read_bytes()]))  # warm up
+    started = time.perf_counter()
+    for photo in photos:  # what a first script does: one image, one call
+        serving(images=tf.constant([photo.read_bytes()]))
+    naive = time.perf_counter() - started
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    for i, photo in enumerate(photos):
+        (folder / f"{i:05d}.jpg").write_bytes(photo.read_bytes())
+    started = time.perf_counter()
+    result = batch_infer.run(str(version), str(folder), str(folder / "out"), batch_size=64)
+    batch = time.perf_counter() - started
+    assert result["predictions"] == n
+    flops = _flops_per_image(version)
+    cores = os.cpu_count() or 1
+    rows = []
+    for name, seconds in (("naive loop, 1 image per call", naive), ("gemstone batch-infer (Beam RunInference)", batch)):
+        rate = n / seconds
+        rows.append({"method": name, "images": n, "seconds": round(seconds, 2), "images_per_s": round(rate, 1),
+                     "speed_vs_naive": round(naive / seconds, 2),
+                     "share_of_fp32_peak": f"{rate * flops / (PEAK_GFLOPS_PER_CORE * 1e9 * cores):.2%}"})
+    return rows
+
+
+def rest_latency(base: Path, requests: int = 200, clients: int = 4) -> list:
+    server = serve.make_server(str(base), port=0, log_dir=tempfile.mkdtemp())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/models/{base.name}:predict"
+    bodies = [json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()}]}).encode()
+              for p in _photos(requests)]
+
+    def call(body):
+        started = time.perf_counter()
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+        return time.perf_counter() - started
+
+    call(bodies[0])  # loads the model
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = sorted(pool.map(call, bodies))
+    wall = time.perf_counter() - started
+    server.shutdown()
+    return [{"requests": requests, "concurrent_clients": clients,
+             "p50_ms": round(1000 * statistics.median(latencies), 1),
+             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1),
+             "requests_per_s": round(requests / wall, 1)}]
+
+
+def edge_models(version: Path, n: int = 100) -> list:
+    import numpy as np
+    import tensorflow as tf
+
+    report = json.loads((version / "tflite" / "edge_report.json").read_text())
+    loaded = tf.saved_model.load(str(version))
+    photos = _photos(n)
+    size = int(report["image_size"])
+    images = np.stack([tf.image.resize(tf.io.decode_jpeg(p.read_bytes()), [size, size]).numpy() / 255.0
+                       for p in photos]).astype(np.float32)
+    saved_model_bytes = sum(f.stat().st_size for f in (version / "variables").iterdir()) + \
+        (version / "saved_model.pb").stat().st_size
+    started = time.perf_counter()
+    reference = np.concatenate([loaded.signatures["serving_default"](images=tf.constant([p.read_bytes()]))
+                                ["probabilities"].numpy() for p in photos]).argmax(1)
+    rows = [{"model": "SavedModel (with Transform graph)", "bytes": saved_model_bytes,
+             "ms_per_image": round(1000 * (time.perf_counter() - started) / n, 2), "top1_agreement": 1.0}]
+    for name in ("float16", "int8"):
+        path = version / "tflite" / f"model_{name}.tflite"
+        if not path.exists():
+            rows.append({"model": f"TFLite {name}", "bytes": report.get(name, {}).get("bytes", ""),
+                         "ms_per_image": "", "top1_agreement": report.get(name, {}).get("top1_agreement", ""),
+                         "note": "not kept: " + report.get(name, {}).get("why_not_kept", "")[:80]})
+            continue
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        started = time.perf_counter()
+        predicted = []
+        for image in images:
+            interpreter.set_tensor(source["index"], image[np.newaxis])
+            interpreter.invoke()
+            predicted.append(interpreter.get_tensor(target["index"])[0].argmax())
+        rows.append({"model": f"TFLite {name}", "bytes": path.stat().st_size,
+                     "ms_per_image": round(1000 * (time.perf_counter() - started) / n, 2),
+                     "top1_agreement": round(float((np.array(predicted) == reference).mean()), 3)})
+    return rows
+
+
+def run():
+    base = paths.serving_dir(PIPELINE_NAME)
+    version = paths.latest_version_dir(base)
+    if version is None:
+        print("shipping: skipped, no pushed demo model (run `make demo` first)")
+        return None
+    cores = os.cpu_count()
+    common.record("batch_inference", batch_vs_naive(version),
+                  notes=f"{cores} cores; model {version}. Same photos, same SavedModel.")
+    common.record("rest_serving", rest_latency(base), notes=f"{cores} cores; gemstone serve on loopback.")
+    return common.record("edge_models", edge_models(version), notes="100 demo photos, one at a time.")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,69 @@
+"""The model: backbones, weights from a local file, augmentation that keeps colour, staged unfreezing."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from modules import features, model as model_lib, transform
+
+SIZE = 32
+
+
+def _inputs(batch=2):
+    images = tf.random.stateless_uniform([batch, SIZE, SIZE, 3], seed=[0, 1])
+    return {features.IMAGE_XF: images, features.COLOUR_XF: transform.colour_histogram(images)}
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "mobilenet_v3_small"])
+def test_model_has_variety_and_family_logits(name):
+    model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, backbone_name=name)
+    outputs = model(_inputs(), training=False)
+    assert outputs[features.VARIETY_HEAD].shape == (2, 5) and outputs[features.FAMILY_HEAD].shape == (2, 2)
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path):
+    """What a user without internet does with weights downloaded elsewhere."""
+    application = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                                      input_shape=(SIZE, SIZE, 3), pooling="avg")
+    for variable in application.trainable_variables[:3]:
+        variable.assign(tf.fill(variable.shape, 0.125))
+    path = str(tmp_path / "mobilenet_v3_small_notop.h5")
+    application.save_weights(path)
+    model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE,
+                                  backbone_name="mobilenet_v3_small", weights=path)
+    first = application.trainable_variables[0]
+    loaded = [w for w in model.get_layer(model_lib.BACKBONE_LAYER).weights if w.shape == first.shape][0]
+    np.testing.assert_allclose(loaded.numpy(), 0.125)
+    fresh = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, backbone_name="mobilenet_v3_small")
+    unloaded = [w for w in fresh.get_layer(model_lib.BACKBONE_LAYER).weights if w.shape == first.shape][0]
+    assert not np.allclose(unloaded.numpy(), 0.125)
+
+
+def test_bad_backbone_or_weights_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown backbone"):
+        model_lib.backbone("vgg99", SIZE)
+    with pytest.raises(FileNotFoundError):
+        model_lib.backbone("mobilenet_v2", SIZE, weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        model_lib.backbone("small_cnn", SIZE, weights="imagenet")
+
+
+def test_augmentation_never_turns_a_ruby_into_a_sapphire():
+    red = np.zeros((16, SIZE, SIZE, 3), np.float32)
+    red[..., 0], red[..., 1], red[..., 2] = 0.8, 0.1, 0.15
+    augmented = model_lib.augmentation(seed=3)(tf.constant(red), training=True)
+    hue = tf.image.rgb_to_hsv(augmented).numpy()[..., 0] * 360
+    hue = np.where(hue > 180, hue - 360, hue)  # red sits around 0 degrees
+    original = tf.image.rgb_to_hsv(tf.constant(red[:1, :1, :1])).numpy()[0, 0, 0, 0] * 360 - 360
+    assert np.abs(hue - original).max() < 8  # a lamp's colour, not another stone
+    assert not np.allclose(augmented.numpy(), red)  # it did augment
+
+
+def test_staged_unfreezing_trains_the_top_first():
+    model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, backbone_name="mobilenet_v3_small")
+    assert model_lib.set_trainable_top(model, 0.0) == 0
+    head_only = len(model.trainable_weights)
+    top = model_lib.set_trainable_top(model, 0.3)
+    everything = model_lib.set_trainable_top(model, 1.0)
+    assert 0 < top < everything
+    assert len(model.trainable_weights) > head_only
