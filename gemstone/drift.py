@@ -13,6 +13,7 @@ training time (mean confidence, share flagged for review).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -40,7 +41,9 @@ def latest_train_statistics(pipeline_name: str, home: Optional[str] = None):
     import tensorflow_data_validation as tfdv
 
     store = metadata.open_store(pipeline_name, home)
-    artifacts = store.get_artifacts_by_type("ExampleStatistics")
+    # Transform's pre/post-transform statistics share the type: keep StatisticsGen's own.
+    artifacts = [a for a in store.get_artifacts_by_type("ExampleStatistics")
+                 if f"{os.sep}StatisticsGen{os.sep}" in a.uri]
     if not artifacts:
         raise FileNotFoundError(f"pipeline {pipeline_name!r} has no statistics yet: run it first")
     newest = max(artifacts, key=lambda a: a.create_time_since_epoch)

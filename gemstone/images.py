@@ -200,7 +200,7 @@ def load_image_file(path, root=None, max_pixels: int = DEFAULT_MAX_PIXELS, max_s
             if not target.is_relative_to(Path(root).resolve()):
                 raise ImageRejected("symlink_outside_root", f"leads to {target}, outside {root}")
         # Only regular files: a directory is no picture and reading a FIFO would hang.
-        if False:
+        if not stat.S_ISREG(path.stat().st_mode):
             raise ImageRejected("unreadable", "not a regular file")
         raw = path.read_bytes()
     except (OSError, RuntimeError) as e:  # broken link, permissions, symlink loop (RuntimeError on 3.10)

@@ -172,6 +172,23 @@ def test_progressive_jpeg_is_reencoded_as_baseline(tmp_path):
     assert _close(_decoded(loaded)[3, 3], (255, 0, 0))
 
 
+def _png_16bit_rgb(width, height, value):
+    """A 48-bit RGB PNG, written by hand: Pillow opens these as plain 8-bit "RGB"."""
+    rows = b"".join(b"\x00" + struct.pack(f">{3 * width}H", *[value] * (3 * width)) for _ in range(height))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_sixteen_bit_rgb_png_is_not_kept_as_is():
+    data = _png_16bit_rgb(20, 20, 32768)
+    loaded = images.decode_image_bytes(data)
+    assert loaded.data != data and loaded.encoding == "jpeg" and "reencoded_from_png" in loaded.notes
+    assert _close(_decoded(loaded)[5, 5], (128, 128, 128), 2)
+
+
 def test_png_named_jpg_uppercase(tmp_path):
     (tmp_path / "STONE.JPG").write_bytes(_encode(_marked(), "PNG"))
     loaded = images.load_image_file(tmp_path / "STONE.JPG")
