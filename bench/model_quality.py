@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _run_pipeline() -> float:
     env = dict(os.environ, GEMSTONE_PIPELINE_NAME=PIPELINE_NAME, GEMSTONE_DATA=str(common.REAL_DATA))
     tfx = str(Path(sys.executable).parent / "tfx")
-    registered = paths.gemstone_home() / "tfx-cli" / "local" / PIPELINE_NAME
+    registered = Path(os.environ.get("LOCAL_HOME", paths.gemstone_home() / "tfx-cli")) / PIPELINE_NAME
     verb = "update" if registered.exists() else "create"
     subprocess.run([tfx, "pipeline", verb, "--engine", "local", "--pipeline_path", "local_runner.py"],
                    cwd=REPO / "pipeline", env=env, check=True, capture_output=True)

@@ -129,6 +129,39 @@ def _drift(args) -> int:
     return 0
 
 
+def _runs(args) -> int:
+    import datetime
+
+    from gemstone import metadata
+
+    try:
+        store = metadata.open_store(args.pipeline_name)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for run in metadata.runs(store):
+        when = datetime.datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M")
+        cached = sum(e.state == "CACHED" for e in run.executions)
+        print(f"{when}  {run.run_id}  {run.outcome}  ({len(run.executions)} components, {cached} cached)")
+    return 0
+
+
+def _lineage(args) -> int:
+    import json
+
+    from gemstone import metadata
+
+    model = Path(args.model_path).resolve()
+    pipeline_name = args.pipeline_name or model.parent.name  # serving/<pipeline>/<version>
+    try:
+        result = metadata.lineage(metadata.open_store(pipeline_name), str(model))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemstone", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--pipeline-name", default="gemstone-demo")
     drift.add_argument("--output", default="drift_report.json")
     drift.set_defaults(func=_drift)
+
+    runs = commands.add_parser("runs", help="list a pipeline's runs and their outcome (from ML Metadata)")
+    runs.add_argument("--pipeline-name", default="gemstone-demo")
+    runs.set_defaults(func=_runs)
+
+    lineage = commands.add_parser("lineage", help="which data, schema, transform, settings and evaluation "
+                                                  "produced a pushed model")
+    lineage.add_argument("model_path", help="a pushed version folder, e.g. .gemstone/serving/gemstone-demo/<v>")
+    lineage.add_argument("--pipeline-name", help="default: the folder above the version")
+    lineage.set_defaults(func=_lineage)
 
     where = commands.add_parser("where", help="say where a pipeline's outputs are")
     where.add_argument("--pipeline-name", default="gemstone-demo")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -46,3 +47,64 @@ def executions(store: metadata_store.MetadataStore) -> List[ExecutionRecord]:
             id=e.id, component=type_names.get(e.type_id, str(e.type_id)), state=_STATE_NAMES.get(e.last_known_state, "UNKNOWN"),
             started=e.create_time_since_epoch / 1000.0, finished=e.last_update_time_since_epoch / 1000.0))
     return records
+
+
+@dataclasses.dataclass
+class RunRecord:
+    run_id: str
+    started: float
+    executions: List[ExecutionRecord]
+
+    @property
+    def outcome(self) -> str:
+        states = {e.component: e.state for e in self.executions}
+        if any(state == "FAILED" for state in states.values()):
+            failed = [c for c, state in states.items() if state == "FAILED"]
+            return f"failed at {', '.join(failed)}"
+        if states.get("Pusher") in ("COMPLETE", "CACHED"):
+            return "finished"
+        return "running or stopped"
+
+
+def runs(store: metadata_store.MetadataStore) -> List[RunRecord]:
+    """Pipeline runs (MLMD's pipeline_run contexts), oldest first, with their executions."""
+    by_id = {e.id: e for e in executions(store)}
+    records = []
+    for context in store.get_contexts_by_type("pipeline_run"):
+        members = sorted((by_id[e.id] for e in store.get_executions_by_context(context.id) if e.id in by_id),
+                         key=lambda e: e.id)
+        started = min((e.started for e in members), default=context.create_time_since_epoch / 1000.0)
+        records.append(RunRecord(context.name, started, members))
+    return sorted(records, key=lambda r: r.started)
+
+
+def lineage(store: metadata_store.MetadataStore, pushed_dir: str) -> dict:
+    """What produced a pushed model: walks MLMD back from the PushedModel artifact at `pushed_dir`.
+
+    Returns the URI of every upstream artifact by type (Examples, Schema,
+    TransformGraph, Model, ModelEvaluation, ...) and the Trainer's settings.
+    """
+    pushed_dir = str(Path(pushed_dir).resolve())
+    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
+              if "pushed_destination" in a.custom_properties and
+              str(Path(a.custom_properties["pushed_destination"].string_value).resolve()) == pushed_dir]
+    if not pushed:
+        raise FileNotFoundError(f"no pushed model recorded at {pushed_dir} in this pipeline's metadata")
+    artifact_types = {t.id: t.name for t in store.get_artifact_types()}
+    execution_types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    artifacts, settings, frontier, seen = {}, {}, [pushed[0].id], set()
+    while frontier:  # breadth-first: artifact <- producing execution <- its input artifacts
+        seen.update(frontier)
+        producers = {e.execution_id for e in store.get_events_by_artifact_ids(frontier)
+                     if e.type == metadata_store_pb2.Event.OUTPUT}
+        for execution in store.get_executions_by_id(list(producers)):
+            if execution_types.get(execution.type_id) == "Trainer" and "custom_config" in execution.custom_properties:
+                settings = json.loads(execution.custom_properties["custom_config"].string_value or "{}")
+        events = store.get_events_by_execution_ids(list(producers))
+        inputs = {e.artifact_id for e in events if e.type == metadata_store_pb2.Event.INPUT and e.artifact_id not in seen}
+        # Sibling outputs too: the Evaluator's evaluation sits beside the blessing the Pusher read.
+        outputs = {e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT}
+        for artifact in store.get_artifacts_by_id(sorted(inputs | outputs)):
+            artifacts.setdefault(artifact_types.get(artifact.type_id, str(artifact.type_id)), artifact.uri)
+        frontier = sorted(inputs)
+    return {"pushed_model": pushed_dir, "artifacts": artifacts, "trainer_settings": settings}

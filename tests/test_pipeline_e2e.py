@@ -115,3 +115,19 @@ def test_unknown_label_stops_the_run_before_training(tmp_path):
     output = result.stdout + result.stderr
     assert "feature 'label': Unexpected string values" in output and "Moonstone" in output
     assert not (paths.pipeline_root(name, str(tmp_path)) / "Trainer").exists()
+
+
+def test_runs_and_lineage_come_from_metadata(pipeline_run, capsys, monkeypatch):
+    from gemstone import cli
+
+    home, _, _ = pipeline_run
+    monkeypatch.setenv("GEMSTONE_HOME", str(home))
+    assert cli.main(["runs", "--pipeline-name", PIPELINE_NAME]) == 0
+    assert "finished" in capsys.readouterr().out
+    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
+    assert cli.main(["lineage", str(version)]) == 0
+    lineage = json.loads(capsys.readouterr().out)
+    for kind in ("Examples", "Schema", "TransformGraph", "Model", "ModelEvaluation"):
+        assert kind in lineage["artifacts"], lineage
+    assert lineage["trainer_settings"]["epochs"] == 2
+    assert (version / "model_card.md").exists() and (version / "tflite" / "model_float16.tflite").exists()
