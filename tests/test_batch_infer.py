@@ -1,33 +1,17 @@
 """Batch inference on Beam: every visible file exactly once, bad files as errors, reruns without duplicates."""
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 
 from gemstone import batch_infer, cli, paths
+from hostile_files import png_claiming
 from tfx_helpers import E2E_PIPELINE
 
 
 def _lines(folder, prefix):
     return [json.loads(line) for p in sorted(Path(folder).glob(f"{prefix}-*.jsonl"))
             for line in p.read_text().splitlines() if line.strip()]
-
-
-def _bomb():
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = bytearray(data[16:29])
-    ihdr[0:8] = struct.pack(">II", 70_000, 70_000)
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
-    return bytes(data)
 
 
 @pytest.fixture
@@ -41,7 +25,7 @@ def mixed_folder(demo_pipeline, tmp_path):
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "half.jpg").write_bytes(good[0].read_bytes()[:600])
     (folder / "notes.jpg").write_text("not a photo")
-    (folder / "bomb.png").write_bytes(_bomb())
+    (folder / "bomb.png").write_bytes(png_claiming(70_000, 70_000))
     (folder / ".DS_Store").write_bytes(b"\0")
     return folder
 

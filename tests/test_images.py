@@ -11,6 +11,7 @@ from PIL import Image
 
 from gemstone import images
 from gemstone.images import ImageRejected
+from hostile_files import png_claiming
 
 
 def _encode(image, fmt, **kwargs):
@@ -74,22 +75,12 @@ def test_unsupported_variant_of_a_known_format_is_undecodable(tmp_path):
     assert _reason(tmp_path / "odd.bmp") == "undecodable"
 
 
-def _png_claiming(width, height):
-    """A tiny real PNG whose header claims another size (a decompression bomb's trick)."""
-    data = bytearray(_encode(Image.new("RGB", (8, 8)), "PNG"))
-    ihdr = bytearray(data[16:29])
-    ihdr[0:8] = struct.pack(">II", width, height)
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
-    return bytes(data)
-
-
 def test_decompression_bomb_is_refused_from_its_header(tmp_path):
-    (tmp_path / "bomb.png").write_bytes(_png_claiming(10_000, 10_000))
+    (tmp_path / "bomb.png").write_bytes(png_claiming(10_000, 10_000))
     with pytest.raises(ImageRejected) as info:
         images.load_image_file(tmp_path / "bomb.png")
     assert info.value.reason == "decompression_bomb" and "10000x10000" in info.value.detail
-    (tmp_path / "big.png").write_bytes(_png_claiming(5_000, 5_000))
+    (tmp_path / "big.png").write_bytes(png_claiming(5_000, 5_000))
     assert _reason(tmp_path / "big.png", max_pixels=1_000_000) == "decompression_bomb"
 
 
@@ -97,7 +88,7 @@ def test_our_pixel_limit_governs_not_pillows(tmp_path):
     # 225 Mpx is past Pillow's own hard limit; a caller allowing it gets past the header
     # (and then finds the pixel data missing), and Pillow's global is left as it was.
     before = Image.MAX_IMAGE_PIXELS
-    (tmp_path / "huge.png").write_bytes(_png_claiming(15_000, 15_000))
+    (tmp_path / "huge.png").write_bytes(png_claiming(15_000, 15_000))
     assert _reason(tmp_path / "huge.png", max_pixels=300_000_000) == "truncated"
     assert Image.MAX_IMAGE_PIXELS == before
 

@@ -1,8 +1,6 @@
 """`gemstone inspect-data`: every visible file once, accepted with its split or quarantined with its reason."""
 import io
 import json
-import struct
-import zlib
 from collections import defaultdict
 
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 from PIL import Image
 
 from gemstone import cli, data_report, demo_data
+from hostile_files import png_claiming
 
 
 def _encode(image, fmt, **kwargs):
@@ -22,15 +21,6 @@ def _stone(rgb=(200, 30, 40), size=(80, 60)):
     pixels = np.full((size[1], size[0], 3), 235, np.uint8)
     pixels[15:45, 20:60] = rgb
     return Image.fromarray(pixels)
-
-
-def _bomb_png():
-    data = bytearray(_encode(Image.new("RGB", (8, 8)), "PNG"))
-    ihdr = bytearray(data[16:29])
-    ihdr[0:8] = struct.pack(">II", 60_000, 60_000)
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
-    return bytes(data)
 
 
 @pytest.fixture
@@ -71,7 +61,7 @@ def hostile(tmp_path):
     put(ruby / "notes.jpg", b"not a photo at all", "not_an_image")
     good = _encode(_stone(size=(300, 200)), "JPEG")
     put(sapphire / "cut off.jpg", good[: len(good) // 2], "truncated")
-    put(sapphire / "bomb.png", _bomb_png(), "decompression_bomb")
+    put(sapphire / "bomb.png", png_claiming(60_000, 60_000), "decompression_bomb")
     put(emerald / "tiny.png", _encode(Image.new("RGB", (4, 4)), "PNG"), "too_small")
     put(root / "loose.jpg", good, "no_label")
     put(ruby / "readme.txt", b"shot on a light box", "not_an_image")

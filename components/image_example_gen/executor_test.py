@@ -22,7 +22,7 @@ def _value(example, key):
     return example.features.feature[key].bytes_list.value[0].decode()
 
 
-def _run(input_base, pattern, tmp_path, options=None):
+def _run(input_base, pattern, tmp_path, options=None, beam_args=None):
     gen = component.ImageExampleGen(input_base=str(input_base), input_pattern=pattern, options=options)
     exec_properties = dict(gen.exec_properties)
     for key in (standard_component_specs.INPUT_CONFIG_KEY, standard_component_specs.OUTPUT_CONFIG_KEY):
@@ -30,7 +30,8 @@ def _run(input_base, pattern, tmp_path, options=None):
             exec_properties[key] = proto_utils.proto_to_json(exec_properties[key])
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
-    executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    context = executor.Executor.Context(beam_pipeline_args=beam_args, tmp_dir=str(tmp_path / "tmp"))
+    executor.Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
     return examples
 
 
@@ -101,3 +102,15 @@ def test_split_ratios_follow_the_output_config():
         output_config = proto_utils.json_to_proto(output_config, example_gen_pb2.Output())
     ratios = executor.split_ratios(output_config)
     assert ratios == {"train": 0.8, "eval": 0.2}
+
+
+def test_multi_processing_direct_runner_gives_the_same_split(demo, tmp_path):
+    """The pipeline's Beam settings for a many-core machine: worker processes, same result."""
+    from pipeline import configs
+
+    args = configs.PipelineConfig(beam_running_mode="multi_processing", beam_direct_workers=2).beam_pipeline_args()
+    multi = _run(demo.out_dir, "manifest.csv", tmp_path / "multi", beam_args=args)
+    single = _run(demo.out_dir, "manifest.csv", tmp_path / "single")
+    for split in ("train", "eval", "test"):
+        assert sorted(_value(e, "source_path") for e in _read_split(multi.uri, split)) == \
+            sorted(_value(e, "source_path") for e in _read_split(single.uri, split))
