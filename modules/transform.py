@@ -16,7 +16,11 @@ from modules import features  # noqa: E402
 DEFAULT_IMAGE_SIZE = 64
 # Joint HSV histogram bins. Hue gets the most: it separates the varieties.
 HUE_BINS, SATURATION_BINS, VALUE_BINS = 12, 4, 4
-COLOUR_FEATURE_SIZE = HUE_BINS * SATURATION_BINS * VALUE_BINS
+HSV_SIZE = HUE_BINS * SATURATION_BINS * VALUE_BINS
+# Plus a joint RGB histogram, 8 bins a channel: the colour feature of the
+# random-forest baseline (Chow and Reyes-Aldasoro, 2022), finer in dark tones.
+RGB_BINS = 8
+COLOUR_FEATURE_SIZE = HSV_SIZE + RGB_BINS ** 3
 
 
 def _flatten(tensor):
@@ -59,7 +63,7 @@ def rgb_to_hsv(images: tf.Tensor) -> tf.Tensor:
 
 
 def colour_histogram(images: tf.Tensor) -> tf.Tensor:
-    """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE] centre-weighted HSV histogram.
+    """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE] centre-weighted HSV and RGB histograms.
 
     Colour is most of what tells gem varieties apart, and a small network
     trained on a few thousand photos learns it slowly from pixels; a histogram
@@ -70,14 +74,20 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     hsv = rgb_to_hsv(images)
     bins = tf.constant([HUE_BINS, SATURATION_BINS, VALUE_BINS], tf.float32)
     index = tf.cast(tf.minimum(tf.floor(hsv * bins), bins - 1), tf.int32)
-    flat = (index[..., 0] * SATURATION_BINS + index[..., 1]) * VALUE_BINS + index[..., 2]
+    hsv_bin = (index[..., 0] * SATURATION_BINS + index[..., 1]) * VALUE_BINS + index[..., 2]
+    rgb_index = tf.cast(tf.minimum(tf.floor(images * RGB_BINS), RGB_BINS - 1), tf.int32)
+    rgb_bin = (rgb_index[..., 0] * RGB_BINS + rgb_index[..., 1]) * RGB_BINS + rgb_index[..., 2]
     size = tf.shape(images)[1]
     coords = tf.linspace(-1.0, 1.0, size)
     weight = tf.exp(-(coords[:, tf.newaxis] ** 2 + coords[tf.newaxis, :] ** 2) / 0.5)  # Gaussian, sigma 0.5
-    weight = tf.broadcast_to(weight, tf.shape(flat))
-    histogram = tf.reduce_sum(tf.one_hot(flat, COLOUR_FEATURE_SIZE) * weight[..., tf.newaxis], axis=[1, 2])
-    histogram = histogram / tf.reduce_sum(histogram, axis=1, keepdims=True)
-    return tf.sqrt(histogram)
+    weight = tf.broadcast_to(weight, tf.shape(hsv_bin))[..., tf.newaxis]
+
+    def histogram(bin_index, depth):
+        counts = tf.reduce_sum(tf.one_hot(bin_index, depth) * weight, axis=[1, 2])
+        return tf.sqrt(counts / tf.reduce_sum(counts, axis=1, keepdims=True))
+
+    # Each part sums to 1 in squares, so the two weigh the same.
+    return tf.concat([histogram(hsv_bin, HSV_SIZE), histogram(rgb_bin, RGB_BINS ** 3)], axis=1)
 
 
 def preprocessing_fn(inputs, custom_config):

@@ -33,8 +33,12 @@ def test_colour_histogram_separates_red_from_blue_and_sums_to_one():
     images = transform.decode_and_resize(tf.constant([_jpeg((200, 20, 20)), _jpeg((20, 80, 200))]), 16)
     histogram = transform.colour_histogram(images).numpy()
     assert histogram.shape == (2, transform.COLOUR_FEATURE_SIZE)
-    np.testing.assert_allclose((histogram ** 2).sum(axis=1), 1.0, atol=1e-5)  # sqrt of frequencies
+    hsv, rgb = histogram[:, :transform.HSV_SIZE], histogram[:, transform.HSV_SIZE:]
+    np.testing.assert_allclose((hsv ** 2).sum(axis=1), 1.0, atol=1e-5)  # sqrt of frequencies
+    np.testing.assert_allclose((rgb ** 2).sum(axis=1), 1.0, atol=1e-5)
+    histogram = hsv
     assert histogram[0].argmax() != histogram[1].argmax()
+    assert rgb[0].argmax() == (6 * 8 + 0) * 8 + 0  # (200, 20, 20) falls in RGB bin (6, 0, 0)
     hue_bin = lambda h: h.argmax() // (transform.SATURATION_BINS * transform.VALUE_BINS)  # noqa: E731
     assert hue_bin(histogram[0]) in (0, transform.HUE_BINS - 1)  # red wraps around hue 0
     assert hue_bin(histogram[1]) == int(220 / 360 * transform.HUE_BINS)  # hue of (20, 80, 200)
@@ -44,6 +48,7 @@ def test_centre_weighting_favours_the_stone_over_the_background():
     pixels = np.full((32, 32, 3), 255, np.uint8)
     pixels[12:20, 12:20] = (0, 150, 0)  # a small green stone on white: 6% of the pixels
     frequencies = transform.colour_histogram(tf.constant(pixels[np.newaxis] / 255.0, tf.float32)).numpy()[0] ** 2
+    frequencies = frequencies[:transform.HSV_SIZE]
     per_hue = frequencies.reshape(transform.HUE_BINS, -1).sum(axis=1)
     green = int(120 / 360 * transform.HUE_BINS)
     assert per_hue[green] > 2 * (pixels[..., 1] == 150).mean()
