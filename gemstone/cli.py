@@ -32,10 +32,20 @@ def _where(args) -> int:
     print(f"Pipeline '{args.pipeline_name}':")
     print(f"  artifacts:    {paths.pipeline_root(args.pipeline_name)}")
     print(f"  metadata:     {paths.metadata_path(args.pipeline_name)}")
+    examples = paths.pipeline_root(args.pipeline_name) / "ImageExampleGen" / "examples"
+    runs = sorted((p for p in examples.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    if runs and (runs[-1] / "data_report.html").exists():
+        print(f"  data report:  {runs[-1] / 'data_report.html'}")
+    evaluations = paths.pipeline_root(args.pipeline_name) / "Evaluator" / "evaluation"
+    runs = sorted((p for p in evaluations.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    if runs:
+        print(f"  evaluation:   {runs[-1]}  (TFMA: per-class slices)")
     if latest is None:
         print(f"  pushed model: none yet under {serving} (no model has been blessed)")
         return 1
     print(f"  pushed model: {latest}")
+    if (latest / "model_card.md").exists():
+        print(f"  model card:   {latest / 'model_card.md'}")
     return 0
 
 
