@@ -1,0 +1,29 @@
+"""Pipeline settings: environment variables, schema choice, Beam options in one place."""
+from pipeline import configs
+
+
+def test_settings_come_from_gemstone_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("GEMSTONE_HOME", str(tmp_path))
+    monkeypatch.setenv("GEMSTONE_PIPELINE_NAME", "my-stones")
+    monkeypatch.setenv("GEMSTONE_EPOCHS", "3")
+    monkeypatch.setenv("GEMSTONE_BEAM_ARGS", "--runner=DataflowRunner --project=p")
+    config = configs.PipelineConfig.from_env()
+    assert config.epochs == 3 and config.pipeline_root == str(tmp_path / "pipelines" / "my-stones")
+    assert config.schema_path == ""  # no curated schema for this name: SchemaGen infers one
+    assert config.beam_pipeline_args()[-2:] == ["--runner=DataflowRunner", "--project=p"]
+
+
+def test_curated_schema_is_picked_by_pipeline_name_unless_disabled(monkeypatch):
+    assert configs.PipelineConfig(pipeline_name="gem88").schema_path.endswith("schema/gem88/schema.pbtxt")
+    monkeypatch.setenv("GEMSTONE_PIPELINE_NAME", "gem88")
+    monkeypatch.setenv("GEMSTONE_SCHEMA", "none")
+    assert configs.PipelineConfig.from_env().schema_path == ""
+
+
+def test_auto_beam_mode_uses_worker_processes_on_bigger_machines(monkeypatch):
+    monkeypatch.setattr(configs.os, "cpu_count", lambda: 16)
+    assert "--direct_running_mode=multi_processing" in configs.PipelineConfig().beam_pipeline_args()
+    monkeypatch.setattr(configs.os, "cpu_count", lambda: 2)
+    assert "--direct_running_mode=in_memory" in configs.PipelineConfig().beam_pipeline_args()
+    assert "--direct_running_mode=multi_threading" in \
+        configs.PipelineConfig(beam_running_mode="multi_threading").beam_pipeline_args()
