@@ -123,3 +123,32 @@ def test_the_88_class_photos_are_all_accounted_for_and_groups_stay_in_one_split(
             split_of_group[f["group"]].add(f["split"])
     assert all(len(s) == 1 for s in split_of_group.values())
     assert len(report["per_class"]) == 88
+
+
+def test_jsonl_manifest_rows_are_each_accounted_for_and_extra_columns_become_features(tmp_path):
+    from gemstone import ingestion
+
+    (tmp_path / "pics").mkdir()
+    for name, rgb in (("a.jpg", (200, 20, 30)), ("b.jpg", (20, 30, 200)), ("c.jpg", (20, 180, 40))):
+        (tmp_path / "pics" / name).write_bytes(_encode(_stone(rgb), "JPEG"))
+    rows = [
+        {"path": "pics/a.jpg", "label": "Ruby", "stone_id": "r1", "lighting": "daylight"},
+        {"path": "pics/b.jpg", "label": "Sapphire Blue", "family": "Corundum", "lighting": "lamp"},
+        {"path": "pics/c.jpg", "label": ""},                       # no label
+        {"path": "pics/a.jpg", "label": "Ruby"},                   # the same file again
+        {"path": "pics/gone.jpg", "label": "Emerald"},             # missing
+        {"label": "Emerald"},                                      # no path
+    ]
+    manifest = tmp_path / "stones.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = data_report.inspect(str(manifest))
+    outcomes = sorted((f["path"], f.get("reason", f["status"])) for f in report["files"])
+    assert outcomes == [("pics/a.jpg", "accepted"), ("pics/a.jpg", "duplicate_manifest_row"),
+                        ("pics/b.jpg", "accepted"), ("pics/c.jpg", "no_label"), ("pics/gone.jpg", "missing_file"),
+                        ("stones.jsonl:6", "bad_manifest_row")]  # every row once
+    discovery = ingestion.discover(str(tmp_path), "stones.jsonl")
+    ruby = next(e for e in discovery.entries if e.label == "Ruby")
+    assert ruby.family == "Corundum" and ruby.stone_id == "r1"  # family from schema/families.csv
+    example = ingestion.to_tf_example(ingestion.load_entry(ruby, ingestion.IngestionOptions()), "g1")
+    assert example.features.feature["lighting"].bytes_list.value == [b"daylight"]
+    assert example.features.feature["brightness"].float_list.value[0] > 0
