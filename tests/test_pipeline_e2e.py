@@ -131,3 +131,16 @@ def test_runs_and_lineage_come_from_metadata(pipeline_run, capsys, monkeypatch):
         assert kind in lineage["artifacts"], lineage
     assert lineage["trainer_settings"]["epochs"] == 2
     assert (version / "model_card.md").exists() and (version / "tflite" / "model_float16.tflite").exists()
+
+
+def test_a_model_under_the_accuracy_floor_is_not_pushed(pipeline_run):
+    home, env, _ = pipeline_run
+    serving = paths.serving_dir(PIPELINE_NAME, str(home))
+    before = sorted(p.name for p in serving.iterdir())
+    strict = dict(env, GEMSTONE_MIN_ACCURACY="1.01")  # no model can reach it
+    _tfx(strict, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
+    result = _tfx(strict, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
+    assert sorted(p.name for p in serving.iterdir()) == before
+    assert "was not blessed" in result.stdout + result.stderr
+    blessing = _single_artifact_dir(home, "Evaluator", "blessing")
+    assert (blessing / "NOT_BLESSED").exists()
