@@ -24,15 +24,16 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import tensorflow as tf
 
 from gemstone import image_stats, images, splits, taxonomy
+from modules.features import FAMILY_KEY, IMAGE_KEY, LABEL_KEY, SIZE_BUCKET_KEY
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 # Columns of a manifest that have a meaning of their own; any other column is
 # carried into the tf.Example as a string attribute.
 RESERVED_COLUMNS = ("path", "label", "family", "stone_id")
-# Feature names in the tf.Example that the pipeline relies on.
-IMAGE_KEY = "image"
-LABEL_KEY = "label"
-FAMILY_KEY = "family"
+EXAMPLE_FORMAT = 2  # 2: size_bucket added
+# Photo size buckets by the short side, in pixels: the Evaluator reports accuracy per bucket,
+# because small shop photos lose the detail that tells look-alikes apart.
+SIZE_BUCKETS = ((256, "small (<256 px)"), (512, "medium (256-511 px)"), (None, "large (>=512 px)"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,9 @@ class IngestionOptions:
     near_duplicate_distance: int = 6
     near_duplicate_colour_distance: float = 0.5
     split_seed: int = 0
+    # Bump when to_tf_example's features change: it is part of ImageExampleGen's
+    # execution properties, so cached examples of an older format are not reused.
+    example_format: int = EXAMPLE_FORMAT
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -229,6 +233,11 @@ def _float_feature(value: float) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
 
 
+def size_bucket(width: int, height: int) -> str:
+    short_side = min(width, height)
+    return next(name for limit, name in SIZE_BUCKETS if limit is None or short_side < limit)
+
+
 def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
     """The tf.Example the pipeline trains on: encoded image, labels, provenance."""
     entry, image = item.entry, item.image
@@ -242,6 +251,7 @@ def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
         "source_format": _bytes_feature(image.source_format),
         "width": _int_feature(image.width),
         "height": _int_feature(image.height),
+        SIZE_BUCKET_KEY: _bytes_feature(size_bucket(image.width, image.height)),
         "sha256": _bytes_feature(image.sha256),
         "phash": _bytes_feature(image.phash),
     }

@@ -7,6 +7,7 @@ Raw features come from ImageExampleGen; transformed ones (suffix `_xf`) from
 IMAGE_KEY = "image"  # encoded JPEG/PNG bytes
 LABEL_KEY = "label"  # variety, e.g. "Sapphire Blue"
 FAMILY_KEY = "family"  # mineral family, e.g. "Corundum"
+SIZE_BUCKET_KEY = "size_bucket"  # short side of the photo as ingested, e.g. "small (<256 px)"
 
 # Raw features the serving signatures need from a client or a tf.Example.
 SERVING_RAW_KEYS = (IMAGE_KEY,)

@@ -27,6 +27,15 @@ DEFAULT_PIPELINE_NAME = "gemstone-demo"
 AUTO_MULTIPROCESSING_MIN_CORES = 4
 
 
+def label_domain_size(schema_path: str) -> Optional[int]:
+    """Number of varieties in a schema's label domain, if it has one."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = text_format.Parse(Path(schema_path).read_text(), schema_pb2.Schema())
+    return next((len(d.value) for d in schema.string_domain if d.name == "label"), None)
+
+
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
@@ -51,6 +60,8 @@ class PipelineConfig:
       max_accuracy_drop: how much worse than the last blessed model is tolerated.
       review_threshold: top-1 confidence under which a prediction is flagged
         `needs_review`.
+      min_relative_robustness: robustness gate: the share of the clean accuracy each corruption
+        (noise, blur, JPEG, lighting, down-scaling) must keep for the model to be pushed; 0 = off.
       beam_direct_workers: DirectRunner worker processes (0 = one per core).
       beam_running_mode: DirectRunner mode: in_memory, multi_threading, multi_processing, or
         auto (default): multi_processing on machines with more than AUTO_MULTIPROCESSING_MIN_CORES
@@ -62,6 +73,8 @@ class PipelineConfig:
       fail_on_anomalies: stop the run when the data does not match the schema.
       installed_modules: take the Transform/Trainer code from the installed
         `modules` package (container images) instead of module files.
+      num_classes: varieties in the curated schema's label domain (read from it by default); the
+        Evaluator computes per-class precision / recall / F1 when it is known.
     """
 
     pipeline_name: str = DEFAULT_PIPELINE_NAME
@@ -77,6 +90,7 @@ class PipelineConfig:
     min_accuracy: float = 0.5
     max_accuracy_drop: float = 0.02
     review_threshold: float = 0.6
+    min_relative_robustness: float = 0.0
     beam_direct_workers: int = 0
     beam_running_mode: str = "auto"
     beam_args: str = ""
@@ -84,6 +98,7 @@ class PipelineConfig:
     weights: str = ""
     fail_on_anomalies: bool = True
     installed_modules: bool = False
+    num_classes: Optional[int] = None
 
     def __post_init__(self):
         self.home = self.home or str(paths.gemstone_home())
@@ -94,6 +109,8 @@ class PipelineConfig:
         if self.schema_path is None:
             curated = SCHEMA_DIR / self.pipeline_name / "schema.pbtxt"
             self.schema_path = str(curated) if curated.exists() else ""  # "": infer with SchemaGen
+        if self.num_classes is None and self.schema_path and os.path.exists(self.schema_path):
+            self.num_classes = label_domain_size(self.schema_path)
 
     @classmethod
     def from_env(cls) -> "PipelineConfig":
@@ -114,6 +131,7 @@ class PipelineConfig:
             min_accuracy=float(_env("GEMSTONE_MIN_ACCURACY", str(defaults.min_accuracy))),
             max_accuracy_drop=float(_env("GEMSTONE_MAX_ACCURACY_DROP", str(defaults.max_accuracy_drop))),
             review_threshold=float(_env("GEMSTONE_REVIEW_THRESHOLD", str(defaults.review_threshold))),
+            min_relative_robustness=float(_env("GEMSTONE_MIN_ROBUSTNESS", str(defaults.min_relative_robustness))),
             beam_direct_workers=int(_env("GEMSTONE_BEAM_WORKERS", str(defaults.beam_direct_workers))),
             beam_running_mode=_env("GEMSTONE_BEAM_MODE", defaults.beam_running_mode),
             beam_args=_env("GEMSTONE_BEAM_ARGS", ""),

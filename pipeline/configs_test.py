@@ -27,3 +27,9 @@ def test_auto_beam_mode_uses_worker_processes_on_bigger_machines(monkeypatch):
     assert "--direct_running_mode=in_memory" in configs.PipelineConfig().beam_pipeline_args()
     assert "--direct_running_mode=multi_threading" in \
         configs.PipelineConfig(beam_running_mode="multi_threading").beam_pipeline_args()
+
+
+def test_class_count_comes_from_the_curated_label_domain():
+    assert configs.PipelineConfig(pipeline_name="gem88").num_classes == 88
+    assert configs.PipelineConfig(pipeline_name="gemstone-demo").num_classes == 8
+    assert configs.PipelineConfig(pipeline_name="no-curated-schema").num_classes is None

@@ -18,7 +18,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from gemstone import demo_data, image_stats, images  # noqa: E402
+from gemstone import demo_data, image_stats, images, ingestion  # noqa: E402
 
 SOURCE_FORMATS = ["bmp", "gif", "jpeg", "mpo", "png", "tiff", "webp"]
 # Plausible ranges of the image statistics (gemstone/image_stats.py).
@@ -51,7 +51,10 @@ def make(labels, families, comment: str) -> str:
     for name in image_stats.NUMERIC:
         f = feature(name, schema_pb2.FLOAT)
         f.float_domain.min, f.float_domain.max = STAT_RANGES[name]
-    for name, values in (("label", labels), ("family", families), ("source_format", SOURCE_FORMATS)):
+    feature("size_bucket", schema_pb2.BYTES, domain="size_bucket")
+    size_buckets = [name for _, name in ingestion.SIZE_BUCKETS]
+    for name, values in (("label", labels), ("family", families), ("source_format", SOURCE_FORMATS),
+                         ("size_bucket", size_buckets)):
         domain = schema.string_domain.add()
         domain.name = name
         domain.value.extend(sorted(set(values)))
