@@ -1,0 +1,135 @@
+"""Robustness: the trained model's accuracy on corrupted copies of the evaluation photos.
+
+Runs after the Trainer, on the same split the Evaluator judges. For each
+corruption in `corruptions.CORRUPTIONS` (noise, blur, JPEG 30 and 10,
+brightness, colour temperature, down-scaling) it sends the corrupted photos
+through the exported `serving_default` signature, exactly as a client would,
+and records accuracy, accuracy relative to the clean photos, and how often the
+answer stays the same. The clean predictions are kept per photo
+(`predictions.jsonl`) for the report's worst confusions.
+
+Optional gate: with `min_relative_accuracy` > 0 the run stops before the
+Pusher when any corruption keeps less than that share of the clean accuracy.
+"""
+
+import json
+import os
+from typing import Dict, List
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact, standard_artifacts
+
+REPORT_FILE = "robustness.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+BATCH_SIZE = 64
+
+
+class RobustnessReport(artifact.Artifact):
+    """robustness.json (accuracy per corruption) and predictions.jsonl (clean predictions per photo)."""
+
+    TYPE_NAME = "RobustnessReport"
+
+
+class RobustnessGateError(RuntimeError):
+    """Raised to stop the run when a corruption costs more accuracy than allowed."""
+
+
+def read_split(examples_uri: str, split: str, max_examples: int) -> List[Dict[str, object]]:
+    """(image bytes, label, source path) of up to `max_examples` examples of one split."""
+    import tensorflow as tf
+
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    if not files:
+        raise FileNotFoundError(f"no examples in split '{split}' under {examples_uri}")
+    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
+            for key in ("image", "label", "source_path")}
+    records = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").take(max_examples)
+    return [{k: v.numpy() if k == "image" else v.numpy().decode() for k, v in tf.io.parse_single_example(r, spec).items()}
+            for r in records]
+
+
+def predict(signature, images: List[bytes]) -> List[Dict[str, object]]:
+    """Top-1 label, confidence, review flag and top-k of each photo, in batches."""
+    import tensorflow as tf
+
+    results = []
+    for start in range(0, len(images), BATCH_SIZE):
+        out = signature(images=tf.constant(images[start:start + BATCH_SIZE]))
+        for i in range(int(out["label"].shape[0])):
+            results.append({
+                "predicted": out["label"][i].numpy().decode(),
+                "confidence": float(out["confidence"][i]),
+                "needs_review": bool(out["needs_review"][i]),
+                "top_k": [{"label": l.decode(), "score": float(s)}
+                          for l, s in zip(out["top_k_labels"][i].numpy(), out["top_k_scores"][i].numpy())],
+            })
+    return results
+
+
+def _summary(labels: List[str], predictions: List[Dict[str, object]]) -> Dict[str, float]:
+    n = max(1, len(labels))
+    return {"accuracy": sum(p["predicted"] == l for p, l in zip(predictions, labels)) / n,
+            "mean_confidence": sum(p["confidence"] for p in predictions) / n,
+            "review_rate": sum(p["needs_review"] for p in predictions) / n}
+
+
+def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples: int, seed: int = 0):
+    """The robustness report and the clean per-photo predictions."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.robustness import corruptions
+
+    signature = tf.saved_model.load(serving_model_dir).signatures["serving_default"]
+    examples = read_split(examples_uri, split, max_examples)
+    labels = [e["label"] for e in examples]
+    clean = predict(signature, [e["image"] for e in examples])
+    decoded = [corruptions.decode(e["image"]) for e in examples]
+    report = {"split": split, "examples": len(examples), "clean": _summary(labels, clean), "corruptions": []}
+    for number, (name, corruption) in enumerate(corruptions.CORRUPTIONS.items()):
+        rng = np.random.default_rng([seed, number])
+        corrupted = predict(signature, [corruption.apply(image, rng) for image in decoded])
+        summary = _summary(labels, corrupted)
+        clean_accuracy = report["clean"]["accuracy"]
+        summary.update(
+            name=name, description=corruption.description,
+            relative_accuracy=summary["accuracy"] / clean_accuracy if clean_accuracy else 0.0,
+            # Same answer as on the clean photo, right or wrong: stability of the prediction.
+            agreement=sum(a["predicted"] == b["predicted"] for a, b in zip(clean, corrupted)) / max(1, len(clean)))
+        report["corruptions"].append(summary)
+    per_photo = [{"source_path": e["source_path"], "label": e["label"], **p} for e, p in zip(examples, clean)]
+    return report, per_photo
+
+
+def gate_failures(report: Dict[str, object], min_relative_accuracy: float) -> List[str]:
+    return [f"{c['name']} ({c['description']}): accuracy {c['accuracy']:.3f} is {c['relative_accuracy']:.0%} "
+            f"of the clean {report['clean']['accuracy']:.3f}, under the required {min_relative_accuracy:.0%}"
+            for c in report["corruptions"] if c["relative_accuracy"] < min_relative_accuracy]
+
+
+@component
+def Robustness(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TFX component naming
+               examples: InputArtifact[standard_artifacts.Examples],
+               report: OutputArtifact[RobustnessReport],
+               split: Parameter[str] = "test",
+               max_examples: Parameter[int] = 2000,
+               min_relative_accuracy: Parameter[float] = 0.0):
+    """Measures accuracy under each corruption; fails when the optional gate is not met."""
+    import tensorflow as tf
+    from absl import logging
+    from tfx.utils import path_utils
+
+    result, per_photo = measure(path_utils.serving_model_path(model.uri), examples.uri, split, max_examples)
+    result["gate"] = {"min_relative_accuracy": min_relative_accuracy,
+                      "failures": gate_failures(result, min_relative_accuracy)}
+    with tf.io.gfile.GFile(os.path.join(report.uri, REPORT_FILE), "w") as f:
+        json.dump(result, f, indent=1)
+    with tf.io.gfile.GFile(os.path.join(report.uri, PREDICTIONS_FILE), "w") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in per_photo))
+    logging.info("Robustness on %d '%s' photos: clean accuracy %.3f; %s", result["examples"], split,
+                 result["clean"]["accuracy"],
+                 ", ".join(f"{c['name']} {c['accuracy']:.3f}" for c in result["corruptions"]))
+    if result["gate"]["failures"]:
+        raise RobustnessGateError("The model is not robust enough to push:\n  " +
+                                  "\n  ".join(result["gate"]["failures"]))
