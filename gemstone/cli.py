@@ -40,6 +40,10 @@ def _where(args) -> int:
     runs = sorted((p for p in evaluations.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
     if runs:
         print(f"  evaluation:   {runs[-1]}  (TFMA: per-class slices)")
+    dashboards = paths.pipeline_root(args.pipeline_name) / "SliceReport" / "dashboard"
+    runs = sorted((p for p in dashboards.glob("*") if (p / "report.html").exists()), key=lambda p: int(p.name))
+    if runs:
+        print(f"  dashboard:    {runs[-1] / 'report.html'}")
     if latest is None:
         print(f"  pushed model: none yet under {serving} (no model has been blessed)")
         return 1
@@ -139,6 +143,23 @@ def _drift(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from gemstone import metadata, report
+
+    try:
+        sources = metadata.latest_evaluation(metadata.open_store(args.pipeline_name))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    data = report.write(sources, args.pipeline_name, args.output)
+    overall = data["overall"]["candidate"]
+    print(f"{'Blessed' if data['blessed'] else 'NOT blessed'}: accuracy "
+          f"{overall.get(report.ACCURACY, float('nan')):.3f} on {int(overall.get(report.EXAMPLE_COUNT, 0))} "
+          f"{data['split']} photos, {len(data['classes'])} classes")
+    print(f"Report: {Path(args.output).resolve()}")
+    return 0
+
+
 def _runs(args) -> int:
     import datetime
 
@@ -212,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--pipeline-name", default="gemstone-demo")
     drift.add_argument("--output", default="drift_report.json")
     drift.set_defaults(func=_drift)
+
+    report = commands.add_parser("report", help="write the slice dashboard of the latest evaluation (one HTML page)")
+    report.add_argument("--pipeline-name", default="gemstone-demo")
+    report.add_argument("--output", default="report.html")
+    report.set_defaults(func=_report)
 
     runs = commands.add_parser("runs", help="list a pipeline's runs and their outcome (from ML Metadata)")
     runs.add_argument("--pipeline-name", default="gemstone-demo")

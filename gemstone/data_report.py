@@ -90,7 +90,8 @@ def _table(header, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html(report: Dict[str, Any], plot: Optional[Path]) -> str:
+def sections_html(report: Dict[str, Any], plot_png: Optional[bytes]) -> str:
+    """The report's body, without page chrome: also embedded in the evaluation dashboard."""
     split_names = list(report["splits"].get("ratios", {"train": 0, "eval": 0, "test": 0}))
     per_class = [[label] + [counts.get(s, 0) for s in split_names] + [sum(counts.values())]
                  for label, counts in report["per_class"].items()]
@@ -98,15 +99,19 @@ def _html(report: Dict[str, Any], plot: Optional[Path]) -> str:
     shifts = [[s["label"], s["split"], s["statistic"], s["reference_mean"], s["mean"], s["effect_size"]]
               for s in report["image_statistics"]["shifts"]]
     image = ""
-    if plot:
-        image = f'<img alt="image statistics" src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}">'
+    if plot_png:
+        image = f'<img alt="image statistics" src="data:image/png;base64,{base64.b64encode(plot_png).decode()}">'
+    return f"""<p>{html.escape(report['data_root'])} ({html.escape(report['layout'])})</p>
+<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in summary_lines(report))}</ul>
+<h3>Image statistics</h3>{image}
+<h3>Shifts between splits</h3>{_table(['class', 'split', 'statistic', 'train mean', 'mean', 'effect size'], shifts) if shifts else '<p>none</p>'}
+<h3>Photos per class</h3>{_table(['class'] + split_names + ['total'], per_class)}
+<h3>Quarantined files</h3>{_table(['path', 'reason', 'detail'], quarantined) if quarantined else '<p>none</p>'}"""
+
+
+def _html(report: Dict[str, Any], plot: Optional[Path]) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Data report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}img{{max-width:100%}}</style></head><body>
-<h1>Data report</h1><p>{html.escape(report['data_root'])} ({html.escape(report['layout'])})</p>
-<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in summary_lines(report))}</ul>
-<h2>Image statistics</h2>{image}
-<h2>Shifts between splits</h2>{_table(['class', 'split', 'statistic', 'train mean', 'mean', 'effect size'], shifts) if shifts else '<p>none</p>'}
-<h2>Photos per class</h2>{_table(['class'] + split_names + ['total'], per_class)}
-<h2>Quarantined files</h2>{_table(['path', 'reason', 'detail'], quarantined) if quarantined else '<p>none</p>'}
+<h1>Data report</h1>{sections_html(report, plot.read_bytes() if plot else None)}
 </body></html>"""

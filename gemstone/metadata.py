@@ -108,3 +108,44 @@ def lineage(store: metadata_store.MetadataStore, pushed_dir: str) -> dict:
             artifacts.setdefault(artifact_types.get(artifact.type_id, str(artifact.type_id)), artifact.uri)
         frontier = sorted(inputs)
     return {"pushed_model": pushed_dir, "artifacts": artifacts, "trainer_settings": settings}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSources:
+    """The artifacts behind one evaluation: what the slice dashboard is made from."""
+
+    evaluation: str  # TFMA output (ModelEvaluation)
+    blessing: str  # ModelBlessing: BLESSED or NOT_BLESSED
+    model: str  # the candidate Model
+    examples: str  # the Examples it was judged on
+    robustness: Optional[str]  # RobustnessReport of the same model, if one was made
+
+
+def _io_by_key(store, execution_id: int) -> dict:
+    """{(INPUT|OUTPUT, key): artifact uri} of one execution."""
+    uris = {}
+    events = store.get_events_by_execution_ids([execution_id])
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    for event in events:
+        key = event.path.steps[0].key if event.path.steps else ""
+        kind = "INPUT" if event.type == metadata_store_pb2.Event.INPUT else "OUTPUT"
+        uris[(kind, key)] = artifacts[event.artifact_id].uri
+    return uris
+
+
+def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
+    """The newest finished Evaluator execution's artifacts, and the robustness report of the same model."""
+    done = ("COMPLETE", "CACHED")
+    records = executions(store)
+    evaluators = [e for e in records if e.component == "Evaluator" and e.state in done]
+    if not evaluators:
+        raise FileNotFoundError("no finished evaluation in this pipeline's metadata: has a run reached the Evaluator?")
+    io = _io_by_key(store, evaluators[-1].id)
+    robustness = None
+    for record in reversed([e for e in records if e.component == "Robustness" and e.state in done]):
+        candidate = _io_by_key(store, record.id)
+        if candidate.get(("INPUT", "model")) == io[("INPUT", "model")]:
+            robustness = candidate.get(("OUTPUT", "report"))
+            break
+    return EvaluationSources(evaluation=io[("OUTPUT", "evaluation")], blessing=io[("OUTPUT", "blessing")],
+                             model=io[("INPUT", "model")], examples=io[("INPUT", "examples")], robustness=robustness)

@@ -1,7 +1,8 @@
 """The gemstone pipeline's DAG: the one definition every runner uses.
 
 ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator -> DataGate
--> Transform -> Trainer -> (latest blessed model) -> Evaluator -> Pusher -> ModelCard
+-> Transform -> Trainer -> (latest blessed model) -> Evaluator, Robustness -> Pusher -> ModelCard
+                                                                  -> SliceReport (the dashboard)
 """
 from __future__ import annotations
 
@@ -9,49 +10,16 @@ import hashlib
 from pathlib import Path
 from typing import List, Optional
 
-import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components.data_gate.component import DataGate
 from components.image_example_gen.component import ImageExampleGen
 from components.model_card.component import ModelCard
+from components.robustness.component import Robustness
+from components.slice_report.component import SliceReport
 from gemstone import ingestion
-from modules import features
-from pipeline import configs
-
-# The split that judges the model. Trainer trains on `train` and early-stops
-# on `eval`; `test` is seen by nothing before the Evaluator.
-EVAL_SPLIT = "test"
-
-
-def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
-    """TFMA: accuracy overall and per variety; blessing needs a floor and no regression."""
-    accuracy_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_accuracy}),
-        # Ignored on the first run, when there is no blessed model yet.
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -config.max_accuracy_drop}),
-    )
-    return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(
-            signature_name="from_examples",
-            prediction_key="probabilities",
-            label_key=features.LABEL_XF,
-            preprocessing_function_names=["transform_features"],
-        )],
-        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            # The gate is on the overall slice; per-class figures are for people to review.
-            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
-                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)]),
-            tfma.MetricConfig(class_name="ExampleCount"),
-        ])],
-        # The model's own compiled metrics are per training head and need
-        # training-time labels; TFMA computes what matters from `probabilities`.
-        options=tfma.Options(include_default_metrics={"value": False}),
-    )
+from pipeline import configs, evaluation
 
 
 def _schema_snapshot(config: configs.PipelineConfig) -> str:
@@ -143,9 +111,13 @@ def create_pipeline(config: configs.PipelineConfig,
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        example_splits=[EVAL_SPLIT],
-        eval_config=eval_config(config),
+        example_splits=[evaluation.EVAL_SPLIT],
+        eval_config=evaluation.eval_config(config.min_accuracy, config.max_accuracy_drop, config.review_threshold,
+                                           config.num_classes),
     )
+
+    robustness = Robustness(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+                            split=evaluation.EVAL_SPLIT, min_relative_accuracy=config.min_relative_robustness)
 
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -153,15 +125,22 @@ def create_pipeline(config: configs.PipelineConfig,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
     )
+    pusher.add_upstream_node(robustness)  # the optional robustness gate stops the push
 
     model_card = ModelCard(model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
                            examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"])
+
+    slice_report = SliceReport(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
+                               model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+                               robustness=robustness.outputs["report"], pipeline_name=config.pipeline_name,
+                               split=evaluation.EVAL_SPLIT)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
-                    trainer, model_resolver, evaluator, pusher, model_card],
+                    trainer, model_resolver, evaluator, robustness, pusher, model_card,
+                    slice_report],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else config.beam_pipeline_args(),

@@ -144,3 +144,50 @@ def test_a_model_under_the_accuracy_floor_is_not_pushed(pipeline_run):
     assert "was not blessed" in result.stdout + result.stderr
     blessing = _single_artifact_dir(home, "Evaluator", "blessing")
     assert (blessing / "NOT_BLESSED").exists()
+
+
+def test_robustness_measures_every_corruption_and_agrees_with_tfma(pipeline_run):
+    from components.robustness import corruptions
+    from gemstone import report
+
+    home, _, _ = pipeline_run
+    robustness = json.loads((_single_artifact_dir(home, "Robustness", "report") / "robustness.json").read_text())
+    assert [c["name"] for c in robustness["corruptions"]] == list(corruptions.CORRUPTIONS)
+    test_photos = json.loads((_single_artifact_dir(home, "ImageExampleGen", "examples") /
+                              "ingestion_report.json").read_text())["splits"]["examples_per_split"]["test"]
+    assert robustness["examples"] == test_photos
+    # Two independent paths over the same split and model: TFMA (from_examples) and serving_default on raw bytes.
+    tfma_overall = report.load_metrics(str(_single_artifact_dir(home, "Evaluator", "evaluation")))["overall"]
+    assert abs(tfma_overall["candidate"][report.ACCURACY] - robustness["clean"]["accuracy"]) < 1e-6
+    lines = (_single_artifact_dir(home, "Robustness", "report") / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == test_photos
+
+
+def test_each_run_writes_the_slice_dashboard(pipeline_run, capsys, monkeypatch):
+    from gemstone import cli
+
+    home, _, _ = pipeline_run
+    page = _single_artifact_dir(home, "SliceReport", "dashboard") / "report.html"
+    assert page.exists() and "Per class" in page.read_text()
+    monkeypatch.setenv("GEMSTONE_HOME", str(home))
+    cli.main(["where", "--pipeline-name", PIPELINE_NAME])
+    assert f"dashboard:    {page}" in capsys.readouterr().out
+
+
+def test_a_model_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
+    """No floor (0.0) and no tolerance: an untrained model (0 epochs) must lose to the blessed one."""
+    from gemstone import report
+
+    home, env, _ = pipeline_run
+    serving = paths.serving_dir(PIPELINE_NAME, str(home))
+    before = sorted(p.name for p in serving.iterdir())
+    worse = dict(env, GEMSTONE_EPOCHS="0", GEMSTONE_MIN_ACCURACY="0.0", GEMSTONE_MAX_ACCURACY_DROP="0.0")
+    _tfx(worse, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
+    result = _tfx(worse, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
+    evaluation = report.load_metrics(str(_single_artifact_dir(home, "Evaluator", "evaluation")))["overall"]
+    assert evaluation["candidate"][report.ACCURACY] < evaluation["baseline"][report.ACCURACY], evaluation
+    assert (_single_artifact_dir(home, "Evaluator", "blessing") / "NOT_BLESSED").exists()
+    assert sorted(p.name for p in serving.iterdir()) == before
+    output = result.stdout + result.stderr
+    assert "not blessed, so it is not pushed" in output
+    assert "sparse_categorical_accuracy (candidate, change against the baseline)" in output

@@ -1,0 +1,48 @@
+"""SliceReport: writes the slice dashboard (gemstone/report.py) at the end of every run.
+
+The page is the same one `gemstone report` writes: overall metrics against the
+previous blessed model, per-class / family / photo-size slices, the confusion
+matrix, the worst confusions with thumbnails, the reliability plot, the
+robustness chart and the data report. It is written whether or not the model
+was blessed: a rejected model's page says why.
+"""
+import os
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact, standard_artifacts
+
+from components.robustness.component import RobustnessReport
+
+REPORT_FILE = "report.html"
+
+
+class SliceDashboard(artifact.Artifact):
+    """report.html: one self-contained page per evaluation."""
+
+    TYPE_NAME = "SliceDashboard"
+
+
+@component
+def SliceReport(evaluation: InputArtifact[standard_artifacts.ModelEvaluation],  # noqa: N802 - TFX naming
+                blessing: InputArtifact[standard_artifacts.ModelBlessing],
+                model: InputArtifact[standard_artifacts.Model],
+                examples: InputArtifact[standard_artifacts.Examples],
+                robustness: InputArtifact[RobustnessReport],
+                dashboard: OutputArtifact[SliceDashboard],
+                pipeline_name: Parameter[str] = "",
+                split: Parameter[str] = "test"):
+    from absl import logging
+
+    from gemstone import report
+    from gemstone.metadata import EvaluationSources
+
+    sources = EvaluationSources(evaluation=evaluation.uri, blessing=blessing.uri, model=model.uri,
+                                examples=examples.uri, robustness=robustness.uri)
+    path = os.path.join(dashboard.uri, REPORT_FILE)
+    data = report.write(sources, pipeline_name, path, split=split)
+    logging.info("SliceReport: %s (%d classes, %s)", path, len(data["classes"]),
+                 "blessed" if data["blessed"] else "not blessed")
+    if not data["blessed"]:
+        logging.warning("The model was not blessed, so it is not pushed. Failed checks:\n  %s",
+                        "\n  ".join(data["validation_failures"]) or "(see the Evaluator's log)")

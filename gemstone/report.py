@@ -1,0 +1,469 @@
+"""The slice dashboard: one self-contained HTML page that says whether a model should ship.
+
+Made from one evaluation's artifacts (`metadata.EvaluationSources`): TFMA's
+metrics, plots and validation result, the robustness report, the data
+report and the examples judged. It needs no network: charts are embedded
+PNGs, the table sorts with a few lines of inline JavaScript.
+
+    gemstone report --pipeline-name gemstone-demo --output report.html
+
+The SliceReport component writes the same page at the end of every run.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from gemstone import data_report
+from gemstone.metadata import EvaluationSources
+from modules import features
+
+ACCURACY, TOP_K_ACCURACY, EXAMPLE_COUNT = "sparse_categorical_accuracy", "sparse_top_k_categorical_accuracy", \
+    "example_count"
+WORST_CONFUSIONS = 8
+THUMBNAILS_PER_CONFUSION = 6
+THUMBNAIL_SIDE = 96
+
+
+def _read_text(path: str) -> Optional[str]:
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return f.read()
+
+
+def _slice_name(slice_key) -> str:
+    keys = slice_key.single_slice_keys
+    if not keys:
+        return "overall"
+    key = keys[0]
+    value = key.bytes_value.decode() if key.HasField("bytes_value") else (
+        key.int64_value if key.HasField("int64_value") else key.float_value)
+    return f"{key.column}:{value}"
+
+
+def load_metrics(evaluation_uri: str) -> Dict[str, Dict[str, Dict[Any, float]]]:
+    """{slice: {"candidate" | "baseline": {metric or (metric, class_id): value}}} from TFMA."""
+    import tensorflow_model_analysis as tfma
+
+    result = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        per_model = result.setdefault(_slice_name(metrics.slice_key), {"candidate": {}, "baseline": {}})
+        for kv in metrics.metric_keys_and_values:
+            if kv.key.is_diff or not kv.value.HasField("double_value"):
+                continue
+            model = "baseline" if kv.key.model_name == "baseline" else "candidate"
+            name = kv.key.name
+            if kv.key.sub_key.HasField("class_id"):
+                name = (name, kv.key.sub_key.class_id.value)
+            per_model[model][name] = kv.value.double_value.value
+    return result
+
+
+def load_plots(evaluation_uri: str) -> Dict[str, Any]:
+    """The overall slice's candidate plots: confusion matrices (by threshold) and calibration buckets."""
+    import tensorflow_model_analysis as tfma
+
+    for plots in tfma.load_plots(evaluation_uri):
+        if plots.slice_key.single_slice_keys:
+            continue
+        matrices, buckets = {}, []
+        for kv in plots.plot_keys_and_values:
+            if kv.key.model_name == "baseline":
+                continue
+            if kv.value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                for matrix in kv.value.multi_class_confusion_matrix_at_thresholds.matrices:
+                    matrices[round(matrix.threshold, 6)] = [
+                        (e.actual_class_id, e.predicted_class_id, e.num_weighted_examples) for e in matrix.entries]
+            if kv.value.HasField("calibration_histogram_buckets"):
+                buckets = [(b.num_weighted_examples.value, b.total_weighted_label.value,
+                            b.total_weighted_refined_prediction.value, b.lower_threshold_inclusive)
+                           for b in kv.value.calibration_histogram_buckets.buckets]
+        return {"matrices": matrices, "calibration": buckets}
+    return {"matrices": {}, "calibration": []}
+
+
+def confusion_matrix(entries, num_classes: int) -> np.ndarray:
+    """rows = true class id, columns = predicted class id; predictions under the threshold dropped."""
+    matrix = np.zeros((num_classes, num_classes))
+    for actual, predicted, count in entries:
+        if 0 <= actual < num_classes and 0 <= predicted < num_classes:
+            matrix[actual, predicted] += count
+    return matrix
+
+
+def reliability(buckets) -> Dict[str, Any]:
+    """Per confidence bucket: photos, accuracy, mean confidence; and the expected calibration error."""
+    rows = [{"from": lower, "photos": n, "accuracy": correct / n, "confidence": confidence / n}
+            for n, correct, confidence, lower in buckets if n > 0]
+    total = sum(r["photos"] for r in rows)
+    ece = sum(r["photos"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows) if total else float("nan")
+    return {"buckets": rows, "ece": ece}
+
+
+def review_trade_off(entries_at_threshold) -> Dict[str, float]:
+    """Share of photos answered without review, and their accuracy, at the review threshold."""
+    total = sum(c for _, _, c in entries_at_threshold)
+    answered = sum(c for _, p, c in entries_at_threshold if p >= 0)
+    right = sum(c for a, p, c in entries_at_threshold if p >= 0 and a == p)
+    return {"coverage": answered / total if total else float("nan"),
+            "accuracy": right / answered if answered else float("nan")}
+
+
+def validation_failures(validation) -> List[str]:
+    """TFMA's reasons for not blessing, one line each (slice, metric, value, threshold)."""
+    lines = []
+    for per_slice in validation.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            lines.append(f"{_slice_name(per_slice.slice_key)}: {failure.metric_key.name} "
+                         f"({failure.metric_key.model_name or 'candidate'}"
+                         f"{', change against the baseline' if failure.metric_key.is_diff else ''}) = "
+                         f"{failure.metric_value.double_value.value:.4f}; "
+                         + " ".join(str(failure.metric_threshold).split()))
+    return lines
+
+
+def _read_examples(examples_uri: str, split: str) -> List[Dict[str, Any]]:
+    import tensorflow as tf
+
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    spec = {k: tf.io.FixedLenFeature([], tf.string, default_value="")
+            for k in (features.IMAGE_KEY, features.LABEL_KEY, features.FAMILY_KEY, "source_path")}
+    return [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()}
+            for r in tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")]
+
+
+def _thumbnail(data: bytes) -> str:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=80)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test") -> Dict[str, Any]:
+    """Every figure the page shows, as plain data (also what the tests check)."""
+    from tfx.utils import path_utils
+    import tensorflow_model_analysis as tfma
+
+    vocabulary = _read_text(os.path.join(path_utils.serving_model_path(sources.model), "assets", features.LABEL_VOCAB))
+    classes = vocabulary.splitlines() if vocabulary else []
+    metrics = load_metrics(sources.evaluation)
+    plots = load_plots(sources.evaluation)
+    validation = tfma.load_validation_result(sources.evaluation)
+    blessed = _read_text(os.path.join(sources.blessing, "BLESSED")) is not None
+    examples = _read_examples(sources.examples, split)
+    family_of = {e[features.LABEL_KEY].decode(): e[features.FAMILY_KEY].decode() for e in examples}
+
+    matrix = confusion_matrix(plots["matrices"].get(0.0, []), len(classes))
+    overall = metrics.get("overall", {"candidate": {}, "baseline": {}})
+    per_class = []
+    for class_id, name in enumerate(classes):
+        slice_metrics = metrics.get(f"{features.LABEL_KEY}:{name}", {"candidate": {}, "baseline": {}})
+        row = matrix[class_id].copy()
+        row[class_id] = 0
+        per_class.append({
+            "label": name, "family": family_of.get(name, ""),
+            "photos": int(slice_metrics["candidate"].get(EXAMPLE_COUNT, 0)),
+            "accuracy": slice_metrics["candidate"].get(ACCURACY),
+            "previous_accuracy": slice_metrics["baseline"].get(ACCURACY),
+            "top_k_accuracy": slice_metrics["candidate"].get(TOP_K_ACCURACY),
+            "precision": overall["candidate"].get(("precision", class_id)),
+            "recall": overall["candidate"].get(("recall", class_id)),
+            "f1": overall["candidate"].get(("f1_score", class_id)),
+            "confused_with": classes[int(row.argmax())] if row.sum() else "",
+        })
+
+    def slices_of(column):
+        return [{"slice": name.split(":", 1)[1], "photos": int(m["candidate"].get(EXAMPLE_COUNT, 0)),
+                 "accuracy": m["candidate"].get(ACCURACY), "previous_accuracy": m["baseline"].get(ACCURACY),
+                 "top_k_accuracy": m["candidate"].get(TOP_K_ACCURACY)}
+                for name, m in sorted(metrics.items()) if name.startswith(column + ":")]
+
+    robustness = json.loads(_read_text(os.path.join(sources.robustness, "robustness.json")) or "null") \
+        if sources.robustness else None
+    predictions = []
+    if sources.robustness:
+        text = _read_text(os.path.join(sources.robustness, "predictions.jsonl")) or ""
+        predictions = [json.loads(line) for line in text.splitlines() if line.strip()]
+    image_of = {e["source_path"].decode(): e[features.IMAGE_KEY] for e in examples}
+    confusions = []
+    off_diagonal = matrix - np.diag(np.diag(matrix))
+    for flat in np.argsort(-off_diagonal, axis=None)[:WORST_CONFUSIONS]:
+        true_id, predicted_id = np.unravel_index(flat, matrix.shape)
+        if off_diagonal[true_id, predicted_id] <= 0:
+            break
+        true_label, predicted_label = classes[true_id], classes[predicted_id]
+        photos = [p for p in predictions if p["label"] == true_label and p["predicted"] == predicted_label]
+        confusions.append({
+            "label": true_label, "predicted": predicted_label, "photos": int(matrix[true_id, predicted_id]),
+            "thumbnails": [{"path": p["source_path"], "confidence": p["confidence"],
+                            "jpeg_base64": _thumbnail(image_of[p["source_path"]])}
+                           for p in photos[:THUMBNAILS_PER_CONFUSION] if p["source_path"] in image_of]})
+
+    ingestion_report = _read_text(os.path.join(sources.examples, "ingestion_report.json"))
+    return {
+        "pipeline_name": pipeline_name, "split": split, "sources": sources.__dict__,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "blessed": blessed,
+        "validation_failures": validation_failures(validation),
+        "classes": classes,
+        "overall": {"candidate": {k: v for k, v in overall["candidate"].items() if isinstance(k, str)},
+                    "baseline": {k: v for k, v in overall["baseline"].items() if isinstance(k, str)}},
+        "per_class": per_class,
+        "families": slices_of(features.FAMILY_KEY),
+        "size_buckets": slices_of(features.SIZE_BUCKET_KEY),
+        "confusion_matrix": matrix.tolist(),
+        "calibration": reliability(plots["calibration"]),
+        "review": {threshold: review_trade_off(entries) for threshold, entries in plots["matrices"].items()},
+        "robustness": robustness,
+        "worst_confusions": confusions,
+        "data_report": json.loads(ingestion_report) if ingestion_report else None,
+        "data_plot": os.path.join(sources.examples, data_report.PLOT_NAME),
+    }
+
+
+# ---- charts (matplotlib, embedded as PNG) ----
+
+def _png(figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def confusion_chart(matrix: List[List[float]], classes: List[str]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = max(5.0, 0.16 * len(classes) + 2)
+    figure, axes = plt.subplots(figsize=(side, side))
+    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(classes)), classes, rotation=90, fontsize=max(4, 10 - len(classes) // 12))
+    axes.set_yticks(range(len(classes)), classes, fontsize=max(4, 10 - len(classes) // 12))
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title("Confusion matrix (share of each true class)")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    return _png(figure)
+
+
+def reliability_chart(calibration: Dict[str, Any]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 4.5))
+    buckets = calibration["buckets"]
+    axes.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    axes.plot([b["confidence"] for b in buckets], [b["accuracy"] for b in buckets], "o-", label="model")
+    for b in buckets:
+        axes.annotate(str(int(b["photos"])), (b["confidence"], b["accuracy"]), fontsize=7,
+                      textcoords="offset points", xytext=(4, -10))
+    axes.set_xlabel("top-1 confidence")
+    axes.set_ylabel("accuracy")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_title(f"Reliability (ECE {calibration['ece']:.3f}); numbers = photos")
+    axes.legend(loc="upper left")
+    return _png(figure)
+
+
+def robustness_chart(robustness: Dict[str, Any]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = robustness["corruptions"]
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    axes.barh([r["name"] for r in rows], [r["accuracy"] for r in rows], color="#4a7ab5")
+    axes.axvline(robustness["clean"]["accuracy"], color="black", linestyle="--", label="clean photos")
+    axes.set_xlim(0, 1)
+    axes.invert_yaxis()
+    axes.set_xlabel("accuracy")
+    axes.set_title(f"Accuracy under corruptions ({robustness['examples']} {robustness['split']} photos)")
+    axes.legend(loc="lower right")
+    return _png(figure)
+
+
+# ---- the page ----
+
+def _number(value, digits=3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _change(value, previous) -> str:
+    return "" if value is None or previous is None else f"{value - previous:+.3f}"
+
+
+def _table(header, rows, table_id="", sortable=False) -> str:
+    """rows: lists of cells; a cell is text or (text, sort value)."""
+    attributes = f' id="{table_id}"' if table_id else ""
+    attributes += ' class="sortable"' if sortable else ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for cell in row:
+            text, key = cell if isinstance(cell, tuple) else (cell, None)
+            key_attribute = f' data-sort="{key}"' if key is not None else ""
+            cells.append(f"<td{key_attribute}>{html.escape(str(text))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table{attributes}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _sort_value(value):
+    return -1 if value is None else round(value, 6)
+
+
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function (th, column) {
+  th.title = 'click to sort';
+  th.addEventListener('click', function () {
+    var tbody = th.closest('table').tBodies[0];
+    var ascending = th.dataset.order !== 'asc';
+    th.closest('tr').querySelectorAll('th').forEach(function (o) { delete o.dataset.order; });
+    th.dataset.order = ascending ? 'asc' : 'desc';
+    var key = function (row) {
+      var cell = row.cells[column];
+      return cell.dataset.sort !== undefined ? parseFloat(cell.dataset.sort) : cell.textContent.toLowerCase();
+    };
+    Array.from(tbody.rows).sort(function (a, b) {
+      var x = key(a), y = key(b);
+      return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
+    }).forEach(function (row) { tbody.appendChild(row); });
+  });
+});
+"""
+
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}th{background:#eef;cursor:pointer}
+th[data-order=asc]::after{content:' \\25B2'}th[data-order=desc]::after{content:' \\25BC'}
+.verdict{padding:.6em 1em;font-weight:bold}.blessed{background:#dfd}.rejected{background:#fdd}
+img{max-width:100%}.thumbs img{width:96px;height:96px;object-fit:cover;margin:2px}
+figure{display:inline-block;margin:4px;font-size:11px;text-align:center}"""
+
+
+def render(data: Dict[str, Any]) -> str:
+    overall, previous = data["overall"]["candidate"], data["overall"]["baseline"]
+    verdict = ('<p class="verdict blessed">Blessed: the model met the accuracy floor and did not regress.</p>'
+               if data["blessed"] else
+               '<p class="verdict rejected">Not blessed: the model will not be pushed. Failed checks:</p><pre>' +
+               html.escape("\n".join(data["validation_failures"]) or "(see the Evaluator's log)") + "</pre>")
+    overall_rows = [[name, _number(overall.get(key)), _number(previous.get(key)),
+                     _change(overall.get(key), previous.get(key))]
+                    for name, key in (("accuracy", ACCURACY), ("top-3 accuracy", TOP_K_ACCURACY),
+                                      ("photos", EXAMPLE_COUNT))]
+    per_class = data["per_class"]
+    f1s = [r["f1"] for r in per_class if r["f1"] is not None]
+    if f1s:
+        overall_rows.append(["macro F1", _number(sum(f1s) / len(f1s)), "", ""])
+    overall_rows.append(["expected calibration error (top-1)", _number(data["calibration"]["ece"]), "", ""])
+    for threshold, trade in sorted(data["review"].items()):
+        if threshold > 0:
+            overall_rows.append([f"answered without review (confidence >= {threshold:g})",
+                                 f"{trade['coverage']:.1%} of photos at accuracy {trade['accuracy']:.3f}", "", ""])
+
+    class_rows = [[r["label"], r["family"], (r["photos"], r["photos"]),
+                   (_number(r["accuracy"]), _sort_value(r["accuracy"])),
+                   (_number(r["previous_accuracy"]), _sort_value(r["previous_accuracy"])),
+                   (_change(r["accuracy"], r["previous_accuracy"]),
+                    _sort_value(None if r["accuracy"] is None or r["previous_accuracy"] is None
+                                else r["accuracy"] - r["previous_accuracy"])),
+                   (_number(r["top_k_accuracy"]), _sort_value(r["top_k_accuracy"])),
+                   (_number(r["precision"]), _sort_value(r["precision"])),
+                   (_number(r["recall"]), _sort_value(r["recall"])),
+                   (_number(r["f1"]), _sort_value(r["f1"])), r["confused_with"]] for r in per_class]
+
+    def slice_table(rows, title):
+        return _table([title, "photos", "accuracy", "previous", "change", "top-3 accuracy"],
+                      [[r["slice"], r["photos"], _number(r["accuracy"]), _number(r["previous_accuracy"]),
+                        _change(r["accuracy"], r["previous_accuracy"]), _number(r["top_k_accuracy"])] for r in rows])
+
+    sections = [
+        f"<h1>Evaluation: {html.escape(data['pipeline_name'])}</h1>",
+        f"<p>Model <code>{html.escape(data['sources']['model'])}</code>, judged on the "
+        f"<b>{html.escape(data['split'])}</b> split; made {html.escape(data['created'])}.</p>", verdict,
+        "<h2>Overall, against the previous blessed model</h2>",
+        _table(["metric", "this model", "previous blessed", "change"], overall_rows),
+        f"<h2>Per class ({len(per_class)} classes)</h2><p>Click a column to sort. Accuracy on a class is its "
+        "recall; precision, recall and F1 count the top-1 answer.</p>",
+        _table(["class", "family", "photos", "accuracy", "previous", "change", "top-3 accuracy", "precision",
+                "recall", "F1", "most confused with"], class_rows, table_id="per-class", sortable=True),
+        "<h2>Per mineral family</h2>", slice_table(data["families"], "family"),
+        "<h2>Per photo size</h2>", slice_table(data["size_buckets"], "size (short side)"),
+        "<h2>Confusion matrix</h2>",
+        f'<img alt="confusion matrix" src="data:image/png;base64,{confusion_chart(data["confusion_matrix"], data["classes"])}">',
+        "<h2>Worst confusions</h2>",
+    ]
+    if not data["worst_confusions"]:
+        sections.append("<p>No photo of the split was misclassified.</p>")
+    for confusion in data["worst_confusions"]:
+        thumbs = "".join(
+            f'<figure><img alt="{html.escape(t["path"])}" src="data:image/jpeg;base64,{t["jpeg_base64"]}">'
+            f'<figcaption>{html.escape(os.path.basename(t["path"]))}<br>{t["confidence"]:.2f}</figcaption></figure>'
+            for t in confusion["thumbnails"])
+        sections.append(f"<h3>{html.escape(confusion['label'])} taken for {html.escape(confusion['predicted'])}: "
+                        f"{confusion['photos']} photo{'s' if confusion['photos'] != 1 else ''}</h3><div class=\"thumbs\">{thumbs}</div>")
+    sections += ["<h2>Calibration</h2>",
+                 f'<img alt="reliability plot" src="data:image/png;base64,{reliability_chart(data["calibration"])}">']
+    sections.append("<h2>Robustness</h2>")
+    robustness = data["robustness"]
+    if robustness:
+        sections.append(f'<img alt="robustness chart" src="data:image/png;base64,{robustness_chart(robustness)}">')
+        sections.append(_table(
+            ["corruption", "accuracy", "share of clean accuracy", "same answer as clean", "review rate"],
+            [["none (clean)", _number(robustness["clean"]["accuracy"]), "100%", "100%",
+              f"{robustness['clean']['review_rate']:.0%}"]] +
+            [[f"{c['name']}: {c['description']}", _number(c["accuracy"]), f"{c['relative_accuracy']:.0%}",
+              f"{c['agreement']:.0%}", f"{c['review_rate']:.0%}"] for c in robustness["corruptions"]]))
+    else:
+        sections.append("<p>No robustness report for this model.</p>")
+    sections.append("<h2>Data</h2>")
+    if data["data_report"]:
+        plot = _read_bytes(data["data_plot"])
+        sections.append(data_report.sections_html(data["data_report"], plot))
+    else:
+        sections.append("<p>No data report in the examples artifact.</p>")
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Evaluation: '
+            f'{html.escape(data["pipeline_name"])}</title><style>{STYLE}</style></head><body>'
+            + "\n".join(sections) + f"<script>{SORT_SCRIPT}</script></body></html>")
+
+
+def _read_bytes(path: str) -> Optional[bytes]:
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+
+
+def write(sources: EvaluationSources, pipeline_name: str, output: str, split: str = "test") -> Dict[str, Any]:
+    """Writes the page to `output` and returns the data it shows."""
+    import tensorflow as tf
+
+    data = collect(sources, pipeline_name, split)
+    parent = os.path.dirname(output)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    with tf.io.gfile.GFile(output, "w") as f:
+        f.write(render(data))
+    return data
