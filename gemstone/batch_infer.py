@@ -57,7 +57,7 @@ def list_inputs(input_spec: str) -> Tuple[List[str], int]:
 def _load(path: str):
     """(path, jpeg/png bytes) for the model, or ('error', {path, error})."""
     try:
-        loaded = images.load_image_file(path)
+        loaded = images.load_image_file(path, measure=False)  # validated and normalised, not measured
     except images.ImageRejected as e:
         return beam.pvalue.TaggedOutput("errors", {"path": path, "error": e.reason, "detail": e.detail})
     except Exception as e:  # noqa: BLE001 - one bad file must never stop the batch

@@ -354,3 +354,15 @@ def test_listing_sorts_files_into_images_hidden_and_other(tmp_path):
     # The loader quarantines what the listing let through.
     assert _reason(tmp_path / "Linked", root=tmp_path) == "symlink_outside_root"
     assert _reason(ruby / "link.jpg", root=tmp_path) == "symlink_outside_root"
+
+
+def test_classifying_a_photo_skips_the_measurements_but_not_the_checks(tmp_path):
+    """batch-infer loads with measure=False: same picture for the model, no hash or statistics."""
+    path = tmp_path / "stone.png"
+    path.write_bytes(_encode(_marked(), "PNG"))
+    measured, quick = images.load_image_file(path), images.load_image_file(path, measure=False)
+    assert quick.data == measured.data and (quick.width, quick.height) == (measured.width, measured.height)
+    assert measured.phash and measured.stats is not None
+    assert quick.phash == "" and quick.stats is None
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert _reason(tmp_path / "empty.jpg", measure=False) == "empty_file"

@@ -28,7 +28,7 @@ BATCH_SIZE = 64
 class RobustnessReport(artifact.Artifact):
     """robustness.json (accuracy per corruption) and predictions.jsonl (clean predictions per photo)."""
 
-    TYPE_NAME = "RobustnessReport"
+    TYPE_NAME = "gemstone.RobustnessReport"  # namespaced: KFP v2 needs <namespace>.<Name>
 
 
 class RobustnessGateError(RuntimeError):

@@ -20,7 +20,7 @@ REPORT_FILE = "report.html"
 class SliceDashboard(artifact.Artifact):
     """report.html: one self-contained page per evaluation."""
 
-    TYPE_NAME = "SliceDashboard"
+    TYPE_NAME = "gemstone.SliceDashboard"  # namespaced: KFP v2 needs <namespace>.<Name>
 
 
 @component
