@@ -133,6 +133,20 @@ def test_runs_and_lineage_come_from_metadata(pipeline_run, capsys, monkeypatch):
     assert (version / "model_card.md").exists() and (version / "tflite" / "model_float16.tflite").exists()
 
 
+def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline_run):
+    home, _, _ = pipeline_run
+    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
+    report = json.loads((version / "tflite" / "edge_report.json").read_text())
+    assert (version / "tflite" / "model_float16.tflite").stat().st_size == report["float16"]["bytes"]
+    int8 = report["int8"]
+    assert (version / "tflite" / "model_int8.tflite").exists() == int8["kept"]
+    if int8["kept"]:
+        assert int8["top1_agreement"] >= report["min_agreement"]
+        assert int8["quantisation"] in ("full_integer", "histogram_in_float")
+    else:
+        assert "keeping float16 only" in int8["why_not_kept"] or "conversion failed" in int8["why_not_kept"]
+
+
 def test_a_model_under_the_accuracy_floor_is_not_pushed(pipeline_run):
     home, env, _ = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
