@@ -73,7 +73,9 @@ def _keras_predict_loop(version: Path, photos) -> float:
     model = keras.models.load_model(str(version))
 
     def one(photo):
-        transformed = model.tft_layer({features.IMAGE_KEY: tf.constant([[photo.read_bytes()]])})
+        # The restored layer keeps the signature it was traced with (labels included): empty labels.
+        transformed = model.tft_layer({features.IMAGE_KEY: tf.constant([[photo.read_bytes()]]),
+                                       features.LABEL_KEY: tf.constant([[""]]), features.FAMILY_KEY: tf.constant([[""]])})
         return model.predict({k: transformed[k] for k in features.MODEL_INPUT_KEYS}, verbose=0)
 
     one(photos[0])  # warm up

@@ -9,6 +9,8 @@ Photos are checked and normalised with the same code as ingestion
 A run writes into a temporary folder and replaces the previous outputs only
 when it succeeded: running again into the same folder never duplicates lines.
 Beam options pass through, so the same command runs on Dataflow, Flink or Spark.
+Without them: the DirectRunner, with worker processes from 4 cores up and in
+memory below (on 2 cores, 208 photos/s in memory against 63 with two workers).
 """
 from __future__ import annotations
 
@@ -27,7 +29,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from gemstone import images, paths
 
 OUTPUT_PREFIXES = ("predictions", "errors")
-DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing")
+
+
+def default_beam_args() -> List[str]:
+    """DirectRunner, with worker processes on machines of 4 cores or more (as the pipeline's Beam mode `auto`)."""
+    from pipeline import configs
+
+    return ["--runner=DirectRunner", f"--direct_running_mode={configs.auto_beam_mode()}"]
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -131,7 +139,7 @@ def run(model: str, input_spec: str, output_dir: str, beam_args: Optional[Sequen
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     staging = output / f".staging-{uuid.uuid4().hex[:8]}"
-    options = PipelineOptions(list(beam_args) if beam_args else list(DEFAULT_BEAM_ARGS))
+    options = PipelineOptions(list(beam_args) if beam_args else default_beam_args())
     handler = KeyedModelHandler(GemstoneModelHandler(str(model_dir), max_batch_size=batch_size))
     version = model_dir.name
     try:
