@@ -367,10 +367,10 @@ def render(data: Dict[str, Any]) -> str:
                if data["blessed"] else
                '<p class="verdict rejected">Not blessed: the model will not be pushed. Failed checks:</p><pre>' +
                html.escape("\n".join(data["validation_failures"]) or "(see the Evaluator's log)") + "</pre>")
-    overall_rows = [[name, _number(overall.get(key)), _number(previous.get(key)),
+    overall_rows = [[name, _number(overall.get(key), digits), _number(previous.get(key), digits),
                      _change(overall.get(key), previous.get(key))]
-                    for name, key in (("accuracy", ACCURACY), ("top-3 accuracy", TOP_K_ACCURACY),
-                                      ("photos", EXAMPLE_COUNT))]
+                    for name, key, digits in (("accuracy", ACCURACY, 3), ("top-3 accuracy", TOP_K_ACCURACY, 3),
+                                              ("photos", EXAMPLE_COUNT, 0))]
     per_class = data["per_class"]
     f1s = [r["f1"] for r in per_class if r["f1"] is not None]
     if f1s:
