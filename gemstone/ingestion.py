@@ -263,6 +263,19 @@ def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=features))
 
 
+def read_examples(examples_uri: str, split: str, keys: Iterable[str],
+                  limit: Optional[int] = None) -> List[Dict[str, bytes]]:
+    """The named bytes features of a split's examples (as written by `to_tf_example`), in file order."""
+    files = tf.io.gfile.glob(posixpath.join(examples_uri, f"Split-{split}", "*"))
+    if not files:
+        raise FileNotFoundError(f"no examples in split '{split}' under {examples_uri}")
+    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="") for key in keys}
+    records = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
+    if limit is not None:
+        records = records.take(limit)
+    return [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()} for r in records]
+
+
 def class_balance(per_class: Dict[str, Dict[str, int]]) -> Dict[str, Any]:
     """How unequal the classes are, and which are rare (under half the median count)."""
     totals = {label: sum(splits.values()) for label, splits in per_class.items()}

@@ -21,12 +21,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from gemstone import data_report
+from gemstone import data_report, ingestion
 from gemstone.metadata import EvaluationSources
 from modules import features
+from pipeline.evaluation import ACCURACY, EXAMPLE_COUNT, TOP_K_ACCURACY  # the names TFMA writes
 
-ACCURACY, TOP_K_ACCURACY, EXAMPLE_COUNT = "sparse_categorical_accuracy", "sparse_top_k_categorical_accuracy", \
-    "example_count"
 WORST_CONFUSIONS = 8
 THUMBNAILS_PER_CONFUSION = 6
 THUMBNAIL_SIDE = 96
@@ -132,16 +131,6 @@ def validation_failures(validation) -> List[str]:
     return lines
 
 
-def _read_examples(examples_uri: str, split: str) -> List[Dict[str, Any]]:
-    import tensorflow as tf
-
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
-    spec = {k: tf.io.FixedLenFeature([], tf.string, default_value="")
-            for k in (features.IMAGE_KEY, features.LABEL_KEY, features.FAMILY_KEY, "source_path")}
-    return [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()}
-            for r in tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")]
-
-
 def _thumbnail(data: bytes) -> str:
     from PIL import Image
 
@@ -164,7 +153,8 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     plots = load_plots(sources.evaluation)
     validation = tfma.load_validation_result(sources.evaluation)
     blessed = _read_text(os.path.join(sources.blessing, "BLESSED")) is not None
-    examples = _read_examples(sources.examples, split)
+    examples = ingestion.read_examples(sources.examples, split, (features.IMAGE_KEY, features.LABEL_KEY,
+                                                                  features.FAMILY_KEY, "source_path"))
     family_of = {e[features.LABEL_KEY].decode(): e[features.FAMILY_KEY].decode() for e in examples}
 
     matrix = confusion_matrix(plots["matrices"].get(0.0, []), len(classes))

@@ -24,11 +24,11 @@ from modules import features
 # on `eval`; `test` is seen by nothing before the Evaluator.
 EVAL_SPLIT = "test"
 
+# Metric names as TFMA writes them (read back by gemstone/report.py).
 ACCURACY = "sparse_categorical_accuracy"
+EXAMPLE_COUNT = "example_count"
 TOP_K = 3
 TOP_K_ACCURACY = "sparse_top_k_categorical_accuracy"
-CONFUSION_MATRIX = "multi_class_confusion_matrix_plot"
-CALIBRATION_PLOT = "calibration_plot"
 CALIBRATION_BUCKETS = 10
 SLICE_FEATURES = (features.LABEL_KEY, features.FAMILY_KEY, features.SIZE_BUCKET_KEY)
 

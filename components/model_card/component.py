@@ -30,21 +30,16 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 
 def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
-    """Overall metrics and per-class accuracy from TFMA's output."""
-    import tensorflow_model_analysis as tfma
+    """Overall metrics and per-class metrics of the candidate, from TFMA's output."""
+    from gemstone import report
 
-    overall, per_class = {}, {}
-    for metrics in tfma.load_metrics(evaluation_uri):
-        # With a baseline, TFMA also reports the baseline's values and the differences: keep the candidate's.
-        values = {kv.key.name: kv.value.double_value.value for kv in metrics.metric_keys_and_values
-                  if kv.value.HasField("double_value") and not kv.key.is_diff
-                  and kv.key.model_name in ("", "candidate")}
-        keys = metrics.slice_key.single_slice_keys
-        if not keys:
-            overall = values
-        elif keys[0].column == "label":
-            per_class[keys[0].bytes_value.decode()] = values
-    return {"overall": overall, "per_class": per_class}
+    def named(values):  # per-class-id metrics (tuple keys) are the dashboard's, not the card's
+        return {k: v for k, v in values.items() if isinstance(k, str)}
+
+    metrics = report.load_metrics(evaluation_uri)
+    per_class = {name.split(":", 1)[1]: named(m["candidate"]) for name, m in metrics.items()
+                 if name.startswith("label:")}
+    return {"overall": named(metrics.get("overall", {"candidate": {}})["candidate"]), "per_class": per_class}
 
 
 def build_card(version_dir: str, model_uri: str, evaluation_uri: str, examples_uri: str) -> Dict[str, Any]:

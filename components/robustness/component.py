@@ -20,9 +20,12 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact, standard_artifacts
 
+from modules import features
+
 REPORT_FILE = "robustness.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 BATCH_SIZE = 64
+KEYS = (features.IMAGE_KEY, features.LABEL_KEY, "source_path")
 
 
 class RobustnessReport(artifact.Artifact):
@@ -33,20 +36,6 @@ class RobustnessReport(artifact.Artifact):
 
 class RobustnessGateError(RuntimeError):
     """Raised to stop the run when a corruption costs more accuracy than allowed."""
-
-
-def read_split(examples_uri: str, split: str, max_examples: int) -> List[Dict[str, object]]:
-    """(image bytes, label, source path) of up to `max_examples` examples of one split."""
-    import tensorflow as tf
-
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
-    if not files:
-        raise FileNotFoundError(f"no examples in split '{split}' under {examples_uri}")
-    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
-            for key in ("image", "label", "source_path")}
-    records = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").take(max_examples)
-    return [{k: v.numpy() if k == "image" else v.numpy().decode() for k, v in tf.io.parse_single_example(r, spec).items()}
-            for r in records]
 
 
 def predict(signature, images: List[bytes]) -> List[Dict[str, object]]:
@@ -80,12 +69,14 @@ def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples:
     import tensorflow as tf
 
     from components.robustness import corruptions
+    from gemstone import ingestion
 
     signature = tf.saved_model.load(serving_model_dir).signatures["serving_default"]
-    examples = read_split(examples_uri, split, max_examples)
-    labels = [e["label"] for e in examples]
-    clean = predict(signature, [e["image"] for e in examples])
-    decoded = [corruptions.decode(e["image"]) for e in examples]
+    examples = [{k: v if k == features.IMAGE_KEY else v.decode() for k, v in e.items()}
+                for e in ingestion.read_examples(examples_uri, split, KEYS, limit=max_examples)]
+    labels = [e[features.LABEL_KEY] for e in examples]
+    clean = predict(signature, [e[features.IMAGE_KEY] for e in examples])
+    decoded = [corruptions.decode(e[features.IMAGE_KEY]) for e in examples]
     report = {"split": split, "examples": len(examples), "clean": _summary(labels, clean), "corruptions": []}
     for number, (name, corruption) in enumerate(corruptions.CORRUPTIONS.items()):
         rng = np.random.default_rng([seed, number])
