@@ -20,7 +20,16 @@ HSV_SIZE = HUE_BINS * SATURATION_BINS * VALUE_BINS
 # Plus a joint RGB histogram, 8 bins a channel: the colour feature of the
 # random-forest baseline (Chow and Reyes-Aldasoro, 2022), finer in dark tones.
 RGB_BINS = 8
-COLOUR_FEATURE_SIZE = HSV_SIZE + RGB_BINS ** 3
+RGB_SIZE = RGB_BINS ** 3
+# Plus a CIELAB histogram: perceptually even steps, so a hue bin is as wide
+# for a pale aquamarine as for a saturated emerald.
+LIGHTNESS_BINS, AB_BINS, AB_RANGE = 4, 8, 64.0
+LAB_SIZE = LIGHTNESS_BINS * AB_BINS * AB_BINS
+# And the texture feature of the baseline: uniform local binary patterns of
+# the grey image (8 neighbours, radius 1): 9 uniform patterns + 1 for the rest.
+LBP_SIZE = 10
+COLOUR_PARTS = (("hsv", HSV_SIZE), ("rgb", RGB_SIZE), ("lab", LAB_SIZE), ("lbp", LBP_SIZE))
+COLOUR_FEATURE_SIZE = sum(size for _, size in COLOUR_PARTS)
 
 
 def _flatten(tensor):
@@ -62,14 +71,44 @@ def rgb_to_hsv(images: tf.Tensor) -> tf.Tensor:
     return tf.stack([hue, saturation, value], axis=-1)
 
 
+def rgb_to_lab(images: tf.Tensor) -> tf.Tensor:
+    """sRGB in [0, 1] -> CIELAB (D65), in elementary ops (TFLite-friendly). L in [0, 100], a and b about +-100."""
+    linear = tf.where(images <= 0.04045, images / 12.92, tf.pow((images + 0.055) / 1.055, 2.4))
+    to_xyz = tf.constant([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = tf.tensordot(linear, tf.transpose(to_xyz), axes=1) / tf.constant([0.95047, 1.0, 1.08883])
+    delta = 6.0 / 29.0
+    f = tf.where(xyz > delta ** 3, tf.pow(tf.maximum(xyz, delta ** 3), 1.0 / 3.0), xyz / (3 * delta ** 2) + 4.0 / 29.0)
+    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+    return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
+def uniform_lbp(images: tf.Tensor) -> tf.Tensor:
+    """[batch, S, S, 3] -> [batch, S, S] int32 uniform LBP code (0..8 uniform patterns, 9 the rest).
+
+    Each pixel's 8 neighbours are compared with it; a pattern with at most two
+    0/1 transitions around the circle is "uniform" and coded by its number of
+    ones (rotation-invariant), like skimage's `local_binary_pattern(method="uniform")`
+    but on the pixel grid (skimage interpolates the diagonal neighbours on a circle).
+    """
+    grey = tf.tensordot(images, tf.constant([0.2125, 0.7154, 0.0721]), axes=1)
+    padded = tf.pad(grey, [[0, 0], [1, 1], [1, 1]], mode="SYMMETRIC")
+    size = tf.shape(grey)[1]
+    circle = ((0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0), (0, 0))  # around the centre (1, 1)
+    bits = tf.stack([tf.cast(padded[:, r:r + size, c:c + size] >= grey, tf.int32) for r, c in circle], axis=-1)
+    previous = tf.concat([bits[..., -1:], bits[..., :-1]], axis=-1)  # not tf.roll: TFLite has no Roll
+    transitions = tf.reduce_sum(tf.abs(bits - previous), axis=-1)
+    return tf.where(transitions <= 2, tf.reduce_sum(bits, axis=-1), LBP_SIZE - 1)
+
+
 def colour_histogram(images: tf.Tensor) -> tf.Tensor:
-    """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE] centre-weighted HSV and RGB histograms.
+    """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE]: HSV, RGB, CIELAB and LBP histograms.
 
     Colour is most of what tells gem varieties apart, and a small network
     trained on a few thousand photos learns it slowly from pixels; a histogram
     hands it over directly. Pixels near the centre (where the stone usually
     is) weigh more than the background. Square roots of the frequencies
-    (Hellinger) keep a large background bin from drowning the rest.
+    (Hellinger) keep a large background bin from drowning the rest. The parts
+    come in the order of COLOUR_PARTS; each sums to 1 in squares.
     """
     hsv = rgb_to_hsv(images)
     bins = tf.constant([HUE_BINS, SATURATION_BINS, VALUE_BINS], tf.float32)
@@ -77,6 +116,13 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     hsv_bin = (index[..., 0] * SATURATION_BINS + index[..., 1]) * VALUE_BINS + index[..., 2]
     rgb_index = tf.cast(tf.minimum(tf.floor(images * RGB_BINS), RGB_BINS - 1), tf.int32)
     rgb_bin = (rgb_index[..., 0] * RGB_BINS + rgb_index[..., 1]) * RGB_BINS + rgb_index[..., 2]
+    lab = rgb_to_lab(images)
+    lab_index = tf.cast(tf.clip_by_value(tf.floor(tf.stack([
+        lab[..., 0] / 100.0 * LIGHTNESS_BINS,
+        (lab[..., 1] + AB_RANGE) / (2 * AB_RANGE) * AB_BINS,
+        (lab[..., 2] + AB_RANGE) / (2 * AB_RANGE) * AB_BINS], axis=-1)), 0.0,
+        tf.constant([LIGHTNESS_BINS - 1, AB_BINS - 1, AB_BINS - 1], tf.float32)), tf.int32)
+    lab_bin = (lab_index[..., 0] * AB_BINS + lab_index[..., 1]) * AB_BINS + lab_index[..., 2]
     size = tf.shape(images)[1]
     coords = tf.linspace(-1.0, 1.0, size)
     weight = tf.exp(-(coords[:, tf.newaxis] ** 2 + coords[tf.newaxis, :] ** 2) / 0.5)  # Gaussian, sigma 0.5
@@ -86,8 +132,8 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
         counts = tf.reduce_sum(tf.one_hot(bin_index, depth) * weight, axis=[1, 2])
         return tf.sqrt(counts / tf.reduce_sum(counts, axis=1, keepdims=True))
 
-    # Each part sums to 1 in squares, so the two weigh the same.
-    return tf.concat([histogram(hsv_bin, HSV_SIZE), histogram(rgb_bin, RGB_BINS ** 3)], axis=1)
+    return tf.concat([histogram(hsv_bin, HSV_SIZE), histogram(rgb_bin, RGB_SIZE), histogram(lab_bin, LAB_SIZE),
+                      histogram(uniform_lbp(images), LBP_SIZE)], axis=1)
 
 
 def preprocessing_fn(inputs, custom_config):

@@ -33,9 +33,11 @@ def test_colour_histogram_separates_red_from_blue_and_sums_to_one():
     images = transform.decode_and_resize(tf.constant([_jpeg((200, 20, 20)), _jpeg((20, 80, 200))]), 16)
     histogram = transform.colour_histogram(images).numpy()
     assert histogram.shape == (2, transform.COLOUR_FEATURE_SIZE)
-    hsv, rgb = histogram[:, :transform.HSV_SIZE], histogram[:, transform.HSV_SIZE:]
-    np.testing.assert_allclose((hsv ** 2).sum(axis=1), 1.0, atol=1e-5)  # sqrt of frequencies
-    np.testing.assert_allclose((rgb ** 2).sum(axis=1), 1.0, atol=1e-5)
+    parts, start = {}, 0
+    for name, size in transform.COLOUR_PARTS:
+        parts[name], start = histogram[:, start:start + size], start + size
+        np.testing.assert_allclose((parts[name] ** 2).sum(axis=1), 1.0, atol=1e-5)  # sqrt of frequencies
+    hsv, rgb = parts["hsv"], parts["rgb"]
     histogram = hsv
     assert histogram[0].argmax() != histogram[1].argmax()
     assert rgb[0].argmax() == (6 * 8 + 0) * 8 + 0  # (200, 20, 20) falls in RGB bin (6, 0, 0)
@@ -58,3 +60,21 @@ def test_rgb_to_hsv_matches_tensorflows():
     images = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 2])
     images = tf.concat([images, tf.zeros([1, 8, 8, 3]), tf.ones([1, 8, 8, 3])], axis=0)  # black and white too
     np.testing.assert_allclose(transform.rgb_to_hsv(images).numpy(), tf.image.rgb_to_hsv(images).numpy(), atol=1e-5)
+
+
+def test_rgb_to_lab_matches_skimage():
+    from skimage.color import rgb2lab
+
+    images = tf.random.stateless_uniform([1, 8, 8, 3], seed=[3, 4])
+    np.testing.assert_allclose(transform.rgb_to_lab(images).numpy()[0], rgb2lab(images.numpy()[0]), atol=0.05)
+
+
+def test_uniform_lbp_codes_flat_edges_and_noise():
+    flat = tf.fill([1, 8, 8, 3], 0.5)
+    assert (transform.uniform_lbp(flat).numpy() == 8).all()  # every neighbour >= the centre
+    step = np.zeros((1, 8, 8, 3), np.float32)
+    step[:, :, 4:] = 1.0  # a vertical edge: the bright pixels along it have 3 darker neighbours
+    codes = transform.uniform_lbp(tf.constant(step)).numpy()[0]
+    assert (codes[:, 4] == 5).all() and (np.delete(codes, 4, axis=1) == 8).all()
+    noise = transform.uniform_lbp(tf.random.stateless_uniform([1, 16, 16, 3], seed=[5, 6])).numpy()
+    assert noise.min() >= 0 and noise.max() == transform.LBP_SIZE - 1  # noise has non-uniform patterns
