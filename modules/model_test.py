@@ -67,3 +67,19 @@ def test_staged_unfreezing_trains_the_top_first():
     everything = model_lib.set_trainable_top(model, 1.0)
     assert 0 < top < everything
     assert len(model.trainable_weights) > head_only
+
+
+def test_without_colour_features_the_histogram_is_ignored():
+    model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, colour_features=False)
+    inputs = _inputs()
+    other = {**inputs, features.COLOUR_XF: tf.reverse(inputs[features.COLOUR_XF], axis=[1])}
+    np.testing.assert_allclose(model(inputs, training=False)[features.VARIETY_HEAD],
+                               model(other, training=False)[features.VARIETY_HEAD])
+    with_colour = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE)
+    assert not np.allclose(with_colour(inputs)[features.VARIETY_HEAD], with_colour(other)[features.VARIETY_HEAD])
+
+
+def test_a_tuned_image_size_is_resized_inside_the_model():
+    model = model_lib.build_model(24, 5, 2, transform.COLOUR_FEATURE_SIZE, input_size=SIZE)
+    assert model.get_layer("resize").output_shape == (None, 24, 24, 3)
+    assert model(_inputs())[features.VARIETY_HEAD].shape == (2, 5)

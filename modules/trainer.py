@@ -1,4 +1,4 @@
-"""TFX Trainer module: `run_fn` trains the model and exports it with its signatures.
+"""TFX Trainer module: `run_fn` trains the model and exports it with its signatures; `tuner_fn` searches.
 
 Reads the raw examples and applies the Transform graph in the input pipeline
 (Transform runs with `materialize=False`): decoding a few thousand JPEGs per
@@ -18,17 +18,30 @@ from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
+import math  # noqa: E402
+
+import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
 from modules import calibration, edge, export, features  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 
-DEFAULTS = {"epochs": 12, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
+DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
             # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
             "imbalance": "class_weight", "edge_models": True,
             # small_cnn, mobilenet_v2, mobilenet_v3_small, efficientnet_b0 or resnet50; weights: "", "imagenet"
             # (Keras' download) or a weights file. With weights, the backbone is fine-tuned progressively.
-            "backbone": "small_cnn", "weights": "", "head_width": 128, "dropout": 0.3}
+            "backbone": "small_cnn", "weights": "", "head_width": 1024, "dropout": 0.3,
+            # False trains on the picture alone (the benchmark's ablation).
+            "colour_features": True,
+            # With pretrained weights: FINE_TUNE_STAGES (True) or everything at once (the ablation).
+            "progressive_unfreezing": True,
+            # Epochs without a better eval loss before early stopping (the best weights are kept).
+            "patience": 10,
+            # The Tuner's trials: how many, and how many epochs each.
+            "tuner_trials": 6, "tuner_epochs": 8}
+# What the Tuner searches (keras-tuner choices); the Trainer takes the best values over the config's.
+SEARCH_SPACE = {"learning_rate": [1e-3, 2e-3, 4e-3], "head_width": [256, 512, 1024], "dropout": [0.2, 0.3, 0.5]}
 # Progressive fine-tuning of a pretrained backbone: (share of backbone layers trained from the top,
 # learning-rate factor, share of the epochs). First the new head alone, then the top, then everything.
 FINE_TUNE_STAGES = ((0.0, 1.0, 0.3), (0.3, 0.1, 0.35), (1.0, 0.01, 0.35))
@@ -60,28 +73,17 @@ def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, s
 
 def run_fn(fn_args: tfx.components.FnArgs):
     """Trains on the train split, validates on eval, exports the SavedModel."""
-    config = {**DEFAULTS, **(fn_args.custom_config or {})}
+    config = _config(fn_args)
     keras.utils.set_random_seed(int(config["seed"]))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
-    num_families = tf_transform_output.vocabulary_size_by_name(features.FAMILY_VOCAB)
-    image_size = int(config["image_size"])
-    logging.info("Training on %d classes, %d families, %dpx images.", num_classes, num_families, image_size)
-
-    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, config["batch_size"], True, config["seed"])
-    val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, config["batch_size"], False, config["seed"])
-
-    colour_size = tf_transform_output.transformed_feature_spec()[features.COLOUR_XF].shape[-1]
-    model = model_lib.build_model(image_size, num_classes, num_families, colour_size,
-                                  learning_rate=config["learning_rate"], dropout=float(config["dropout"]),
-                                  backbone_name=config["backbone"], weights=config["weights"] or None,
-                                  head_width=int(config["head_width"]))
+    train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
+    model = _build(tf_transform_output, config)
     fit_data = train
     if config["imbalance"] == "class_weight":
-        weights = _class_weights(train, num_classes)
+        weights = _class_weights(class_counts)
         logging.info("Class weights from %.2f to %.2f.", weights.min(), weights.max())
         fit_data = train.map(lambda x, y: (x, y, _sample_weights(y, weights)))
-    history = _fit(model, fit_data, val, config, fn_args.model_run_dir)
+    history = _fit(model, fit_data, val, config, _steps_per_epoch(class_counts, config), fn_args.model_run_dir)
 
     # Temperature scaling on the eval split, baked into the exported signatures.
     eval_inputs, eval_labels, eval_logits = _collect(model, val)
@@ -94,28 +96,80 @@ def run_fn(fn_args: tfx.components.FnArgs):
     _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", "calibration.json"), calibrated)
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                 {k: [float(v) for v in vs] for k, vs in history.items()})
+    _write_json(os.path.join(fn_args.model_run_dir, "config.json"), config)
     if config["edge_models"]:
         representative = next(iter(train.unbatch().batch(100)))[0][features.IMAGE_XF].numpy()
-        report = edge.export(model, image_size, calibrated["temperature"], representative,
+        transform_size = tf_transform_output.transformed_feature_spec()[features.IMAGE_XF].shape[0]
+        report = edge.export(model, transform_size, calibrated["temperature"], representative,
                              eval_inputs[features.IMAGE_XF][:200], fn_args.serving_model_dir)
         logging.info("Edge models: %s", json.dumps(report))
 
 
-def _fit(model, train, val, config, log_dir):
-    """Trains all at once (no pretrained weights) or in FINE_TUNE_STAGES (pretrained backbone); returns the history."""
+def _config(fn_args) -> dict:
+    """DEFAULTS, then the pipeline's custom_config, then the Tuner's best hyperparameters (if it ran)."""
+    config = {**DEFAULTS, **(fn_args.custom_config or {})}
+    hyperparameters = getattr(fn_args, "hyperparameters", None)
+    if hyperparameters:
+        best = keras_tuner.HyperParameters.from_config(hyperparameters).values
+        logging.info("Hyperparameters from the Tuner: %s", best)
+        config.update(best)
+    return config
+
+
+def _datasets(fn_args, tf_transform_output, config):
+    """Train and eval datasets, and how many train photos each class has."""
+    batch_size, seed = int(config["batch_size"]), int(config["seed"])
+    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, True, seed)
+    val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
+    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
+    counts = np.zeros(num_classes)
+    for _, labels in train:  # also fills the in-memory cache
+        counts += np.bincount(labels[features.VARIETY_HEAD].numpy(), minlength=num_classes)
+    return train, val, counts
+
+
+def _build(tf_transform_output, config) -> keras.Model:
+    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
+    num_families = tf_transform_output.vocabulary_size_by_name(features.FAMILY_VOCAB)
+    spec = tf_transform_output.transformed_feature_spec()
+    input_size = spec[features.IMAGE_XF].shape[0]  # what Transform made
+    image_size = int(config.get("image_size") or input_size)
+    logging.info("Model: %d classes, %d families, %dpx images (%dpx from Transform), %s.", num_classes,
+                 num_families, image_size, input_size, config["backbone"])
+    return model_lib.build_model(image_size, num_classes, num_families, spec[features.COLOUR_XF].shape[-1],
+                                 learning_rate=float(config["learning_rate"]), dropout=float(config["dropout"]),
+                                 backbone_name=config["backbone"], weights=config["weights"] or None,
+                                 head_width=int(config["head_width"]),
+                                 colour_features=bool(config["colour_features"]), input_size=input_size)
+
+
+def _steps_per_epoch(class_counts, config) -> int:
+    return max(1, math.ceil(class_counts.sum() / int(config["batch_size"])))
+
+
+def _fit(model, train, val, config, steps_per_epoch, log_dir):
+    """Trains all at once (no pretrained weights) or in FINE_TUNE_STAGES (pretrained backbone); returns the history.
+
+    Each stage's learning rate follows a cosine decay to zero over its epochs;
+    early stopping on the eval loss keeps the best weights.
+    """
     epochs, learning_rate = int(config["epochs"]), float(config["learning_rate"])
-    stages = FINE_TUNE_STAGES if config["weights"] else ((1.0, 1.0, 1.0),)
+    staged = config["weights"] and config["progressive_unfreezing"]
+    stages = FINE_TUNE_STAGES if staged else ((1.0, 1.0, 1.0),)
     merged, done = {}, 0
     for number, (fraction, lr_factor, share) in enumerate(stages, start=1):
         stage_epochs = epochs - done if number == len(stages) else max(1, round(epochs * share))
+        if stage_epochs <= 0:
+            continue
         trainable = model_lib.set_trainable_top(model, fraction)
-        model_lib.compile_model(model, learning_rate * lr_factor)
-        logging.info("Stage %d: %d backbone layers train, learning rate %.2g, %d epochs.",
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate * lr_factor, stage_epochs * steps_per_epoch)
+        model_lib.compile_model(model, schedule)
+        logging.info("Stage %d: %d backbone layers train, learning rate %.2g with cosine decay, %d epochs.",
                      number, trainable, learning_rate * lr_factor, stage_epochs)
         callbacks = [
             keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, f"stage{number}")),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(config["patience"]),
+                                          restore_best_weights=True),
         ]
         history = model.fit(train, validation_data=val, initial_epoch=done, epochs=done + stage_epochs,
                             callbacks=callbacks, verbose=2)
@@ -125,18 +179,55 @@ def _fit(model, train, val, config, log_dir):
     return merged
 
 
+def tuner_fn(fn_args: tfx.components.FnArgs):
+    """TFX Tuner entry point: a random search over SEARCH_SPACE and the image size, scored on eval accuracy."""
+    config = {**DEFAULTS, **(fn_args.custom_config or {})}
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
+    input_size = tf_transform_output.transformed_feature_spec()[features.IMAGE_XF].shape[0]
+    space = keras_tuner.HyperParameters()
+    for name, values in SEARCH_SPACE.items():
+        space.Choice(name, values)
+    # Smaller pictures train faster; the model resizes Transform's images inside.
+    space.Choice("image_size", sorted({input_size, max(32, input_size * 3 // 4)}))
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_variety_accuracy", "max"), max_trials=int(config["tuner_trials"]),
+        hyperparameters=space, seed=int(config["seed"]))
+    tuner = GemstoneTuner(config, tf_transform_output, class_counts, oracle=oracle,
+                          directory=fn_args.working_dir, project_name="gemstone")
+    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={"train": train, "val": val})
+
+
+class GemstoneTuner(keras_tuner.engine.base_tuner.BaseTuner):
+    """keras-tuner over this module's own training (the tf_keras model and `_fit`).
+
+    keras-tuner 1.4 drives Keras 3 models; ours is tf_keras (TFX 1.16's Keras),
+    so a trial builds and fits the model here and reports its best eval accuracy.
+    """
+
+    def __init__(self, config, tf_transform_output, class_counts, **kwargs):
+        super().__init__(**kwargs)
+        self.config, self.tf_transform_output, self.class_counts = config, tf_transform_output, class_counts
+
+    def run_trial(self, trial, train, val):
+        config = {**self.config, **trial.hyperparameters.values, "epochs": int(self.config["tuner_epochs"])}
+        keras.utils.set_random_seed(int(config["seed"]))
+        model = _build(self.tf_transform_output, config)
+        history = _fit(model, train, val, config, _steps_per_epoch(self.class_counts, config),
+                       os.path.join(self.project_dir, f"trial_{trial.trial_id}"))
+        # The trial's model is not kept: the Trainer retrains with the best values.
+        return {"val_variety_accuracy": max(history["val_variety_accuracy"])}
+
+
 def _write_json(path, value):
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(value, f, indent=1)
 
 
-def _class_weights(train, num_classes):
+def _class_weights(counts):
     """Inverse class frequency, normalised to mean 1 over the photos."""
-    counts = np.zeros(num_classes)
-    for _, labels in train:
-        counts += np.bincount(labels[features.VARIETY_HEAD].numpy(), minlength=num_classes)
-    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
     return weights.astype(np.float32)
 
 

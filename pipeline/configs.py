@@ -64,7 +64,8 @@ class PipelineConfig:
       schema_path: a curated schema.pbtxt; "" means SchemaGen infers one; None
         (default) picks `schema/<pipeline_name>/schema.pbtxt` when it exists.
       image_size: side in pixels of the square image the model sees.
-      epochs / batch_size: training length.
+      epochs / batch_size: training length (an upper bound: early stopping ends sooner when
+        the eval loss stops improving).
       min_accuracy: absolute accuracy the Evaluator requires to bless a model.
       max_accuracy_drop: how much worse than the last blessed model is tolerated.
       review_threshold: top-1 confidence under which a prediction is flagged
@@ -79,6 +80,9 @@ class PipelineConfig:
       beam_args: extra Beam options, e.g. `--runner=DataflowRunner --project=...`.
       backbone: small_cnn (from scratch), mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50.
       weights: "" (none), "imagenet" (Keras downloads them) or a local weights file (no-top).
+      tune: run the TFX Tuner (keras-tuner random search over learning rate, image size, head
+        width and dropout) before the Trainer, which then takes the best values.
+      tuner_trials: how many hyperparameter sets the Tuner tries.
       fail_on_anomalies: stop the run when the data does not match the schema.
       installed_modules: take the Transform/Trainer code from the installed
         `modules` package (container images) instead of module files.
@@ -94,7 +98,7 @@ class PipelineConfig:
     metadata_path: str = ""
     schema_path: Optional[str] = None
     image_size: int = 64
-    epochs: int = 12
+    epochs: int = 50
     batch_size: int = 32
     min_accuracy: float = 0.5
     max_accuracy_drop: float = 0.02
@@ -105,6 +109,8 @@ class PipelineConfig:
     beam_args: str = ""
     backbone: str = "small_cnn"
     weights: str = ""
+    tune: bool = False
+    tuner_trials: int = 6
     fail_on_anomalies: bool = True
     installed_modules: bool = False
     num_classes: Optional[int] = None
@@ -146,6 +152,8 @@ class PipelineConfig:
             beam_args=_env("GEMSTONE_BEAM_ARGS", ""),
             backbone=_env("GEMSTONE_BACKBONE", defaults.backbone),
             weights=_env("GEMSTONE_WEIGHTS", ""),
+            tune=_env("GEMSTONE_TUNE", "0").lower() in ("1", "true", "yes"),
+            tuner_trials=int(_env("GEMSTONE_TUNER_TRIALS", str(defaults.tuner_trials))),
             fail_on_anomalies=_env("GEMSTONE_FAIL_ON_ANOMALIES", "1").lower() in ("1", "true", "yes"),
             installed_modules=_env("GEMSTONE_INSTALLED_MODULES", "0").lower() in ("1", "true", "yes"),
         )

@@ -6,9 +6,10 @@ def test_settings_come_from_gemstone_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("GEMSTONE_HOME", str(tmp_path))
     monkeypatch.setenv("GEMSTONE_PIPELINE_NAME", "my-stones")
     monkeypatch.setenv("GEMSTONE_EPOCHS", "3")
+    monkeypatch.setenv("GEMSTONE_TUNE", "1")
     monkeypatch.setenv("GEMSTONE_BEAM_ARGS", "--runner=DataflowRunner --project=p")
     config = configs.PipelineConfig.from_env()
-    assert config.epochs == 3 and config.pipeline_root == str(tmp_path / "pipelines" / "my-stones")
+    assert config.epochs == 3 and config.tune and config.pipeline_root == str(tmp_path / "pipelines" / "my-stones")
     assert config.schema_path == ""  # no curated schema for this name: SchemaGen infers one
     assert config.beam_pipeline_args()[-2:] == ["--runner=DataflowRunner", "--project=p"]
 

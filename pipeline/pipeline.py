@@ -1,8 +1,8 @@
 """The gemstone pipeline's DAG: the one definition every runner uses.
 
 ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator -> DataGate
--> Transform -> Trainer -> (latest blessed model) -> Evaluator, Robustness -> Pusher -> ModelCard
-                                                                  -> SliceReport (the dashboard)
+-> Transform -> [Tuner, when `tune`] -> Trainer -> (latest blessed model) -> Evaluator, Robustness
+-> Pusher -> ModelCard, and SliceReport (the dashboard)
 """
 from __future__ import annotations
 
@@ -83,9 +83,7 @@ def create_pipeline(config: configs.PipelineConfig,
     )
     transform.add_upstream_node(data_gate)
 
-    trainer = tfx.components.Trainer(
-        **_user_code(config, module_file=configs.TRAINER_MODULE_FILE,
-                     function="modules.trainer.run_fn", function_arg="run_fn"),
+    training_inputs = dict(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
@@ -98,8 +96,21 @@ def create_pipeline(config: configs.PipelineConfig,
             "review_threshold": config.review_threshold,
             "backbone": config.backbone,
             "weights": config.weights,
+            "tuner_trials": config.tuner_trials,
         },
     )
+    tuner = None
+    if config.tune:
+        tuner = tfx.components.Tuner(
+            **_user_code(config, module_file=configs.TRAINER_MODULE_FILE,
+                         function="modules.trainer.tuner_fn", function_arg="tuner_fn"),
+            **training_inputs)
+
+    trainer = tfx.components.Trainer(
+        **_user_code(config, module_file=configs.TRAINER_MODULE_FILE,
+                     function="modules.trainer.run_fn", function_arg="run_fn"),
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        **training_inputs)
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -138,8 +149,8 @@ def create_pipeline(config: configs.PipelineConfig,
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
-                    trainer, model_resolver, evaluator, robustness, pusher, model_card,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform]
+        + ([tuner] if tuner else []) + [trainer, model_resolver, evaluator, robustness, pusher, model_card,
                     slice_report],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,

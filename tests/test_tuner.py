@@ -1,0 +1,58 @@
+"""The optional Tuner: TFX's own Tuner executor runs `modules.trainer.tuner_fn`, and the Trainer takes its result.
+
+Runs on the inputs of the session's demo pipeline run (tests/conftest.py), so
+no second pipeline run is needed.
+"""
+import json
+import os
+
+import pytest
+import tf_keras as keras
+from tfx.components.tuner import executor as tuner_executor
+from tfx.types import standard_artifacts
+
+from gemstone import metadata
+from tfx_helpers import E2E_PIPELINE
+
+pytestmark = pytest.mark.slow
+
+
+def _artifact(kind, uri):
+    artifact = kind()
+    artifact.uri = str(uri)
+    os.makedirs(artifact.uri, exist_ok=True)
+    return artifact
+
+
+def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp_path):
+    from modules import trainer
+
+    home, _, _ = demo_pipeline
+    store = metadata.open_store(E2E_PIPELINE, str(home))
+    inputs, properties = metadata.latest_execution_inputs(store, "Trainer")
+    config = {**json.loads(properties["custom_config"]), "tuner_trials": 2, "tuner_epochs": 1}
+    best_uri, results_uri = tmp_path / "best", tmp_path / "results"
+    tuner_executor.Executor().Do(
+        {key: [artifact] for key, artifact in inputs.items()},
+        {"best_hyperparameters": [_artifact(standard_artifacts.HyperParameters, best_uri)],
+         "tuner_results": [_artifact(standard_artifacts.TunerResults, results_uri)]},
+        {"tuner_fn": "modules.trainer.tuner_fn", "custom_config": json.dumps(config),
+         "train_args": '{"splits": ["train"]}', "eval_args": '{"splits": ["eval"]}'})
+
+    results = json.loads((results_uri / "tuner_results.json").read_text())
+    assert len(results) == 2  # two trials, each scored
+    for trial in results:
+        assert 0.0 <= trial["score"] <= 1.0
+        assert trial["head_width"] in trainer.SEARCH_SPACE["head_width"]
+    best = json.loads((best_uri / "best_hyperparameters.txt").read_text())
+    assert set(best["values"]) == set(trainer.SEARCH_SPACE) | {"image_size"}
+    assert max(results, key=lambda r: r["score"])["head_width"] == best["values"]["head_width"]
+
+    fn_args = metadata.trainer_fn_args(store, str(tmp_path / "train"), {"epochs": 1, "edge_models": False})
+    fn_args.hyperparameters = best
+    trainer.run_fn(fn_args)
+    used = json.loads((tmp_path / "train" / "model_run" / "config.json").read_text())
+    for name, value in best["values"].items():
+        assert used[name] == value, name
+    model = keras.models.load_model(fn_args.serving_model_dir, compile=False)
+    assert model.get_layer("colour_dense").units == best["values"]["head_width"]
