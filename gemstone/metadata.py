@@ -133,6 +133,54 @@ def _io_by_key(store, execution_id: int) -> dict:
     return uris
 
 
+def latest_execution_inputs(store: metadata_store.MetadataStore, component: str):
+    """(input artifacts {key: tfx Artifact}, execution properties) of a component's newest finished execution.
+
+    What a benchmark needs to run that component's code again on the same inputs (e.g. an ablation of the Trainer).
+    """
+    from tfx.types import artifact_utils
+
+    finished = [e for e in executions(store) if e.component == component and e.state in ("COMPLETE", "CACHED")]
+    if not finished:
+        raise FileNotFoundError(f"no finished {component} execution in this pipeline's metadata: has it run?")
+    execution = store.get_executions_by_id([finished[-1].id])[0]
+    events = [e for e in store.get_events_by_execution_ids([execution.id]) if e.type == metadata_store_pb2.Event.INPUT]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    types = {t.id: t for t in store.get_artifact_types()}
+    inputs = {}
+    for event in events:
+        artifact = artifacts[event.artifact_id]
+        inputs[event.path.steps[0].key] = artifact_utils.deserialize_artifact(types[artifact.type_id], artifact)
+    properties = {k: v.string_value or v.int_value for k, v in execution.custom_properties.items()}
+    return inputs, properties
+
+
+def trainer_fn_args(store: metadata_store.MetadataStore, work_dir: str, overrides: Optional[dict] = None):
+    """FnArgs to run the Trainer module (or the Tuner's tuner_fn) again on the newest Trainer's inputs.
+
+    Same examples, same Transform graph, the same custom_config but for
+    `overrides`: what an ablation or a test of the module needs. Models and logs
+    go under `work_dir`.
+    """
+    import os
+
+    from tfx.components.trainer import fn_args_utils
+    from tfx.proto import trainer_pb2
+    from tfx.utils import proto_utils
+
+    inputs, properties = latest_execution_inputs(store, "Trainer")
+    inputs.pop("hyperparameters", None)  # a Tuner's output; `overrides` say what differs
+    config = {**json.loads(properties.get("custom_config") or "{}"), **(overrides or {})}
+    fn_args = fn_args_utils.get_common_fn_args(
+        {key: [artifact] for key, artifact in inputs.items()},
+        {"train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
+         "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
+         "custom_config": json.dumps(config)}, work_dir)
+    fn_args.serving_model_dir = os.path.join(work_dir, "serving_model")
+    fn_args.model_run_dir = os.path.join(work_dir, "model_run")
+    return fn_args
+
+
 def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
     """The newest finished Evaluator execution's artifacts, and the robustness report of the same model."""
     done = ("COMPLETE", "CACHED")

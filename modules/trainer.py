@@ -75,7 +75,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
     """Trains on the train split, validates on eval, exports the SavedModel."""
     config = _config(fn_args)
     keras.utils.set_random_seed(int(config["seed"]))
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
     model = _build(tf_transform_output, config)
     fit_data = train
@@ -182,7 +182,7 @@ def _fit(model, train, val, config, steps_per_epoch, log_dir):
 def tuner_fn(fn_args: tfx.components.FnArgs):
     """TFX Tuner entry point: a random search over SEARCH_SPACE and the image size, scored on eval accuracy."""
     config = {**DEFAULTS, **(fn_args.custom_config or {})}
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
     input_size = tf_transform_output.transformed_feature_spec()[features.IMAGE_XF].shape[0]
     space = keras_tuner.HyperParameters()

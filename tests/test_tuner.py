@@ -32,7 +32,8 @@ def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp
     inputs, properties = metadata.latest_execution_inputs(store, "Trainer")
     config = {**json.loads(properties["custom_config"]), "tuner_trials": 2, "tuner_epochs": 1}
     best_uri, results_uri = tmp_path / "best", tmp_path / "results"
-    tuner_executor.Executor().Do(
+    context = tuner_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+    tuner_executor.Executor(context).Do(
         {key: [artifact] for key, artifact in inputs.items()},
         {"best_hyperparameters": [_artifact(standard_artifacts.HyperParameters, best_uri)],
          "tuner_results": [_artifact(standard_artifacts.TunerResults, results_uri)]},
