@@ -1,12 +1,19 @@
-"""Model quality on the 88-class photos: the pipeline's model against the random-forest baseline.
+"""Model quality on the 88-class photos: the pipeline's model, its ablations, and the random-forest baseline.
 
-Both are judged on the same held-out test split: the pipeline's own
+All are judged on the same held-out test split: the pipeline's own
 (stratified, near-duplicate groups kept together), read from the ingestion
 report of the run. The baseline is Chow and Reyes-Aldasoro (Minerals 2022): a
 random forest on an RGB 8x8x8 colour histogram plus a uniform-LBP histogram.
+The ablations run the Trainer module again on the run's own inputs (same
+examples, same Transform graph) with one setting changed:
+  - no colour features: the network sees the picture alone;
+  - no progressive unfreezing: a pretrained backbone fine-tuned all at once.
+    It needs pretrained weights (BENCH_WEIGHTS=<no-top weights file> for
+    BENCH_BACKBONE, default mobilenet_v2); without them the row says so.
 
 Runs `make run DATA=<photos> PIPELINE_NAME=gem88` first (through the tfx CLI),
-timing it, unless BENCH_SKIP_RUN=1 reuses the last run.
+timing it, unless BENCH_SKIP_RUN=1 reuses the last run (its wall time then
+comes from ML Metadata).
 """
 from __future__ import annotations
 
@@ -14,28 +21,36 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bench import common
-from gemstone import paths, taxonomy
+from gemstone import metadata, paths, taxonomy
 
 PIPELINE_NAME = "gem88"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run_pipeline() -> float:
-    env = dict(os.environ, GEMSTONE_PIPELINE_NAME=PIPELINE_NAME, GEMSTONE_DATA=str(common.REAL_DATA))
+def _tfx(env, *args):
+    """Runs the tfx CLI from pipeline/; a failure shows the end of its output."""
     tfx = str(Path(sys.executable).parent / "tfx")
-    registered = Path(os.environ.get("LOCAL_HOME", paths.gemstone_home() / "tfx-cli")) / PIPELINE_NAME
-    verb = "update" if registered.exists() else "create"
-    subprocess.run([tfx, "pipeline", verb, "--engine", "local", "--pipeline_path", "local_runner.py"],
-                   cwd=REPO / "pipeline", env=env, check=True, capture_output=True)
+    result = subprocess.run([tfx, *args], cwd=REPO / "pipeline", env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"tfx {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+
+
+def _run_pipeline() -> float:
+    # The tfx CLI keeps its registry under LOCAL_HOME: the same one `make run` uses.
+    local_home = os.environ.get("LOCAL_HOME", str(paths.gemstone_home() / "tfx-cli"))
+    env = dict(os.environ, GEMSTONE_PIPELINE_NAME=PIPELINE_NAME, GEMSTONE_DATA=str(common.REAL_DATA),
+               LOCAL_HOME=local_home)
+    verb = "update" if (Path(local_home) / PIPELINE_NAME).exists() else "create"
+    _tfx(env, "pipeline", verb, "--engine", "local", "--pipeline_path", "local_runner.py")
     started = time.time()
-    subprocess.run([tfx, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME],
-                   cwd=REPO / "pipeline", env=env, check=True, capture_output=True)
+    _tfx(env, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
     return time.time() - started
 
 
@@ -102,13 +117,13 @@ def random_forest(split, family_map) -> dict:
     return metrics(probabilities, list(forest.classes_), [label for _, label in split["test"]], family_map, seconds)
 
 
-def pipeline_model(split, family_map, seconds) -> dict:
+def _classify(saved_model_dir, split):
+    """Variety probabilities and class names of the test split, through a SavedModel's serving_default."""
     import tensorflow as tf
 
     from gemstone import images
 
-    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME))
-    serving = tf.saved_model.load(str(version)).signatures["serving_default"]
+    serving = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
     probabilities, classes = [], None
     batch = [p for p, _ in split["test"]]
     for start in range(0, len(batch), 64):
@@ -116,28 +131,72 @@ def pipeline_model(split, family_map, seconds) -> dict:
         out = serving(images=tf.constant(photos))
         probabilities.append(out["probabilities"].numpy())
         classes = [c.decode() for c in out["classes"].numpy()[0]]
-    row = metrics(np.concatenate(probabilities), classes, [label for _, label in split["test"]], family_map,
-                  seconds)
+    return np.concatenate(probabilities), classes
+
+
+def _last_run_seconds() -> float:
+    """Wall time of the pipeline's newest run, from ML Metadata."""
+    run = metadata.runs(metadata.open_store(PIPELINE_NAME))[-1]
+    return max(e.finished for e in run.executions) - run.started
+
+
+def pipeline_model(split, family_map, seconds) -> dict:
+    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME))
+    probabilities, classes = _classify(version, split)
+    row = metrics(probabilities, classes, [label for _, label in split["test"]], family_map, seconds)
     row["model_version"] = version.name
     return row
+
+
+def retrained(split, family_map, overrides: dict) -> dict:
+    """The Trainer module run again on the last run's inputs with `overrides` in its custom_config."""
+    from modules import trainer
+
+    with tempfile.TemporaryDirectory(prefix="ablation-") as work:
+        fn_args = metadata.trainer_fn_args(metadata.open_store(PIPELINE_NAME), work,
+                                           {"edge_models": False, **overrides})
+        started = time.time()
+        trainer.run_fn(fn_args)
+        seconds = time.time() - started
+        probabilities, classes = _classify(fn_args.serving_model_dir, split)
+    return metrics(probabilities, classes, [label for _, label in split["test"]], family_map, seconds)
+
+
+def _unfreezing_rows(split, family_map) -> list:
+    weights = os.environ.get("BENCH_WEIGHTS", "")
+    backbone = os.environ.get("BENCH_BACKBONE", "mobilenet_v2")
+    if not weights:
+        reason = ("not measured: needs pretrained weights (BENCH_WEIGHTS=<no-top weights file>), "
+                  "and no machine here can download ImageNet's")
+        return [{"method": f"ablation: {backbone}, no progressive unfreezing", "note": reason}]
+    return [
+        {"method": f"{backbone} + {Path(weights).name}, progressive unfreezing (Trainer only)",
+         **retrained(split, family_map, {"backbone": backbone, "weights": weights})},
+        {"method": f"ablation: {backbone} + {Path(weights).name}, everything unfrozen at once (Trainer only)",
+         **retrained(split, family_map, {"backbone": backbone, "weights": weights,
+                                         "progressive_unfreezing": False})},
+    ]
 
 
 def run():
     if not common.REAL_DATA.is_dir():
         print(f"model_quality: skipped, real photos not found at {common.REAL_DATA}")
         return None
-    seconds = 0.0 if os.environ.get("BENCH_SKIP_RUN") == "1" else _run_pipeline()
+    seconds = _last_run_seconds() if os.environ.get("BENCH_SKIP_RUN") == "1" else _run_pipeline()
     split = _test_split()
     family_map = taxonomy.load_family_map()
     rows = [
         {"method": "pipeline model (make run, whole pipeline wall time)", **pipeline_model(split, family_map, seconds)},
+        {"method": "ablation: no colour features (Trainer only)",
+         **retrained(split, family_map, {"colour_features": False})},
+        *_unfreezing_rows(split, family_map),
         {"method": "random forest, RGB 8x8x8 + uniform LBP (Chow & Reyes-Aldasoro 2022)",
          **random_forest(split, family_map)},
     ]
     return common.record("model_quality", rows, notes=(
         f"gemstones-88, test split of the pipeline ({len(split['test'])} photos; near-duplicate groups kept "
-        f"together); {os.cpu_count()} cores. train_seconds: whole `make run` for the pipeline, fit only for the "
-        f"forest."))
+        f"together); {os.cpu_count()} cores. train_seconds: whole `make run` for the pipeline model (ingestion "
+        f"to dashboard), training and export for the ablations, fit only for the forest."))
 
 
 if __name__ == "__main__":
