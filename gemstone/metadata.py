@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -162,19 +163,14 @@ def trainer_fn_args(store: metadata_store.MetadataStore, work_dir: str, override
     `overrides`: what an ablation or a test of the module needs. Models and logs
     go under `work_dir`.
     """
-    import os
-
     from tfx.components.trainer import fn_args_utils
-    from tfx.proto import trainer_pb2
-    from tfx.utils import proto_utils
 
     inputs, properties = latest_execution_inputs(store, "Trainer")
     inputs.pop("hyperparameters", None)  # a Tuner's output; `overrides` say what differs
     config = {**json.loads(properties.get("custom_config") or "{}"), **(overrides or {})}
     fn_args = fn_args_utils.get_common_fn_args(
         {key: [artifact] for key, artifact in inputs.items()},
-        {"train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
-         "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
+        {"train_args": properties["train_args"], "eval_args": properties["eval_args"],
          "custom_config": json.dumps(config)}, work_dir)
     fn_args.serving_model_dir = os.path.join(work_dir, "serving_model")
     fn_args.model_run_dir = os.path.join(work_dir, "model_run")
