@@ -13,6 +13,7 @@ from ml_metadata.proto import metadata_store_pb2
 from gemstone import paths
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+FINISHED = ("COMPLETE", "CACHED")  # a cached execution finished in an earlier run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ class RunRecord:
         if any(state == "FAILED" for state in states.values()):
             failed = [c for c, state in states.items() if state == "FAILED"]
             return f"failed at {', '.join(failed)}"
-        if states.get("Pusher") in ("COMPLETE", "CACHED"):
+        if states.get("Pusher") in FINISHED:
             return "finished"
         return "running or stopped"
 
@@ -122,16 +123,22 @@ class EvaluationSources:
     robustness: Optional[str]  # RobustnessReport of the same model, if one was made
 
 
-def _io_by_key(store, execution_id: int) -> dict:
-    """{(INPUT|OUTPUT, key): artifact uri} of one execution."""
-    uris = {}
+def _finished(records: List[ExecutionRecord], component: str) -> List[ExecutionRecord]:
+    """A component's finished executions, oldest first."""
+    return [e for e in records if e.component == component and e.state in FINISHED]
+
+
+def _artifacts_by_key(store, execution_id: int) -> dict:
+    """{(INPUT|OUTPUT, key): MLMD artifact} of one execution."""
     events = store.get_events_by_execution_ids([execution_id])
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-    for event in events:
-        key = event.path.steps[0].key if event.path.steps else ""
-        kind = "INPUT" if event.type == metadata_store_pb2.Event.INPUT else "OUTPUT"
-        uris[(kind, key)] = artifacts[event.artifact_id].uri
-    return uris
+    return {("INPUT" if event.type == metadata_store_pb2.Event.INPUT else "OUTPUT",
+             event.path.steps[0].key if event.path.steps else ""): artifacts[event.artifact_id] for event in events}
+
+
+def _io_by_key(store, execution_id: int) -> dict:
+    """{(INPUT|OUTPUT, key): artifact uri} of one execution."""
+    return {key: artifact.uri for key, artifact in _artifacts_by_key(store, execution_id).items()}
 
 
 def latest_execution_inputs(store: metadata_store.MetadataStore, component: str):
@@ -141,17 +148,13 @@ def latest_execution_inputs(store: metadata_store.MetadataStore, component: str)
     """
     from tfx.types import artifact_utils
 
-    finished = [e for e in executions(store) if e.component == component and e.state in ("COMPLETE", "CACHED")]
+    finished = _finished(executions(store), component)
     if not finished:
         raise FileNotFoundError(f"no finished {component} execution in this pipeline's metadata: has it run?")
     execution = store.get_executions_by_id([finished[-1].id])[0]
-    events = [e for e in store.get_events_by_execution_ids([execution.id]) if e.type == metadata_store_pb2.Event.INPUT]
-    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     types = {t.id: t for t in store.get_artifact_types()}
-    inputs = {}
-    for event in events:
-        artifact = artifacts[event.artifact_id]
-        inputs[event.path.steps[0].key] = artifact_utils.deserialize_artifact(types[artifact.type_id], artifact)
+    inputs = {key: artifact_utils.deserialize_artifact(types[artifact.type_id], artifact)
+              for (kind, key), artifact in _artifacts_by_key(store, execution.id).items() if kind == "INPUT"}
     properties = {k: v.string_value or v.int_value for k, v in execution.custom_properties.items()}
     return inputs, properties
 
@@ -179,14 +182,13 @@ def trainer_fn_args(store: metadata_store.MetadataStore, work_dir: str, override
 
 def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
     """The newest finished Evaluator execution's artifacts, and the robustness report of the same model."""
-    done = ("COMPLETE", "CACHED")
     records = executions(store)
-    evaluators = [e for e in records if e.component == "Evaluator" and e.state in done]
+    evaluators = _finished(records, "Evaluator")
     if not evaluators:
         raise FileNotFoundError("no finished evaluation in this pipeline's metadata: has a run reached the Evaluator?")
     io = _io_by_key(store, evaluators[-1].id)
     robustness = None
-    for record in reversed([e for e in records if e.component == "Robustness" and e.state in done]):
+    for record in reversed(_finished(records, "Robustness")):
         candidate = _io_by_key(store, record.id)
         if candidate.get(("INPUT", "model")) == io[("INPUT", "model")]:
             robustness = candidate.get(("OUTPUT", "report"))

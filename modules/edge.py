@@ -53,6 +53,16 @@ def _interpret(tflite_model: bytes, images: np.ndarray) -> np.ndarray:
     return np.stack(outputs)
 
 
+def _agreement(tflite_model: bytes, eval_images: np.ndarray, reference: np.ndarray) -> float:
+    """Share of eval photos whose top-1 under the TFLite model is the SavedModel's (`reference`)."""
+    return float((_interpret(tflite_model, eval_images).argmax(1) == reference).mean())
+
+
+def _write(folder: str, name: str, data: bytes) -> None:
+    with tf.io.gfile.GFile(os.path.join(folder, name), "wb") as f:
+        f.write(data)
+
+
 def _quantise(edge: keras.Model, representative: np.ndarray, float_tensors=None) -> bytes:
     """int8 TFLite; with `float_tensors`, those tensors' ops stay float (selective quantisation)."""
     def dataset():
@@ -74,18 +84,17 @@ def _quantise(edge: keras.Model, representative: np.ndarray, float_tensors=None)
 def _int8(edge, representative, eval_images, reference, folder) -> dict:
     """Full-integer, else int8 with the histogram in float; writes the first that agrees enough."""
     full = _quantise(edge, representative)
-    tried = {"full_integer": (full, float((_interpret(full, eval_images).argmax(1) == reference).mean()))}
+    tried = {"full_integer": (full, _agreement(full, eval_images, reference))}
     if tried["full_integer"][1] < MIN_AGREEMENT:
         names = [t["name"] for t in tf.lite.Interpreter(model_content=full).get_tensor_details()]
         histogram = [n for n in names if "colour_histogram" in n]
         mixed = _quantise(edge, representative, histogram)
-        tried["histogram_in_float"] = (mixed, float((_interpret(mixed, eval_images).argmax(1) == reference).mean()))
+        tried["histogram_in_float"] = (mixed, _agreement(mixed, eval_images, reference))
     report = {"agreement": {kind: agreement for kind, (_, agreement) in tried.items()}}
     kind, (model, agreement) = max(tried.items(), key=lambda kv: kv[1][1])
     report.update(bytes=len(model), top1_agreement=agreement, quantisation=kind, kept=agreement >= MIN_AGREEMENT)
     if report["kept"]:
-        with tf.io.gfile.GFile(os.path.join(folder, "model_int8.tflite"), "wb") as f:
-            f.write(model)
+        _write(folder, "model_int8.tflite", model)
     else:
         report["why_not_kept"] = (f"top-1 agrees with the SavedModel on {agreement:.1%} of eval photos "
                                   f"({kind.replace('_', ' ')}), under {MIN_AGREEMENT:.0%}: not kept")
@@ -94,7 +103,8 @@ def _int8(edge, representative, eval_images, reference, folder) -> dict:
 
 def export(model: keras.Model, image_size: int, temperature: float, representative: np.ndarray,
            eval_images: np.ndarray, out_dir: str) -> dict:
-    """Writes FOLDER/model_float16.tflite (and model_int8.tflite if it agrees) under out_dir."""
+    """Writes FOLDER/model_float16.tflite under out_dir, model_float32.tflite when float16 disagrees and
+    model_int8.tflite when it agrees, and edge_report.json saying which and why."""
     edge = edge_model(model, image_size, temperature)
     folder = os.path.join(out_dir, FOLDER)
     tf.io.gfile.makedirs(folder)
@@ -104,19 +114,15 @@ def export(model: keras.Model, image_size: int, temperature: float, representati
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
     float16 = converter.convert()
-    report = {"float16": {"bytes": len(float16),
-                          "top1_agreement": float((_interpret(float16, eval_images).argmax(1) == reference).mean())},
+    report = {"float16": {"bytes": len(float16), "top1_agreement": _agreement(float16, eval_images, reference)},
               "eval_photos": int(len(eval_images)), "min_agreement": MIN_AGREEMENT, "image_size": image_size,
               "input": f"[1, {image_size}, {image_size}, 3] float32 RGB in 0..1 (decoded, resized)"}
-    with tf.io.gfile.GFile(os.path.join(folder, "model_float16.tflite"), "wb") as f:
-        f.write(float16)
+    _write(folder, "model_float16.tflite", float16)
     if report["float16"]["top1_agreement"] < MIN_AGREEMENT:
         float32 = tf.lite.TFLiteConverter.from_keras_model(edge).convert()
-        report["float32"] = {"bytes": len(float32),
-                             "top1_agreement": float((_interpret(float32, eval_images).argmax(1) == reference).mean()),
+        report["float32"] = {"bytes": len(float32), "top1_agreement": _agreement(float32, eval_images, reference),
                              "why": "float16 agrees on less than min_agreement: use model_float32.tflite"}
-        with tf.io.gfile.GFile(os.path.join(folder, "model_float32.tflite"), "wb") as f:
-            f.write(float32)
+        _write(folder, "model_float32.tflite", float32)
 
     try:
         report["int8"] = _int8(edge, representative, eval_images, reference, folder)

@@ -78,12 +78,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
     model = _build(tf_transform_output, config)
-    fit_data = train
-    if config["imbalance"] == "class_weight":
-        weights = _class_weights(class_counts)
-        logging.info("Class weights from %.2f to %.2f.", weights.min(), weights.max())
-        fit_data = train.map(lambda x, y: (x, y, _sample_weights(y, weights)))
-    history = _fit(model, fit_data, val, config, _steps_per_epoch(class_counts, config), fn_args.model_run_dir)
+    history = _fit(model, train, val, config, class_counts, fn_args.model_run_dir)
 
     # Temperature scaling on the eval split, baked into the exported signatures.
     eval_inputs, eval_labels, eval_logits = _collect(model, val)
@@ -99,9 +94,8 @@ def run_fn(fn_args: tfx.components.FnArgs):
     _write_json(os.path.join(fn_args.model_run_dir, "config.json"), config)
     if config["edge_models"]:
         representative = next(iter(train.unbatch().batch(100)))[0][features.IMAGE_XF].numpy()
-        transform_size = tf_transform_output.transformed_feature_spec()[features.IMAGE_XF].shape[0]
-        report = edge.export(model, transform_size, calibrated["temperature"], representative,
-                             eval_inputs[features.IMAGE_XF][:200], fn_args.serving_model_dir)
+        report = edge.export(model, _transform_image_size(tf_transform_output), calibrated["temperature"],
+                             representative, eval_inputs[features.IMAGE_XF][:200], fn_args.serving_model_dir)
         logging.info("Edge models: %s", json.dumps(report))
 
 
@@ -132,7 +126,7 @@ def _build(tf_transform_output, config) -> keras.Model:
     num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
     num_families = tf_transform_output.vocabulary_size_by_name(features.FAMILY_VOCAB)
     spec = tf_transform_output.transformed_feature_spec()
-    input_size = spec[features.IMAGE_XF].shape[0]  # what Transform made
+    input_size = _transform_image_size(tf_transform_output)
     image_size = int(config.get("image_size") or input_size)
     logging.info("Model: %d classes, %d families, %dpx images (%dpx from Transform), %s.", num_classes,
                  num_families, image_size, input_size, config["backbone"])
@@ -143,16 +137,23 @@ def _build(tf_transform_output, config) -> keras.Model:
                                  colour_features=bool(config["colour_features"]), input_size=input_size)
 
 
-def _steps_per_epoch(class_counts, config) -> int:
-    return max(1, math.ceil(class_counts.sum() / int(config["batch_size"])))
+def _transform_image_size(tf_transform_output) -> int:
+    """Side of the images Transform makes (the model may resize them to a tuned size)."""
+    return tf_transform_output.transformed_feature_spec()[features.IMAGE_XF].shape[0]
 
 
-def _fit(model, train, val, config, steps_per_epoch, log_dir):
+def _fit(model, train, val, config, class_counts, log_dir):
     """Trains all at once (no pretrained weights) or in FINE_TUNE_STAGES (pretrained backbone); returns the history.
 
     Each stage's learning rate follows a cosine decay to zero over its epochs;
-    early stopping on the eval loss keeps the best weights.
+    early stopping on the eval loss keeps the best weights. With
+    `imbalance: class_weight`, rare classes weigh more (the Tuner's trials too).
     """
+    if config["imbalance"] == "class_weight":
+        weights = _class_weights(class_counts)
+        logging.info("Class weights from %.2f to %.2f.", weights.min(), weights.max())
+        train = train.map(lambda x, y: (x, y, _sample_weights(y, weights)))
+    steps_per_epoch = max(1, math.ceil(class_counts.sum() / int(config["batch_size"])))
     epochs, learning_rate = int(config["epochs"]), float(config["learning_rate"])
     staged = config["weights"] and config["progressive_unfreezing"]
     stages = FINE_TUNE_STAGES if staged else ((1.0, 1.0, 1.0),)
@@ -184,7 +185,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs):
     config = {**DEFAULTS, **(fn_args.custom_config or {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
-    input_size = tf_transform_output.transformed_feature_spec()[features.IMAGE_XF].shape[0]
+    input_size = _transform_image_size(tf_transform_output)
     space = keras_tuner.HyperParameters()
     for name, values in SEARCH_SPACE.items():
         space.Choice(name, values)
@@ -213,7 +214,7 @@ class GemstoneTuner(keras_tuner.engine.base_tuner.BaseTuner):
         config = {**self.config, **trial.hyperparameters.values, "epochs": int(self.config["tuner_epochs"])}
         keras.utils.set_random_seed(int(config["seed"]))
         model = _build(self.tf_transform_output, config)
-        history = _fit(model, train, val, config, _steps_per_epoch(self.class_counts, config),
+        history = _fit(model, train, val, config, self.class_counts,
                        os.path.join(self.project_dir, f"trial_{trial.trial_id}"))
         # The trial's model is not kept: the Trainer retrains with the best values.
         return {"val_variety_accuracy": max(history["val_variety_accuracy"])}

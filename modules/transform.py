@@ -100,6 +100,13 @@ def uniform_lbp(images: tf.Tensor) -> tf.Tensor:
     return tf.where(transitions <= 2, tf.reduce_sum(bits, axis=-1), LBP_SIZE - 1)
 
 
+def _joint_bin(unit_values: tf.Tensor, bins) -> tf.Tensor:
+    """[..., 3] values in [0, 1] (outside: clipped to the end bins) -> [...] int32 bin of a joint 3-D histogram."""
+    limits = tf.constant(bins, tf.float32)
+    index = tf.cast(tf.clip_by_value(tf.floor(unit_values * limits), 0.0, limits - 1), tf.int32)
+    return (index[..., 0] * bins[1] + index[..., 1]) * bins[2] + index[..., 2]
+
+
 def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE]: HSV, RGB, CIELAB and LBP histograms.
 
@@ -110,19 +117,12 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     (Hellinger) keep a large background bin from drowning the rest. The parts
     come in the order of COLOUR_PARTS; each sums to 1 in squares.
     """
-    hsv = rgb_to_hsv(images)
-    bins = tf.constant([HUE_BINS, SATURATION_BINS, VALUE_BINS], tf.float32)
-    index = tf.cast(tf.minimum(tf.floor(hsv * bins), bins - 1), tf.int32)
-    hsv_bin = (index[..., 0] * SATURATION_BINS + index[..., 1]) * VALUE_BINS + index[..., 2]
-    rgb_index = tf.cast(tf.minimum(tf.floor(images * RGB_BINS), RGB_BINS - 1), tf.int32)
-    rgb_bin = (rgb_index[..., 0] * RGB_BINS + rgb_index[..., 1]) * RGB_BINS + rgb_index[..., 2]
+    hsv_bin = _joint_bin(rgb_to_hsv(images), (HUE_BINS, SATURATION_BINS, VALUE_BINS))
+    rgb_bin = _joint_bin(images, (RGB_BINS,) * 3)
     lab = rgb_to_lab(images)
-    lab_index = tf.cast(tf.clip_by_value(tf.floor(tf.stack([
-        lab[..., 0] / 100.0 * LIGHTNESS_BINS,
-        (lab[..., 1] + AB_RANGE) / (2 * AB_RANGE) * AB_BINS,
-        (lab[..., 2] + AB_RANGE) / (2 * AB_RANGE) * AB_BINS], axis=-1)), 0.0,
-        tf.constant([LIGHTNESS_BINS - 1, AB_BINS - 1, AB_BINS - 1], tf.float32)), tf.int32)
-    lab_bin = (lab_index[..., 0] * AB_BINS + lab_index[..., 1]) * AB_BINS + lab_index[..., 2]
+    lab_unit = tf.stack([lab[..., 0] / 100.0, (lab[..., 1] + AB_RANGE) / (2 * AB_RANGE),
+                         (lab[..., 2] + AB_RANGE) / (2 * AB_RANGE)], axis=-1)
+    lab_bin = _joint_bin(lab_unit, (LIGHTNESS_BINS, AB_BINS, AB_BINS))
     size = tf.shape(images)[1]
     coords = tf.linspace(-1.0, 1.0, size)
     weight = tf.exp(-(coords[:, tf.newaxis] ** 2 + coords[tf.newaxis, :] ** 2) / 0.5)  # Gaussian, sigma 0.5
