@@ -59,6 +59,25 @@ def test_augmentation_never_turns_a_ruby_into_a_sapphire():
     assert not np.allclose(augmented.numpy(), red)  # it did augment
 
 
+def test_lighting_changes_image_and_histogram_together_and_keeps_a_ruby_red():
+    red = np.zeros((64, SIZE, SIZE, 3), np.float32)
+    red[..., 0], red[..., 1], red[..., 2] = 0.8, 0.1, 0.15
+    images = tf.constant(red)
+    colour = transform.colour_histogram(images)
+    lighting = model_lib.RandomLighting(seed=5)
+    same_image, same_colour = lighting([images, colour], training=False)
+    np.testing.assert_array_equal(same_image.numpy(), red)  # inference: untouched
+    lit, lit_colour = (t.numpy() for t in lighting([images, colour], training=True))
+    changed = ~np.isclose(lit, red).all(axis=(1, 2, 3))
+    assert 10 < changed.sum() < 54  # about half the batch, the rest as taken
+    # Each photo's histogram is the one of its own (changed or unchanged) image.
+    np.testing.assert_allclose(lit_colour, transform.colour_histogram(tf.constant(lit)).numpy(), atol=1e-5)
+    assert not np.allclose(lit_colour[changed], colour.numpy()[changed])
+    assert (lit[..., 0] > 2 * lit[..., 2]).all()  # another lamp, still a red stone
+    unused = model_lib.RandomLighting(histogram=False, rate=1.0, seed=5)([images, colour], training=True)[1]
+    np.testing.assert_array_equal(unused.numpy(), colour.numpy())
+
+
 def test_staged_unfreezing_trains_the_top_first():
     model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, backbone_name="mobilenet_v3_small")
     assert model_lib.set_trainable_top(model, 0.0) == 0
