@@ -12,7 +12,7 @@ model, changed the top-1 of 6.5 % of eval photos; when float16 agrees on less
 than MIN_AGREEMENT, a float32 model (twice the size, same answers as the
 SavedModel) is written beside it and the report says to use that one.
 
-Full-integer quantisation first. The colour histogram (floor, one-hot, sums of
+Full-integer quantisation first. The colour histogram (floor, segment sums of
 a few hundred bins) does not survive int8 arithmetic, so when the full-integer
 model disagrees too often, the histogram's ops are kept in float and everything
 else (the network's weights and activations) is int8; that model is kept if it
