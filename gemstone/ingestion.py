@@ -19,7 +19,7 @@ import json
 import os
 import posixpath
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -263,9 +263,12 @@ def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=features))
 
 
-def read_examples(examples_uri: str, split: str, keys: Iterable[str],
-                  limit: Optional[int] = None) -> List[Dict[str, bytes]]:
-    """The named bytes features of a split's examples (as written by `to_tf_example`), in file order."""
+def read_examples(examples_uri: str, split: str, keys: Iterable[str], limit: Optional[int] = None,
+                  keep: Optional[Callable[[Dict[str, bytes]], bool]] = None) -> List[Dict[str, bytes]]:
+    """The named bytes features of a split's examples (as written by `to_tf_example`), in file order.
+
+    `keep`: only the examples it accepts are returned (and held in memory).
+    """
     files = tf.io.gfile.glob(posixpath.join(examples_uri, f"Split-{split}", "*"))
     if not files:
         raise FileNotFoundError(f"no examples in split '{split}' under {examples_uri}")
@@ -273,7 +276,8 @@ def read_examples(examples_uri: str, split: str, keys: Iterable[str],
     records = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
     if limit is not None:
         records = records.take(limit)
-    return [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()} for r in records]
+    parsed = ({k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()} for r in records)
+    return [example for example in parsed if keep is None or keep(example)]
 
 
 def class_balance(per_class: Dict[str, Dict[str, int]]) -> Dict[str, Any]:

@@ -153,8 +153,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     plots = load_plots(sources.evaluation)
     validation = tfma.load_validation_result(sources.evaluation)
     blessed = _read_text(os.path.join(sources.blessing, "BLESSED")) is not None
-    examples = ingestion.read_examples(sources.examples, split, (features.IMAGE_KEY, features.LABEL_KEY,
-                                                                  features.FAMILY_KEY, "source_path"))
+    examples = ingestion.read_examples(sources.examples, split, (features.LABEL_KEY, features.FAMILY_KEY))
     family_of = {e[features.LABEL_KEY].decode(): e[features.FAMILY_KEY].decode() for e in examples}
 
     matrix = confusion_matrix(plots["matrices"].get(0.0, []), len(classes))
@@ -188,8 +187,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     if sources.robustness:
         text = _read_text(os.path.join(sources.robustness, "predictions.jsonl")) or ""
         predictions = [json.loads(line) for line in text.splitlines() if line.strip()]
-    image_of = {e["source_path"].decode(): e[features.IMAGE_KEY] for e in examples}
-    confusions = []
+    confusions, shown = [], {}
     off_diagonal = matrix - np.diag(np.diag(matrix))
     for flat in np.argsort(-off_diagonal, axis=None)[:WORST_CONFUSIONS]:
         true_id, predicted_id = np.unravel_index(flat, matrix.shape)
@@ -197,11 +195,20 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
             break
         true_label, predicted_label = classes[true_id], classes[predicted_id]
         photos = [p for p in predictions if p["label"] == true_label and p["predicted"] == predicted_label]
-        confusions.append({
-            "label": true_label, "predicted": predicted_label, "photos": int(matrix[true_id, predicted_id]),
-            "thumbnails": [{"path": p["source_path"], "confidence": p["confidence"],
-                            "jpeg_base64": _thumbnail(image_of[p["source_path"]])}
-                           for p in photos[:THUMBNAILS_PER_CONFUSION] if p["source_path"] in image_of]})
+        shown[len(confusions)] = photos[:THUMBNAILS_PER_CONFUSION]
+        confusions.append({"label": true_label, "predicted": predicted_label,
+                           "photos": int(matrix[true_id, predicted_id])})
+    # Only the photos shown are kept in memory, not the whole split's.
+    wanted = {p["source_path"] for photos in shown.values() for p in photos}
+    image_of = {}
+    if wanted:
+        shown_examples = ingestion.read_examples(sources.examples, split, ("source_path", features.IMAGE_KEY),
+                                                 keep=lambda e: e["source_path"].decode() in wanted)
+        image_of = {e["source_path"].decode(): e[features.IMAGE_KEY] for e in shown_examples}
+    for index, photos in shown.items():
+        confusions[index]["thumbnails"] = [
+            {"path": p["source_path"], "confidence": p["confidence"], "jpeg_base64": _thumbnail(image_of[p["source_path"]])}
+            for p in photos if p["source_path"] in image_of]
 
     ingestion_report = _read_text(os.path.join(sources.examples, "ingestion_report.json"))
     return {

@@ -114,3 +114,14 @@ def test_multi_processing_direct_runner_gives_the_same_split(demo, tmp_path):
     for split in ("train", "eval", "test"):
         assert sorted(_value(e, "source_path") for e in _read_split(multi.uri, split)) == \
             sorted(_value(e, "source_path") for e in _read_split(single.uri, split))
+
+
+def test_read_examples_keeps_only_what_it_is_asked_for(demo, tmp_path):
+    examples = _run(demo.out_dir, "manifest.csv", tmp_path)
+    every = ingestion.read_examples(examples.uri, "test", ("source_path", "label"))
+    assert len(every) == len(_read_split(examples.uri, "test"))
+    wanted = {e["source_path"] for e in every[::3]}
+    kept = ingestion.read_examples(examples.uri, "test", ("source_path", "image"),
+                                   keep=lambda e: e["source_path"] in wanted)
+    assert {e["source_path"] for e in kept} == wanted and len(kept) == len(wanted)
+    assert all(e["image"][:2] in (b"\xff\xd8", b"\x89P") for e in kept)  # JPEG or PNG bytes
