@@ -28,6 +28,11 @@ BACKBONES = {
 BACKBONE_LAYER = "backbone"
 
 
+def _white_balance(shift: tf.Tensor) -> tf.Tensor:
+    """[batch, 1, 1, 1] shift -> [batch, 1, 1, 3] RGB gains: red up and blue down by `shift` (or the reverse)."""
+    return tf.concat([1.0 + shift, tf.ones_like(shift), 1.0 - shift], axis=-1)
+
+
 class RandomColourTemperature(keras.layers.Layer):
     """Warmer or cooler light: red gain up and blue gain down by the same small factor, or the reverse.
 
@@ -43,8 +48,7 @@ class RandomColourTemperature(keras.layers.Layer):
         if not training:
             return images
         shift = tf.random.uniform([tf.shape(images)[0], 1, 1, 1], -self.factor, self.factor, seed=self.seed)
-        gains = tf.concat([1.0 + shift, tf.ones_like(shift), 1.0 - shift], axis=-1)
-        return tf.clip_by_value(images * gains, 0.0, 1.0)
+        return tf.clip_by_value(images * _white_balance(shift), 0.0, 1.0)
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
@@ -75,12 +79,15 @@ class RandomLighting(keras.layers.Layer):
         if not training:
             return image, colour
         batch = tf.shape(image)[0]
+        # One seed per draw: draws with the same op seed would be the same numbers
+        # (then only darker photos would be picked, and always cooler).
+        gain_seed, shift_seed, pick_seed = (None,) * 3 if self.seed is None else (self.seed, self.seed + 1,
+                                                                                  self.seed + 2)
         log_gain = tf.math.log(self.min_gain)
-        gain = tf.exp(tf.random.uniform([batch, 1, 1, 1], log_gain, -log_gain, seed=self.seed))
-        shift = tf.random.uniform([batch, 1, 1, 1], -self.warmth, self.warmth, seed=self.seed)
-        lit = tf.clip_by_value(image * gain * tf.concat([1.0 + shift, tf.ones_like(shift), 1.0 - shift], axis=-1),
-                               0.0, 1.0)
-        picked = tf.random.uniform([batch], seed=self.seed) < self.rate
+        gain = tf.exp(tf.random.uniform([batch, 1, 1, 1], log_gain, -log_gain, seed=gain_seed))
+        shift = tf.random.uniform([batch, 1, 1, 1], -self.warmth, self.warmth, seed=shift_seed)
+        lit = tf.clip_by_value(image * gain * _white_balance(shift), 0.0, 1.0)
+        picked = tf.random.uniform([batch], seed=pick_seed) < self.rate
         image = tf.where(picked[:, tf.newaxis, tf.newaxis, tf.newaxis], lit, image)
         if self.histogram:
             colour = tf.where(picked[:, tf.newaxis], transform.colour_histogram(lit), colour)
