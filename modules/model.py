@@ -154,9 +154,11 @@ def build_model(image_size: int, num_classes: int, num_families: int, colour_siz
                 input_size: int = 0) -> keras.Model:
     """A compiled two-headed model fusing the image backbone with the colour histogram.
 
-    `head_width`: hidden units of the colour branch. It is wide and heavily
-    dropped out (measured on the 88-class photos: 1,024 units with 20 % input and
-    50 % hidden dropout, 0.62 top-1 from the histograms alone; 128 units without, 0.57).
+    `head_width`: hidden units of the colour branch. It standardises the
+    histogram (batch normalisation), then is wide and heavily dropped out.
+    Measured on the 88-class photos, histograms alone: 128 units 0.57 top-1;
+    1,024 units with 20 % input and 50 % hidden dropout 0.62; standardised first
+    0.67. The fused model: 0.64-0.66 without standardising, 0.68-0.69 with it.
     `colour_features=False` leaves the histogram unused (the ablation).
     `input_size`: side of the images the model is given (Transform's), when the
     network should see another size (a tuned `image_size`): they are resized inside.
@@ -169,7 +171,10 @@ def build_model(image_size: int, num_classes: int, num_families: int, colour_siz
     x = augmentation()(x)
     x = backbone(backbone_name, image_size, weights)(x)
     if colour_features:
-        c = keras.layers.Dropout(0.2, name="colour_input_dropout")(lit_colour)
+        # Histogram bins differ in scale by orders of magnitude (a background bin near 1, the
+        # bins of a stone's own colour a few hundredths): standardised, the rare bins count too.
+        c = keras.layers.BatchNormalization(name="colour_norm")(lit_colour)
+        c = keras.layers.Dropout(0.2, name="colour_input_dropout")(c)
         c = keras.layers.Dense(head_width, activation="relu", name="colour_dense",
                                kernel_regularizer=keras.regularizers.l2(l2))(c)
         c = keras.layers.Dropout(0.5, name="colour_dropout")(c)
