@@ -31,6 +31,8 @@ from bench import common
 from gemstone import metadata, paths, taxonomy
 
 PIPELINE_NAME = "gem88"
+# Review thresholds whose coverage/accuracy trade-off is reported (the pipeline's default is 0.6).
+REVIEW_THRESHOLDS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -174,12 +176,19 @@ def _last_run_seconds() -> float:
     return max(e.finished for e in run.executions) - run.started
 
 
-def pipeline_model(split, family_map, seconds) -> dict:
+def pipeline_model(split, family_map, seconds):
+    """The pushed model's metrics row, and its review-threshold trade-off on the test split."""
+    from modules import calibration
+
     version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME))
     probabilities, classes = _classify(version, split)
-    row = metrics(probabilities, classes, [label for _, label in split["test"]], family_map, seconds)
+    labels = [label for _, label in split["test"]]
+    row = metrics(probabilities, classes, labels, family_map, seconds)
     row["model_version"] = version.name
-    return row
+    index = {c: i for i, c in enumerate(classes)}
+    trade_off = calibration.coverage_accuracy(probabilities, np.array([index[label] for label in labels]),
+                                              REVIEW_THRESHOLDS)
+    return row, [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in trade_off]
 
 
 def retrained(split, family_map, overrides: dict) -> dict:
@@ -219,8 +228,12 @@ def run():
     seconds = _last_run_seconds() if os.environ.get("BENCH_SKIP_RUN") == "1" else _run_pipeline()
     split = _test_split()
     family_map = taxonomy.load_family_map()
+    pipeline_row, trade_off = pipeline_model(split, family_map, seconds)
+    common.record("review_threshold", trade_off, notes=(
+        f"The pipeline model on the test split of gemstones-88 ({len(split['test'])} photos): share of photos "
+        f"answered without review (calibrated confidence >= threshold) and accuracy on those."))
     rows = [
-        {"method": "pipeline model (make run, whole pipeline wall time)", **pipeline_model(split, family_map, seconds)},
+        {"method": "pipeline model (make run, whole pipeline wall time)", **pipeline_row},
         {"method": "ablation: no colour features (Trainer only)",
          **retrained(split, family_map, {"colour_features": False})},
         *_unfreezing_rows(split, family_map),
