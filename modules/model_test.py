@@ -64,7 +64,7 @@ def test_lighting_changes_image_and_histogram_together_and_keeps_a_ruby_red():
     red[..., 0], red[..., 1], red[..., 2] = 0.8, 0.1, 0.15
     images = tf.constant(red)
     colour = transform.colour_histogram(images)
-    lighting = model_lib.RandomLighting(seed=5)
+    lighting = model_lib.RandomPhotoConditions(blur_rate=0.0, noise_rate=0.0, seed=5)
     same_image, same_colour = lighting([images, colour], training=False)
     np.testing.assert_array_equal(same_image.numpy(), red)  # inference: untouched
     lit, lit_colour = (t.numpy() for t in lighting([images, colour], training=True))
@@ -74,8 +74,33 @@ def test_lighting_changes_image_and_histogram_together_and_keeps_a_ruby_red():
     np.testing.assert_allclose(lit_colour, transform.colour_histogram(tf.constant(lit)).numpy(), atol=1e-5)
     assert not np.allclose(lit_colour[changed], colour.numpy()[changed])
     assert (lit[..., 0] > 2 * lit[..., 2]).all()  # another lamp, still a red stone
-    unused = model_lib.RandomLighting(histogram=False, rate=1.0, seed=5)([images, colour], training=True)[1]
+    unused = model_lib.RandomPhotoConditions(histogram=False, lighting_rate=1.0, seed=5)([images, colour],
+                                                                                        training=True)[1]
     np.testing.assert_array_equal(unused.numpy(), colour.numpy())
+
+
+def _roughness(images):
+    """Mean absolute difference between horizontal neighbours, per photo."""
+    return np.abs(np.diff(images, axis=2)).mean(axis=(1, 2, 3))
+
+
+def test_blur_and_noise_change_image_and_histogram_together():
+    # 64 px, the pipeline's size: blur sigmas of 0.5, 1 and 1.5 pixels.
+    images = tf.random.stateless_uniform([16, 64, 64, 3], seed=[7, 8], minval=0.2, maxval=0.8)
+    colour = transform.colour_histogram(images)
+    blur = model_lib.RandomPhotoConditions(lighting_rate=0.0, blur_rate=1.0, noise_rate=0.0, seed=3)
+    blurred, blurred_colour = (t.numpy() for t in blur([images, colour], training=True))
+    smoothing = _roughness(blurred) / _roughness(images.numpy())
+    assert (smoothing < 0.9).all() and (smoothing < 0.5).sum() >= 3  # every photo out of focus, some badly
+    np.testing.assert_allclose(blurred_colour, transform.colour_histogram(tf.constant(blurred)).numpy(), atol=1e-5)
+    assert abs(blurred.mean() - images.numpy().mean()) < 0.01  # a blur moves no light
+
+    flat = tf.fill([16, SIZE, SIZE, 3], 0.5)
+    noise = model_lib.RandomPhotoConditions(lighting_rate=0.0, blur_rate=0.0, noise_rate=1.0, noise=0.03, seed=3)
+    noisy, noisy_colour = (t.numpy() for t in noise([flat, transform.colour_histogram(flat)], training=True))
+    spread = noisy.std(axis=(1, 2, 3))
+    assert (spread < 0.035).all() and (spread > 0).sum() >= 15  # sigma drawn in 0..3 %
+    np.testing.assert_allclose(noisy_colour, transform.colour_histogram(tf.constant(noisy)).numpy(), atol=1e-5)
 
 
 def test_staged_unfreezing_trains_the_top_first():

@@ -78,3 +78,11 @@ def test_uniform_lbp_codes_flat_edges_and_noise():
     assert (codes[:, 4] == 5).all() and (np.delete(codes, 4, axis=1) == 8).all()
     noise = transform.uniform_lbp(tf.random.stateless_uniform([1, 16, 16, 3], seed=[5, 6])).numpy()
     assert noise.min() >= 0 and noise.max() == transform.LBP_SIZE - 1  # noise has non-uniform patterns
+
+
+def test_uniform_lbp_ignores_faint_noise_on_a_flat_background():
+    """Sensor noise on a studio background is not texture (without the tolerance, these codes are random)."""
+    faint = 0.5 + 0.003 * tf.random.stateless_normal([1, 16, 16, 3], seed=[1, 1])
+    assert (transform.uniform_lbp(faint).numpy() == 8).all()
+    coarse = 0.5 + 0.05 * tf.random.stateless_normal([1, 16, 16, 3], seed=[1, 1])
+    assert (transform.uniform_lbp(coarse).numpy() != 8).mean() > 0.3  # real texture still counts
