@@ -1,9 +1,14 @@
-"""Model quality on the 88-class photos: the pipeline's model, its ablations, and the random-forest baseline.
+"""Model quality on the 88-class photos: the pipeline's model, its ablations, and two forests.
 
 All are judged on the same held-out test split: the pipeline's own
 (stratified, near-duplicate groups kept together), read from the ingestion
 report of the run. The baseline is Chow and Reyes-Aldasoro (Minerals 2022): a
 random forest on an RGB 8x8x8 colour histogram plus a uniform-LBP histogram.
+Beside it, extra-trees on the pipeline model's own histograms (its Transform
+graph), without the network. Three tables: model_quality (top-1, top-3,
+family accuracy, macro-F1, ECE, time), review_threshold (the pipeline model's
+coverage and accuracy at each review threshold) and robustness_side_by_side
+(each method on the test photos under the Robustness component's corruptions).
 The ablations run the Trainer module again on the run's own inputs (same
 examples, same Transform graph) with one setting changed:
   - no colour features: the network sees the picture alone;
@@ -28,11 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from bench import common
+from components.robustness import corruptions
 from gemstone import metadata, paths, taxonomy
 
 PIPELINE_NAME = "gem88"
 # Review thresholds whose coverage/accuracy trade-off is reported (the pipeline's default is 0.6).
 REVIEW_THRESHOLDS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FOREST = "random forest, RGB 8x8x8 + uniform LBP (Chow & Reyes-Aldasoro 2022)"
+EXTRA_TREES = "extra-trees on this pipeline's histograms (Transform's colour features, no network)"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -88,17 +96,21 @@ def metrics(probabilities: np.ndarray, classes, labels, family_map, seconds: flo
     }
 
 
-def _features(path: str) -> np.ndarray:
+def _photos(split) -> dict:
+    """{split name: encoded photos}, loaded as ImageExampleGen loads them (train and test)."""
+    from gemstone import images
+
+    return {name: [images.load_image_file(p, measure=False).data for p, _ in split[name]] for name in ("train", "test")}
+
+
+def _baseline_features(data: bytes) -> np.ndarray:
+    """The baseline's features of one photo (at most 256 px): RGB 8x8x8 histogram + uniform LBP (skimage)."""
     from PIL import Image
     from skimage.feature import local_binary_pattern
 
     from gemstone import images
 
-    loaded = images.load_image_file(path, max_side=256)
-    import io
-
-    with Image.open(io.BytesIO(loaded.data)) as picture:
-        rgb = np.asarray(picture.convert("RGB"))
+    rgb = np.asarray(corruptions.decode(images.decode_image_bytes(data, max_side=256, measure=False).data))
     histogram = np.histogramdd(rgb.reshape(-1, 3), bins=(8, 8, 8), range=((0, 256),) * 3)[0].ravel()
     grey = np.asarray(Image.fromarray(rgb).convert("L"))
     lbp = local_binary_pattern(grey, P=8, R=1, method="uniform")
@@ -106,68 +118,94 @@ def _features(path: str) -> np.ndarray:
     return np.concatenate([histogram / histogram.sum(), texture / texture.sum()])
 
 
-def random_forest(split, family_map) -> dict:
-    from sklearn.ensemble import RandomForestClassifier
+class PushedModel:
+    """A SavedModel's serving_default: variety probabilities of encoded photos, and its class names."""
 
-    train_x = np.stack([_features(p) for p, _ in split["train"]])
-    train_y = [label for _, label in split["train"]]
-    started = time.time()
-    forest = RandomForestClassifier(n_estimators=500, n_jobs=-1, random_state=0).fit(train_x, train_y)
-    seconds = time.time() - started
-    test_x = np.stack([_features(p) for p, _ in split["test"]])
-    probabilities = forest.predict_proba(test_x)
-    return metrics(probabilities, list(forest.classes_), [label for _, label in split["test"]], family_map, seconds)
+    def __init__(self, saved_model_dir):
+        import tensorflow as tf
+
+        self._tf = tf
+        loaded = tf.saved_model.load(str(saved_model_dir))
+        self._serving, self._transform = loaded.signatures["serving_default"], loaded.signatures["transform_features"]
+        self.classes = None  # the signature returns them with every answer
+
+    def probabilities(self, photos) -> np.ndarray:
+        out = []
+        for start in range(0, len(photos), 64):
+            result = self._serving(images=self._tf.constant(photos[start:start + 64]))
+            out.append(result["probabilities"].numpy())
+            self.classes = [c.decode() for c in result["classes"].numpy()[0]]
+        return np.concatenate(out)
+
+    def histograms(self, photos) -> np.ndarray:
+        """The model's own colour and texture histograms (its Transform graph) of encoded photos."""
+        from modules import features
+
+        tf = self._tf
+        out = []
+        for start in range(0, len(photos), 64):
+            examples = [tf.train.Example(features=tf.train.Features(feature={
+                key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+                for key, value in ((features.IMAGE_KEY, photo), (features.LABEL_KEY, b""),
+                                   (features.FAMILY_KEY, b""))})).SerializeToString()
+                for photo in photos[start:start + 64]]
+            out.append(self._transform(examples=tf.constant(examples))[features.COLOUR_XF].numpy())
+        return np.concatenate(out)
 
 
-def _transform_features(saved_model_dir, examples_uri, split_name):
-    """(colour features, labels) of a split's examples, through the model's own Transform graph."""
-    import tensorflow as tf
+class TreesOnFeatures:
+    """A scikit-learn forest on some features of the photos: the baselines."""
 
-    from modules import features
+    def __init__(self, forest, featurise):
+        self.forest, self.featurise, self.fit_seconds = forest, featurise, 0.0
 
-    transform = tf.saved_model.load(str(saved_model_dir)).signatures["transform_features"]
-    files = sorted(tf.io.gfile.glob(f"{examples_uri}/Split-{split_name}/*"))
-    label_spec = {features.LABEL_KEY: tf.io.FixedLenFeature([], tf.string)}
-    colour, labels = [], []
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(64):
-        colour.append(transform(examples=batch)[features.COLOUR_XF].numpy())
-        labels += [label.decode() for label in tf.io.parse_example(batch, label_spec)[features.LABEL_KEY].numpy()]
-    return np.concatenate(colour), labels
+    def fit(self, photos, labels) -> "TreesOnFeatures":
+        x = self.featurise(photos)
+        started = time.time()
+        self.forest.fit(x, labels)
+        self.fit_seconds = time.time() - started
+        return self
+
+    @property
+    def classes(self):
+        return list(self.forest.classes_)
+
+    def probabilities(self, photos) -> np.ndarray:
+        return self.forest.predict_proba(self.featurise(photos))
 
 
-def extra_trees_on_pipeline_features(family_map) -> dict:
-    """Extra-trees on the pipeline's own colour and texture histograms (Transform's), without the network.
+def baselines(split, photos, model: PushedModel) -> dict:
+    """The random forest of Chow and Reyes-Aldasoro, and extra-trees on the pipeline model's own histograms.
 
-    Separates what the features give from what the network adds (the data's
-    README reports about 0.66 top-1 for extra-trees on similar histograms).
+    The second separates what the features give from what the network adds (the
+    data's README reports about 0.66 top-1 for extra-trees on similar histograms).
     """
-    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME))
-    examples = metadata.latest_evaluation(metadata.open_store(PIPELINE_NAME)).examples
-    train_x, train_y = _transform_features(version, examples, "train")
-    test_x, test_y = _transform_features(version, examples, "test")
-    started = time.time()
-    trees = ExtraTreesClassifier(n_estimators=500, n_jobs=-1, random_state=0).fit(train_x, train_y)
-    seconds = time.time() - started
-    return metrics(trees.predict_proba(test_x), list(trees.classes_), test_y, family_map, seconds)
+    labels = [label for _, label in split["train"]]
+    return {
+        FOREST: TreesOnFeatures(
+            RandomForestClassifier(n_estimators=500, n_jobs=-1, random_state=0),
+            lambda batch: np.stack([_baseline_features(p) for p in batch])).fit(photos["train"], labels),
+        EXTRA_TREES: TreesOnFeatures(
+            ExtraTreesClassifier(n_estimators=500, n_jobs=-1, random_state=0), model.histograms).fit(
+            photos["train"], labels),
+    }
 
 
-def _classify(saved_model_dir, split):
-    """Variety probabilities and class names of the test split, through a SavedModel's serving_default."""
-    import tensorflow as tf
+def robustness(methods: dict, photos, labels) -> list:
+    """Accuracy of each method on the test photos as taken and under each of the Robustness component's corruptions."""
+    labels = np.array(labels)
 
-    from gemstone import images
+    def accuracy(method, batch):
+        return round(float((np.array(method.classes)[method.probabilities(batch).argmax(axis=1)] == labels).mean()), 3)
 
-    serving = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
-    probabilities, classes = [], None
-    batch = [p for p, _ in split["test"]]
-    for start in range(0, len(batch), 64):
-        photos = [images.load_image_file(p).data for p in batch[start:start + 64]]
-        out = serving(images=tf.constant(photos))
-        probabilities.append(out["probabilities"].numpy())
-        classes = [c.decode() for c in out["classes"].numpy()[0]]
-    return np.concatenate(probabilities), classes
+    rows = [{"photos": "as taken", **{name: accuracy(m, photos) for name, m in methods.items()}}]
+    for corruption_name, corruption in corruptions.CORRUPTIONS.items():
+        rng = np.random.default_rng(0)
+        corrupted = [corruption.apply(corruptions.decode(photo), rng) for photo in photos]
+        rows.append({"photos": corruption.description, **{name: accuracy(m, corrupted) for name, m in methods.items()}})
+    return rows
 
 
 def _last_run_seconds() -> float:
@@ -176,22 +214,16 @@ def _last_run_seconds() -> float:
     return max(e.finished for e in run.executions) - run.started
 
 
-def pipeline_model(split, family_map, seconds):
-    """The pushed model's metrics row, and its review-threshold trade-off on the test split."""
+def review_trade_off(probabilities, classes, labels) -> list:
+    """Coverage and accuracy at each of REVIEW_THRESHOLDS (calibrated confidence >= threshold: answered)."""
     from modules import calibration
 
-    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME))
-    probabilities, classes = _classify(version, split)
-    labels = [label for _, label in split["test"]]
-    row = metrics(probabilities, classes, labels, family_map, seconds)
-    row["model_version"] = version.name
     index = {c: i for i, c in enumerate(classes)}
-    trade_off = calibration.coverage_accuracy(probabilities, np.array([index[label] for label in labels]),
-                                              REVIEW_THRESHOLDS)
-    return row, [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in trade_off]
+    rows = calibration.coverage_accuracy(probabilities, np.array([index[label] for label in labels]), REVIEW_THRESHOLDS)
+    return [{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
-def retrained(split, family_map, overrides: dict) -> dict:
+def retrained(split, photos, family_map, overrides: dict) -> dict:
     """The Trainer module run again on the last run's inputs with `overrides` in its custom_config."""
     from modules import trainer
 
@@ -201,11 +233,12 @@ def retrained(split, family_map, overrides: dict) -> dict:
         started = time.time()
         trainer.run_fn(fn_args)
         seconds = time.time() - started
-        probabilities, classes = _classify(fn_args.serving_model_dir, split)
-    return metrics(probabilities, classes, [label for _, label in split["test"]], family_map, seconds)
+        model = PushedModel(fn_args.serving_model_dir)
+        probabilities = model.probabilities(photos["test"])
+    return metrics(probabilities, model.classes, [label for _, label in split["test"]], family_map, seconds)
 
 
-def _unfreezing_rows(split, family_map) -> list:
+def _unfreezing_rows(split, photos, family_map) -> list:
     weights = os.environ.get("BENCH_WEIGHTS", "")
     backbone = os.environ.get("BENCH_BACKBONE", "mobilenet_v2")
     if not weights:
@@ -214,9 +247,9 @@ def _unfreezing_rows(split, family_map) -> list:
         return [{"method": f"ablation: {backbone}, no progressive unfreezing", "note": reason}]
     return [
         {"method": f"{backbone} + {Path(weights).name}, progressive unfreezing (Trainer only)",
-         **retrained(split, family_map, {"backbone": backbone, "weights": weights})},
+         **retrained(split, photos, family_map, {"backbone": backbone, "weights": weights})},
         {"method": f"ablation: {backbone} + {Path(weights).name}, everything unfrozen at once (Trainer only)",
-         **retrained(split, family_map, {"backbone": backbone, "weights": weights,
+         **retrained(split, photos, family_map, {"backbone": backbone, "weights": weights,
                                          "progressive_unfreezing": False})},
     ]
 
@@ -228,24 +261,33 @@ def run():
     seconds = _last_run_seconds() if os.environ.get("BENCH_SKIP_RUN") == "1" else _run_pipeline()
     split = _test_split()
     family_map = taxonomy.load_family_map()
-    pipeline_row, trade_off = pipeline_model(split, family_map, seconds)
-    common.record("review_threshold", trade_off, notes=(
-        f"The pipeline model on the test split of gemstones-88 ({len(split['test'])} photos): share of photos "
+    photos = _photos(split)
+    test_labels = [label for _, label in split["test"]]
+    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME))
+    model = PushedModel(version)
+    probabilities = model.probabilities(photos["test"])
+    common.record("review_threshold", review_trade_off(probabilities, model.classes, test_labels), notes=(
+        f"The pipeline model on the test split of gemstones-88 ({len(test_labels)} photos): share of photos "
         f"answered without review (calibrated confidence >= threshold) and accuracy on those."))
+    forests = baselines(split, photos, model)
     rows = [
-        {"method": "pipeline model (make run, whole pipeline wall time)", **pipeline_row},
+        {"method": "pipeline model (make run, whole pipeline wall time)",
+         **metrics(probabilities, model.classes, test_labels, family_map, seconds), "model_version": version.name},
         {"method": "ablation: no colour features (Trainer only)",
-         **retrained(split, family_map, {"colour_features": False})},
-        *_unfreezing_rows(split, family_map),
-        {"method": "random forest, RGB 8x8x8 + uniform LBP (Chow & Reyes-Aldasoro 2022)",
-         **random_forest(split, family_map)},
-        {"method": "extra-trees on this pipeline's histograms (Transform's colour features, no network)",
-         **extra_trees_on_pipeline_features(family_map)},
+         **retrained(split, photos, family_map, {"colour_features": False})},
+        *_unfreezing_rows(split, photos, family_map),
+        *({"method": name, **metrics(forest.probabilities(photos["test"]), forest.classes, test_labels, family_map,
+                                      forest.fit_seconds)} for name, forest in forests.items()),
     ]
+    common.record("robustness_side_by_side", robustness(
+        {"pipeline model": model, "random forest (baseline)": forests[FOREST],
+         "extra-trees on the pipeline's histograms": forests[EXTRA_TREES]}, photos["test"], test_labels),
+        notes="Top-1 accuracy on the test split, each photo corrupted as the Robustness component does, then "
+              "classified by each method (the forests computing their features from the corrupted photo).")
     return common.record("model_quality", rows, notes=(
-        f"gemstones-88, test split of the pipeline ({len(split['test'])} photos; near-duplicate groups kept "
+        f"gemstones-88, test split of the pipeline ({len(test_labels)} photos; near-duplicate groups kept "
         f"together); {os.cpu_count()} cores. train_seconds: whole `make run` for the pipeline model (ingestion "
-        f"to dashboard), training and export for the ablations, fit only for the forest."))
+        f"to dashboard), training and export for the ablations, fit only for the forests."))
 
 
 if __name__ == "__main__":
