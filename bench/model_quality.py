@@ -97,14 +97,19 @@ def metrics(probabilities: np.ndarray, classes, labels, family_map, seconds: flo
 
 
 def _photos(split) -> dict:
-    """{split name: encoded photos}, loaded as ImageExampleGen loads them (train and test)."""
+    """{split name: the photo files' bytes, as they are} (train and test): each method loads them its own way."""
+    return {name: [Path(p).read_bytes() for p, _ in split[name]] for name in ("train", "test")}
+
+
+def _normalised(photo: bytes) -> bytes:
+    """A photo as ImageExampleGen and batch-infer hand it to the model (upright, RGB, at most 1,024 px)."""
     from gemstone import images
 
-    return {name: [images.load_image_file(p, measure=False).data for p, _ in split[name]] for name in ("train", "test")}
+    return images.decode_image_bytes(photo, measure=False).data
 
 
 def _baseline_features(data: bytes) -> np.ndarray:
-    """The baseline's features of one photo (at most 256 px): RGB 8x8x8 histogram + uniform LBP (skimage)."""
+    """The baseline's features of one photo file (read at most 256 px): RGB 8x8x8 histogram + uniform LBP."""
     from PIL import Image
     from skimage.feature import local_binary_pattern
 
@@ -132,7 +137,7 @@ class PushedModel:
     def probabilities(self, photos) -> np.ndarray:
         out = []
         for start in range(0, len(photos), 64):
-            result = self._serving(images=self._tf.constant(photos[start:start + 64]))
+            result = self._serving(images=self._tf.constant([_normalised(p) for p in photos[start:start + 64]]))
             out.append(result["probabilities"].numpy())
             self.classes = [c.decode() for c in result["classes"].numpy()[0]]
         return np.concatenate(out)
@@ -146,7 +151,7 @@ class PushedModel:
         for start in range(0, len(photos), 64):
             examples = [tf.train.Example(features=tf.train.Features(feature={
                 key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-                for key, value in ((features.IMAGE_KEY, photo), (features.LABEL_KEY, b""),
+                for key, value in ((features.IMAGE_KEY, _normalised(photo)), (features.LABEL_KEY, b""),
                                    (features.FAMILY_KEY, b""))})).SerializeToString()
                 for photo in photos[start:start + 64]]
             out.append(self._transform(examples=tf.constant(examples))[features.COLOUR_XF].numpy())
@@ -203,7 +208,7 @@ def robustness(methods: dict, photos, labels) -> list:
     rows = [{"photos": "as taken", **{name: accuracy(m, photos) for name, m in methods.items()}}]
     for corruption_name, corruption in corruptions.CORRUPTIONS.items():
         rng = np.random.default_rng(0)
-        corrupted = [corruption.apply(corruptions.decode(photo), rng) for photo in photos]
+        corrupted = [corruption.apply(corruptions.decode(_normalised(photo)), rng) for photo in photos]
         rows.append({"photos": corruption.description, **{name: accuracy(m, corrupted) for name, m in methods.items()}})
     return rows
 
