@@ -103,7 +103,8 @@ def metrics(probabilities: np.ndarray, classes, labels, family_map, seconds: flo
 
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[label] for label in labels])
-    ranked = np.argsort(-probabilities, axis=1)
+    # Stable, so that among tied probabilities (common in a forest's votes) the first class wins, as with argmax.
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")
     predicted = [classes[i] for i in ranked[:, 0]]
     family = lambda name: taxonomy.family_of(name, family_map)  # noqa: E731
     row = {
