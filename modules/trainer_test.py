@@ -1,6 +1,7 @@
 """The Trainer's training loop: when early stopping may stop it."""
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from modules import features, model as model_lib, trainer, transform
 
@@ -22,6 +23,9 @@ def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path
     Watched from the start, training would stop after patience + 1 epochs. It is
     watched from the middle of the cosine decay, then stops `patience` epochs later.
     """
+    # Seeded, so every run is the same one: late in the decay eval loss moves by only
+    # hundredths an epoch, either way, and one unseeded run in about fifteen failed.
+    keras.utils.set_random_seed(0)
     brightness = np.tile([0.2, 0.8], 16)
     train = _photos(brightness, (brightness > 0.5).astype(int)).batch(8)
     val = _photos(brightness, (brightness < 0.5).astype(int)).batch(8)
@@ -29,5 +33,5 @@ def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path
     config = {**trainer.DEFAULTS, "epochs": 8, "patience": 2, "batch_size": 8, "imbalance": "none"}
     history = trainer._fit(model, train, val, config, np.array([16, 16]), str(tmp_path))
     losses = history["val_loss"]
-    assert losses[-1] > losses[0]  # the premise: eval loss only got worse
+    assert np.argmin(losses) == 0, f"the premise: eval loss is lowest at the first epoch, got {losses}"
     assert len(losses) == 8 // 2 + 2 + 1  # watched from epoch 4 (0-based), stopped 2 epochs without improving
