@@ -65,7 +65,6 @@ def _summary(labels: List[str], predictions: List[Dict[str, object]]) -> Dict[st
 
 def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples: int, seed: int = 0):
     """The robustness report and the clean per-photo predictions."""
-    import numpy as np
     import tensorflow as tf
 
     from components.robustness import corruptions
@@ -78,9 +77,8 @@ def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples:
     clean = predict(signature, [e[features.IMAGE_KEY] for e in examples])
     decoded = [corruptions.decode(e[features.IMAGE_KEY]) for e in examples]
     report = {"split": split, "examples": len(examples), "clean": _summary(labels, clean), "corruptions": []}
-    for number, (name, corruption) in enumerate(corruptions.CORRUPTIONS.items()):
-        rng = np.random.default_rng([seed, number])
-        corrupted = predict(signature, [corruption.apply(image, rng) for image in decoded])
+    for name, corruption, corrupted_photos in corruptions.corrupt_each(decoded, seed):
+        corrupted = predict(signature, corrupted_photos)
         summary = _summary(labels, corrupted)
         clean_accuracy = report["clean"]["accuracy"]
         summary.update(

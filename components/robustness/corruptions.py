@@ -8,7 +8,7 @@ turns a ruby into a sapphire, so it is a different stone, not a harder photo.
 from __future__ import annotations
 
 import io
-from typing import Callable, Dict, NamedTuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
@@ -79,6 +79,17 @@ CORRUPTIONS: Dict[str, Corruption] = {
     "cool_light": Corruption("cooler light: red x0.85, blue x1.15", _colour_temperature(0.85, 1.15)),
     "downscaled": Corruption("down-scaled to a quarter of the side, then back up", _downscale(4)),
 }
+
+
+def corrupt_each(images: List[Image.Image], seed: int = 0) -> Iterator[Tuple[str, Corruption, List[bytes]]]:
+    """(name, corruption, every photo under it) for each of CORRUPTIONS, each its own random stream.
+
+    The one place the Robustness component and the benchmark corrupt photos,
+    so both see the same noise for the same seed.
+    """
+    for number, (name, corruption) in enumerate(CORRUPTIONS.items()):
+        rng = np.random.default_rng([seed, number])
+        yield name, corruption, [corruption.apply(image, rng) for image in images]
 
 
 def decode(data: bytes) -> Image.Image:
