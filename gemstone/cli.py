@@ -193,6 +193,26 @@ def _lineage(args) -> int:
     return 0
 
 
+def _backbone_fetch(args) -> int:
+    import warnings
+
+    # At level 2 TensorFlow still logs CUDA plugin registration errors on import; the fetch's own
+    # errors are Python exceptions, so level 3 loses nothing (unless the user chose a level).
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    warnings.filterwarnings("ignore", category=FutureWarning)  # Google client libraries on Python 3.10
+    from gemstone import backbones
+
+    try:
+        result = backbones.fetch(args.source, force=args.force, from_file=args.from_file)
+    except backbones.BackboneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"InceptionV3 weights: {result.folder / backbones.WEIGHTS_FILE}")
+    print("\n".join("  " + line for line in backbones.provenance_summary(result.provenance)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemstone", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -266,6 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--package", help="an already compiled spec (default: compile now)")
     schedule.add_argument("--image", help="container image URI when compiling")
     schedule.set_defaults(func=_kubeflow_schedule)
+
+    backbone = commands.add_parser("backbone", help="pretrained backbone weights (InceptionV3, ImageNet)")
+    backbone_commands = backbone.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
+    fetch = backbone_commands.add_parser(
+        "fetch", help="get InceptionV3 no-top weights into $GEMSTONE_HOME/backbones/inception_v3/",
+        description="Get InceptionV3 no-top weights from Keras' download or, failing that, from the npm "
+                    "package nsfwjs@4.4.0 (layers through mixed5 are ImageNet's; converted and checked "
+                    "here), and record their provenance. npm and node are run as $GEMSTONE_NPM and "
+                    "$GEMSTONE_NODE when set.")
+    fetch.add_argument("--source", choices=("auto", "keras", "npm"), default="auto",
+                       help="auto (default): Keras, then npm")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if valid weights are there")
+    fetch.add_argument("--from-file", metavar="PATH",
+                       help="a local .h5 of InceptionV3 no-top weights (e.g. Keras' "
+                            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5) instead of a download")
+    fetch.set_defaults(func=_backbone_fetch)
     return parser
 
 
