@@ -466,8 +466,13 @@ def _from_keras(out: Path, say: Progress, timings: dict) -> dict:
         model = keras.applications.InceptionV3(include_top=False, weights="imagenet",
                                                input_shape=(CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, 3))
     except Exception as e:  # Keras wraps every download failure in a plain Exception
-        reason = str(e).split(" -- ")[-1] if " -- " in str(e) else str(e)
-        raise BackboneError(f"cannot download from storage.googleapis.com: {_one_line(reason, keep=1)}") from None
+        if "URL fetch failure" in str(e):
+            reason = str(e).split(" -- ")[-1]
+            raise BackboneError(f"cannot download from storage.googleapis.com: {_one_line(reason, keep=1)}") \
+                from None
+        # e.g. a damaged copy in ~/.keras/models/ (Keras' cache)
+        raise BackboneError(f"InceptionV3(weights='imagenet'): {type(e).__name__}: {_one_line(str(e), keep=1)}") \
+            from None
     finally:
         socket.setdefaulttimeout(previous)
     timings["download_s"] = round(time.monotonic() - start, 1)
