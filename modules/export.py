@@ -6,7 +6,8 @@ Contract of every prediction signature (B = batch, C = classes, K = top-k):
   label         [B]    string  top-1 variety
   confidence    [B]    float   its probability
   top_k_labels  [B, K] string, top_k_scores [B, K] float
-  family        [B]    string  top-1 mineral family, family_confidence [B] float
+  family        [B]    string  mineral family of the top-1 variety (never another: one answer)
+  family_confidence [B] float  probability of that family: the sum over its varieties
   needs_review  [B]    bool    confidence < the review threshold: ask an expert
 
 Signatures:
@@ -38,21 +39,31 @@ def _reshape_to_spec(images, spec):
     return tf.reshape(images, [-1] + list(shape))
 
 
-def make_signatures(model, tf_transform_output, review_threshold: float, temperature: float = 1.0):
-    """Builds the signature functions; attaches the transform layer to `model` so it is saved with it."""
+def make_signatures(model, tf_transform_output, review_threshold: float, temperature: float,
+                    family_of_variety):
+    """Builds the signature functions; attaches the transform layer to `model` so it is saved with it.
+
+    `family_of_variety`: [classes] family id of each variety id. The family a
+    prediction names is its variety's, with the summed probability of that
+    family's varieties: the model's auxiliary family head (a training aid) could
+    otherwise name a family that contradicts the variety ("Amethyst, Corundum").
+    """
     model.tft_layer = tf_transform_output.transform_features_layer()
     class_names = tf.constant(tf_transform_output.vocabulary_by_name(features.LABEL_VOCAB))
     family_names = tf.constant(tf_transform_output.vocabulary_by_name(features.FAMILY_VOCAB))
     serving_spec = _raw_spec(tf_transform_output, features.SERVING_RAW_KEYS)
     eval_spec = _raw_spec(tf_transform_output, features.EVAL_RAW_KEYS)
     k = min(TOP_K, int(class_names.shape[0]))
+    family_of_variety = tf.constant(family_of_variety, tf.int32)
+    variety_to_family = tf.one_hot(family_of_variety, int(family_names.shape[0]))  # [C, F]
 
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
         logits = model({k: transformed[k] for k in features.MODEL_INPUT_KEYS}, training=False)
         probabilities = tf.nn.softmax(logits[features.VARIETY_HEAD] / temperature)
-        family_probabilities = tf.nn.softmax(logits[features.FAMILY_HEAD] / temperature)
         top = tf.math.top_k(probabilities, k=k)
+        family = tf.gather(family_of_variety, top.indices[:, 0])
+        family_probabilities = tf.matmul(probabilities, variety_to_family)
         top_labels = tf.gather(class_names, top.indices)
         batch = tf.shape(probabilities)[0]
         return {
@@ -62,8 +73,8 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
             "confidence": top.values[:, 0],
             "top_k_labels": top_labels,
             "top_k_scores": top.values,
-            "family": tf.gather(family_names, tf.argmax(family_probabilities, axis=1)),
-            "family_confidence": tf.reduce_max(family_probabilities, axis=1),
+            "family": tf.gather(family_names, family),
+            "family_confidence": tf.gather(family_probabilities, family, batch_dims=1),
             "needs_review": top.values[:, 0] < review_threshold,
         }
 

@@ -127,3 +127,47 @@ def test_a_tuned_image_size_is_resized_inside_the_model():
     model = model_lib.build_model(24, 5, 2, transform.COLOUR_FEATURE_SIZE, input_size=SIZE)
     assert model.get_layer("resize").output_shape == (None, 24, 24, 3)
     assert model(_inputs())[features.VARIETY_HEAD].shape == (2, 5)
+
+
+TRANSFER_SIZE = 75  # InceptionV3's smallest input
+
+
+@pytest.fixture(scope="module")
+def transfer_parts():
+    return model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE)
+
+
+def test_transfer_parts_chain_to_the_exported_model(transfer_parts):
+    """Trained on the trunk's cached outputs, the head and top blocks give what the whole model gives a picture."""
+    images = tf.random.stateless_uniform([3, TRANSFER_SIZE, TRANSFER_SIZE, 3], seed=[2, 3])
+    colour = transform.colour_histogram(images)
+    whole = transfer_parts.model({features.IMAGE_XF: images, features.COLOUR_XF: colour}, training=False)
+    cut_map, low = transfer_parts.trunk(images, training=False)
+    parts = transfer_parts.fine_tune_model()({"cut_map": cut_map, "low_features": low,
+                                               features.COLOUR_XF: colour}, training=False)
+    for head in (features.VARIETY_HEAD, features.FAMILY_HEAD):
+        np.testing.assert_allclose(whole[head].numpy(), parts[head].numpy(), atol=1e-4)
+
+
+def test_only_the_top_blocks_and_the_head_train(transfer_parts):
+    assert not transfer_parts.trunk.trainable_weights
+    top_names = {w.name for w in transfer_parts.top.trainable_weights}
+    assert top_names and all("conv2d" in name for name in top_names), top_names  # no BatchNormalization
+    assert not any("batch_normalization" in w.name for w in transfer_parts.top.trainable_weights)
+    assert {w.name for w in transfer_parts.model.trainable_weights} == \
+        top_names | {w.name for w in transfer_parts.head.trainable_weights}
+
+
+def test_transfer_model_loads_a_weights_file(tmp_path):
+    """The fetched no-top file (any input size) is what the trunk starts from; none given: random."""
+    network = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(TRANSFER_SIZE,) * 2 + (3,))
+    first_conv = next(layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D))
+    first_conv.kernel.assign(tf.fill(first_conv.kernel.shape, 0.25))
+    path = str(tmp_path / "inception_v3_notop.h5")
+    network.save_weights(path)
+    loaded = model_lib.build_transfer_model(TRANSFER_SIZE, 3, 2, transform.COLOUR_FEATURE_SIZE, weights=path)
+    kernels = [w for w in loaded.trunk.weights if w.shape == first_conv.kernel.shape]
+    np.testing.assert_allclose(kernels[0].numpy(), 0.25)
+    with pytest.raises(FileNotFoundError, match="gemstone backbone fetch"):
+        model_lib.build_transfer_model(TRANSFER_SIZE, 3, 2, transform.COLOUR_FEATURE_SIZE,
+                                       weights=str(tmp_path / "missing.h5"))

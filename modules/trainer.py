@@ -4,6 +4,13 @@ Reads the raw examples and applies the Transform graph in the input pipeline
 (Transform runs with `materialize=False`): decoding a few thousand JPEGs per
 epoch is cheap, while materialised float images would take gigabytes on disk.
 The decoded images are cached in memory after the first epoch.
+
+Two ways to train, by `backbone`:
+  - `inception_v3` (default): transfer learning from ImageNet's weights on
+    cached frozen features, then fine-tuning of the top blocks (modules/transfer.py);
+  - `none` / `small_cnn` or a `keras.applications` backbone: end to end (`_fit`).
+Both end the same way: temperature scaling on eval, the signatures of
+modules/export.py, the edge (TFLite) models.
 """
 import os
 
@@ -19,19 +26,26 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 import math  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 
 import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modules import calibration, edge, export, features  # noqa: E402
+from modules import calibration, edge, export, features, transfer  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 
 DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
             # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
             "imbalance": "class_weight", "edge_models": True,
-            # small_cnn, mobilenet_v2, mobilenet_v3_small, efficientnet_b0 or resnet50; weights: "", "imagenet"
-            # (Keras' download) or a weights file. With weights, the backbone is fine-tuned progressively.
-            "backbone": "small_cnn", "weights": "", "head_width": 1024, "dropout": 0.3,
+            # inception_v3 (transfer learning), none / small_cnn (from scratch), or mobilenet_v2,
+            # mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random), "imagenet"
+            # (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes InceptionV3's).
+            "backbone": "inception_v3", "weights": "", "head_width": 1024, "dropout": 0.3,
+            # inception_v3: passes of the training photos through the frozen trunk (the first as they
+            # are, the others augmented); `epochs` trains the head on frozen features, then
+            # `fine_tune_epochs` the top blocks too, at learning_rate x fine_tune_learning_rate_factor
+            # (0 epochs: the frozen-only ablation).
+            "views": 3, "fine_tune_epochs": 6, "fine_tune_learning_rate_factor": 0.1,
             # False trains on the picture alone (the benchmark's ablation).
             "colour_features": True,
             # With pretrained weights: FINE_TUNE_STAGES (True) or everything at once (the ablation).
@@ -40,6 +54,7 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             "patience": 10,
             # The Tuner's trials: how many, and how many epochs each.
             "tuner_trials": 6, "tuner_epochs": 8}
+BACKBONE_FILE = "backbone.json"  # in the SavedModel's assets.extra
 # What the Tuner searches (keras-tuner choices); the Trainer takes the best values over the config's.
 SEARCH_SPACE = {"learning_rate": [1e-3, 2e-3, 4e-3], "head_width": [256, 512, 1024], "dropout": [0.2, 0.3, 0.5]}
 # Progressive fine-tuning of a pretrained backbone: (share of backbone layers trained from the top,
@@ -76,27 +91,92 @@ def run_fn(fn_args: tfx.components.FnArgs):
     config = _config(fn_args)
     keras.utils.set_random_seed(int(config["seed"]))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
-    model = _build(tf_transform_output, config)
-    history = _fit(model, train, val, config, class_counts, fn_args.model_run_dir)
+    train_fn = _train_transfer if config["backbone"] == model_lib.INCEPTION_V3 else _train_end_to_end
+    trained = train_fn(fn_args, tf_transform_output, config)
 
     # Temperature scaling on the eval split, baked into the exported signatures.
-    eval_inputs, eval_labels, eval_logits = _collect(model, val)
     review_threshold = float(config["review_threshold"])
-    calibrated = calibration.report(eval_logits, eval_labels, review_threshold)
+    calibrated = calibration.report(trained.eval_logits, trained.eval_labels, review_threshold)
     logging.info("Calibration: T=%.2f, ECE %.3f -> %.3f on %d eval photos.", calibrated["temperature"],
                  calibrated["ece_before"], calibrated["ece_after"], calibrated["examples"])
-    signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"])
+    model = trained.model
+    signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
+                                        trained.family_of_variety)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
     _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", "calibration.json"), calibrated)
+    _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", BACKBONE_FILE), _backbone_record(config, trained))
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
-                {k: [float(v) for v in vs] for k, vs in history.items()})
+                {k: [float(v) for v in vs] for k, vs in trained.history.items()})
     _write_json(os.path.join(fn_args.model_run_dir, "config.json"), config)
     if config["edge_models"]:
-        representative = next(iter(train.unbatch().batch(100)))[0][features.IMAGE_XF].numpy()
         report = edge.export(model, _transform_image_size(tf_transform_output), calibrated["temperature"],
-                             representative, eval_inputs[features.IMAGE_XF][:200], fn_args.serving_model_dir)
+                             trained.representative_images, trained.eval_images, fn_args.serving_model_dir)
         logging.info("Edge models: %s", json.dumps(report))
+
+
+class _Trained(NamedTuple):
+    """What either way of training hands to calibration and export."""
+    model: keras.Model
+    history: dict
+    eval_labels: np.ndarray
+    eval_logits: np.ndarray  # variety logits of the eval photos
+    family_of_variety: np.ndarray  # [classes] family id of each variety id
+    representative_images: np.ndarray  # train photos: the int8 edge model's calibration set
+    eval_images: np.ndarray  # eval photos: the edge models' agreement is measured on them
+
+
+def _train_end_to_end(fn_args, tf_transform_output, config) -> _Trained:
+    train, val, class_counts, family_of_variety = _datasets(fn_args, tf_transform_output, config)
+    model = _build(tf_transform_output, config)
+    history = _fit(model, train, val, config, class_counts, fn_args.model_run_dir)
+    eval_inputs, eval_labels, eval_logits = _collect(model, val)
+    representative = next(iter(train.unbatch().batch(transfer.REPRESENTATIVE_PHOTOS)))[0][features.IMAGE_XF]
+    return _Trained(model, history, eval_labels, eval_logits, family_of_variety, representative.numpy(),
+                    eval_inputs[features.IMAGE_XF][:transfer.AGREEMENT_PHOTOS])
+
+
+def _train_transfer(fn_args, tf_transform_output, config) -> _Trained:
+    """A pretrained InceptionV3: frozen features cached per augmented view, head, then the top blocks."""
+    batch_size, seed = int(config["batch_size"]), int(config["seed"])
+    # In file order: the cached features are shuffled, not the photos.
+    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, False, seed)
+    val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
+    weights = config["weights"] or None
+    if not weights:
+        logging.warning("inception_v3 without pretrained weights: the network starts from random weights.")
+    parts = _build_transfer(tf_transform_output, config, weights)
+    views = max(1, int(config["views"]))
+    augment = transfer.augmenter(bool(config["colour_features"]), seed)
+    cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train")
+    cached_val = transfer.cache(parts, val, 1, keep_images=transfer.AGREEMENT_PHOTOS, name="eval")
+    photos = len(cached_train.variety) // views
+    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
+    counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
+    class_weights = (_class_weights(counts) if config["imbalance"] == "class_weight"
+                     else np.ones(num_classes, np.float32))
+    history = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir)
+    return _Trained(parts.model, history, cached_val.variety, transfer.eval_logits(parts, cached_val),
+                    _family_of_variety(cached_train.variety, cached_train.family, num_classes),
+                    cached_train.images, cached_val.images)
+
+
+def _build_transfer(tf_transform_output, config, weights) -> model_lib.TransferParts:
+    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
+    num_families = tf_transform_output.vocabulary_size_by_name(features.FAMILY_VOCAB)
+    size = _transform_image_size(tf_transform_output)
+    logging.info("Model: InceptionV3 at %dpx, %d classes, %d families, weights %s.", size, num_classes,
+                 num_families, weights or "random")
+    return model_lib.build_transfer_model(
+        size, num_classes, num_families, tf_transform_output.transformed_feature_spec()[features.COLOUR_XF].shape[-1],
+        weights=weights, learning_rate=float(config["learning_rate"]), dropout=float(config["dropout"]),
+        head_width=int(config["head_width"]), colour_features=bool(config["colour_features"]))
+
+
+def _family_of_variety(variety: np.ndarray, family: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each variety's family id: the one its training photos carry (the most common, should they differ)."""
+    pairs = np.zeros((num_classes, int(family.max()) + 1), np.int64)
+    np.add.at(pairs, (variety, family), 1)
+    return pairs.argmax(axis=1)
 
 
 def _config(fn_args) -> dict:
@@ -111,15 +191,18 @@ def _config(fn_args) -> dict:
 
 
 def _datasets(fn_args, tf_transform_output, config):
-    """Train and eval datasets, and how many train photos each class has."""
+    """Train and eval datasets, how many train photos each class has, and each variety's family id."""
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, True, seed)
     val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
     num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
-    counts = np.zeros(num_classes)
+    variety, family = [], []
     for _, labels in train:  # also fills the in-memory cache
-        counts += np.bincount(labels[features.VARIETY_HEAD].numpy(), minlength=num_classes)
-    return train, val, counts
+        variety.append(labels[features.VARIETY_HEAD].numpy())
+        family.append(labels[features.FAMILY_HEAD].numpy())
+    variety, family = np.concatenate(variety), np.concatenate(family)
+    counts = np.bincount(variety, minlength=num_classes).astype(float)
+    return train, val, counts, _family_of_variety(variety, family, num_classes)
 
 
 def _build(tf_transform_output, config) -> keras.Model:
@@ -187,7 +270,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs):
     """TFX Tuner entry point: a random search over SEARCH_SPACE and the image size, scored on eval accuracy."""
     config = {**DEFAULTS, **(fn_args.custom_config or {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train, val, class_counts = _datasets(fn_args, tf_transform_output, config)
+    train, val, class_counts, _ = _datasets(fn_args, tf_transform_output, config)
     input_size = _transform_image_size(tf_transform_output)
     space = keras_tuner.HyperParameters()
     for name, values in SEARCH_SPACE.items():
@@ -221,6 +304,15 @@ class GemstoneTuner(keras_tuner.engine.base_tuner.BaseTuner):
                        os.path.join(self.project_dir, f"trial_{trial.trial_id}"))
         # The trial's model is not kept: the Trainer retrains with the best values.
         return {"val_variety_accuracy": max(history["val_variety_accuracy"])}
+
+
+def _backbone_record(config, trained) -> dict:
+    """What the model started from (the model card shows it): backbone, weights and their provenance."""
+    record = {"backbone": config["backbone"], "weights": config["weights"] or "none (random initial weights)",
+              "provenance": config.get("backbone_provenance") or {}}
+    if "fine_tuning_kept" in trained.history:
+        record["fine_tuning_kept"] = bool(trained.history["fine_tuning_kept"][-1])
+    return record
 
 
 def _write_json(path, value):

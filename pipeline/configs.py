@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
-from gemstone import paths
+from gemstone import backbones, paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODULES_DIR = REPO_ROOT / "modules"
@@ -24,6 +24,13 @@ TRANSFORM_MODULE_FILE = str(MODULES_DIR / "transform.py")
 TRAINER_MODULE_FILE = str(MODULES_DIR / "trainer.py")
 
 DEFAULT_PIPELINE_NAME = "gemstone-demo"
+DEFAULT_BACKBONE = "inception_v3"
+FROM_SCRATCH = ("none", "small_cnn")
+# Side of the square picture each kind of backbone sees by default (GEMSTONE_IMAGE_SIZE overrides).
+DEFAULT_IMAGE_SIZE = {"inception_v3": 224, "from_scratch": 64}
+PROVENANCE_KEYS = ("source", "package", "version", "tarball_sha256", "weights_sha256", "imagenet_layers",
+                   "quantization")
+NO_WEIGHTS = "none"  # GEMSTONE_WEIGHTS=none: a pretrained architecture from random weights (tests, plumbing)
 AUTO_MULTIPROCESSING_MIN_CORES = 4
 
 
@@ -63,9 +70,12 @@ class PipelineConfig:
         `home`; set them (e.g. to gs:// or s3:// URIs) to run elsewhere.
       schema_path: a curated schema.pbtxt; "" means SchemaGen infers one; None
         (default) picks `schema/<pipeline_name>/schema.pbtxt` when it exists.
-      image_size: side in pixels of the square image the model sees.
+      image_size: side in pixels of the square image the model sees (0: DEFAULT_IMAGE_SIZE of the backbone).
       epochs / batch_size: training length (an upper bound: early stopping ends sooner when
-        the eval loss stops improving).
+        the eval loss stops improving). With inception_v3, `epochs` trains the head on frozen
+        features and `fine_tune_epochs` then the top blocks with it (0: the backbone stays frozen).
+      views: inception_v3: passes of the training photos through the frozen trunk, the first as
+        they are, the others augmented.
       min_accuracy: absolute accuracy the Evaluator requires to bless a model.
       max_accuracy_drop: how much worse than the last blessed model is tolerated.
       review_threshold: top-1 confidence under which a prediction is flagged
@@ -78,8 +88,12 @@ class PipelineConfig:
         cores, in_memory below, where worker start-up costs more than it brings (measured on 2
         cores: ImageExampleGen 120 images/s in memory, 76 with two worker processes).
       beam_args: extra Beam options, e.g. `--runner=DataflowRunner --project=...`.
-      backbone: small_cnn (from scratch), mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50.
-      weights: "" (none), "imagenet" (Keras downloads them) or a local weights file (no-top).
+      backbone: inception_v3 (default: transfer learning from ImageNet), none (a small CNN from
+        scratch; small_cnn is the same), or mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50.
+      weights: "" (inception_v3: the weights `gemstone backbone fetch` wrote; the others: none),
+        "none" (random weights), "imagenet" (Keras downloads them) or a local no-top weights file.
+      backbone_provenance: where the weights came from (their provenance.json), recorded with the
+        Trainer's settings in ML Metadata and on the model card.
       tune: run the TFX Tuner (keras-tuner random search over learning rate, image size, head
         width and dropout) before the Trainer, which then takes the best values.
       tuner_trials: how many hyperparameter sets the Tuner tries.
@@ -97,8 +111,10 @@ class PipelineConfig:
     serving_dir: str = ""
     metadata_path: str = ""
     schema_path: Optional[str] = None
-    image_size: int = 64
+    image_size: int = 0
     epochs: int = 50
+    fine_tune_epochs: int = 6
+    views: int = 3
     batch_size: int = 32
     min_accuracy: float = 0.5
     max_accuracy_drop: float = 0.02
@@ -107,8 +123,9 @@ class PipelineConfig:
     beam_direct_workers: int = 0
     beam_running_mode: str = "auto"
     beam_args: str = ""
-    backbone: str = "small_cnn"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = ""
+    backbone_provenance: Optional[dict] = None
     tune: bool = False
     tuner_trials: int = 6
     fail_on_anomalies: bool = True
@@ -126,6 +143,24 @@ class PipelineConfig:
             self.schema_path = str(curated) if curated.exists() else ""  # "": infer with SchemaGen
         if self.num_classes is None and self.schema_path and os.path.exists(self.schema_path):
             self.num_classes = label_domain_size(self.schema_path)
+        from_scratch = self.backbone in FROM_SCRATCH
+        self.image_size = self.image_size or DEFAULT_IMAGE_SIZE["from_scratch" if from_scratch else self.backbone]
+        if self.backbone == DEFAULT_BACKBONE and not self.weights:
+            self.weights = str(backbones.weights_path(self.home))
+            if self.backbone_provenance is None:
+                provenance = backbones.read_provenance(self.home) or {}
+                # What identifies the weights (not when or how fast they were fetched: the Trainer's
+                # cache key includes this, and a re-fetch of the same weights must not retrain).
+                self.backbone_provenance = {k: provenance[k] for k in PROVENANCE_KEYS if k in provenance}
+        if self.weights == NO_WEIGHTS:
+            self.weights = ""
+
+    def check_weights(self) -> None:
+        """Raises backbones.BackboneMissing (one line: what to do) when the pretrained weights are not there."""
+        if self.weights and self.weights != "imagenet" and not os.path.isfile(self.weights):
+            raise backbones.BackboneMissing(
+                f"no backbone weights at {self.weights}: run `gemstone backbone fetch` (or `make backbone`), "
+                f"or set GEMSTONE_BACKBONE=none to train from scratch")
 
     @classmethod
     def from_env(cls) -> "PipelineConfig":
@@ -140,8 +175,10 @@ class PipelineConfig:
             serving_dir=_env("GEMSTONE_SERVING_DIR", ""),
             # GEMSTONE_SCHEMA=none forces SchemaGen even where a curated schema exists.
             schema_path=None if schema is None else ("" if schema.strip().lower() in ("", "none") else schema),
-            image_size=int(_env("GEMSTONE_IMAGE_SIZE", str(defaults.image_size))),
+            image_size=int(_env("GEMSTONE_IMAGE_SIZE", "0")),
             epochs=int(_env("GEMSTONE_EPOCHS", str(defaults.epochs))),
+            fine_tune_epochs=int(_env("GEMSTONE_FINE_TUNE_EPOCHS", str(defaults.fine_tune_epochs))),
+            views=int(_env("GEMSTONE_VIEWS", str(defaults.views))),
             batch_size=int(_env("GEMSTONE_BATCH_SIZE", str(defaults.batch_size))),
             min_accuracy=float(_env("GEMSTONE_MIN_ACCURACY", str(defaults.min_accuracy))),
             max_accuracy_drop=float(_env("GEMSTONE_MAX_ACCURACY_DROP", str(defaults.max_accuracy_drop))),
@@ -150,7 +187,7 @@ class PipelineConfig:
             beam_direct_workers=int(_env("GEMSTONE_BEAM_WORKERS", str(defaults.beam_direct_workers))),
             beam_running_mode=_env("GEMSTONE_BEAM_MODE", defaults.beam_running_mode),
             beam_args=_env("GEMSTONE_BEAM_ARGS", ""),
-            backbone=_env("GEMSTONE_BACKBONE", defaults.backbone),
+            backbone=_env("GEMSTONE_BACKBONE", DEFAULT_BACKBONE),
             weights=_env("GEMSTONE_WEIGHTS", ""),
             tune=_env("GEMSTONE_TUNE", "0").lower() in ("1", "true", "yes"),
             tuner_trials=int(_env("GEMSTONE_TUNER_TRIALS", str(defaults.tuner_trials))),

@@ -34,3 +34,15 @@ def test_class_count_comes_from_the_curated_label_domain():
     assert configs.PipelineConfig(pipeline_name="gem88").num_classes == 88
     assert configs.PipelineConfig(pipeline_name="gemstone-demo").num_classes == 8
     assert configs.PipelineConfig(pipeline_name="no-curated-schema").num_classes is None
+
+
+def test_each_backbone_gets_its_own_default_picture_size(tmp_path):
+    assert configs.PipelineConfig(home=str(tmp_path)).image_size == 224  # InceptionV3, pretrained
+    assert configs.PipelineConfig(home=str(tmp_path), backbone="none").image_size == 64  # from scratch
+    assert configs.PipelineConfig(home=str(tmp_path), image_size=96).image_size == 96
+
+
+def test_weights_none_means_random_weights_and_needs_no_fetch(tmp_path):
+    config = configs.PipelineConfig(home=str(tmp_path), weights="none")
+    assert config.weights == ""
+    config.check_weights()  # nothing to find, nothing missing

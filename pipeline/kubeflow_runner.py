@@ -18,6 +18,7 @@ sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p 
 
 from tfx import v1 as tfx  # noqa: E402
 
+from gemstone import backbones  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import pipeline as gemstone_pipeline  # noqa: E402
 
@@ -37,7 +38,11 @@ def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, im
     """Writes the KFP v2 pipeline spec to `output_file` and returns its path."""
     # The container holds the project, so the module code is imported, not uploaded.
     config = config or configs.PipelineConfig.from_env()
-    config = dataclasses.replace(config, installed_modules=True, schema_path=in_container(config.schema_path))
+    weights = config.weights
+    if weights == str(backbones.weights_path(config.home)):  # the default: the image has its own copy
+        weights = str(backbones.weights_path(CONTAINER_HOME))
+    config = dataclasses.replace(config, installed_modules=True, schema_path=in_container(config.schema_path),
+                                 weights=weights)
     image = image or os.environ.get("GEMSTONE_IMAGE", DEFAULT_IMAGE)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),

@@ -54,6 +54,11 @@ def create_pipeline(config: configs.PipelineConfig,
                     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
                     beam_pipeline_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline described by `config`."""
+    if not config.installed_modules:  # in a container, the weights are the image's
+        config.check_weights()
+    if config.tune and config.backbone == configs.DEFAULT_BACKBONE:
+        raise ValueError("the Tuner searches the end-to-end models only: set GEMSTONE_BACKBONE=none with "
+                         "GEMSTONE_TUNE=1 (the pretrained inception_v3 is not tuned yet)")
     input_base, input_pattern = ingestion.default_input_pattern(config.data)
     example_gen = ImageExampleGen(input_base=input_base, input_pattern=input_pattern)
 
@@ -92,10 +97,14 @@ def create_pipeline(config: configs.PipelineConfig,
         custom_config={
             "image_size": config.image_size,
             "epochs": config.epochs,
+            "fine_tune_epochs": config.fine_tune_epochs,
+            "views": config.views,
             "batch_size": config.batch_size,
             "review_threshold": config.review_threshold,
             "backbone": config.backbone,
             "weights": config.weights,
+            # Recorded in ML Metadata with the Trainer's execution: which weights the model started from.
+            "backbone_provenance": config.backbone_provenance or {},
             "tuner_trials": config.tuner_trials,
         },
     )

@@ -87,6 +87,28 @@ def test_pushed_model_classifies_a_raw_jpeg(pipeline_run):
     assert out["needs_review"].dtype == tf.bool
 
 
+def test_every_prediction_names_the_family_of_its_variety(pipeline_run):
+    """One answer, not two: never "Amethyst, Corundum", whatever the auxiliary family head thinks."""
+    import numpy as np
+    import tensorflow as tf
+
+    home, _, _ = pipeline_run
+    version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
+    model = tf.saved_model.load(str(version))
+    photos = sorted((Path(home) / "data" / "images").glob("*/*.jpg"))
+    out = model.signatures["serving_default"](images=tf.constant([p.read_bytes() for p in photos]))
+    labels = [label.decode() for label in out["label"].numpy()]
+    families = [family.decode() for family in out["family"].numpy()]
+    assert [demo_data.VARIETIES[label] for label in labels] == families
+    # Its confidence is the summed probability of that family's varieties, at least the variety's own.
+    classes = [c.decode() for c in out["classes"].numpy()[0]]
+    probabilities = out["probabilities"].numpy()
+    for row, family, confidence in zip(probabilities, families, out["family_confidence"].numpy()):
+        expected = sum(p for c, p in zip(classes, row) if demo_data.VARIETIES[c] == family)
+        assert abs(confidence - expected) < 1e-5
+    assert np.all(out["family_confidence"].numpy() >= out["confidence"].numpy() - 1e-6)
+
+
 def test_second_run_reuses_cached_components(pipeline_run):
     home, env, first = pipeline_run
     _tfx(env, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
@@ -200,7 +222,8 @@ def test_a_model_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
     home, env, _ = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
     before = sorted(p.name for p in serving.iterdir())
-    worse = dict(env, GEMSTONE_EPOCHS="0", GEMSTONE_MIN_ACCURACY="0.0", GEMSTONE_MAX_ACCURACY_DROP="0.0")
+    worse = dict(env, GEMSTONE_EPOCHS="0", GEMSTONE_FINE_TUNE_EPOCHS="0", GEMSTONE_MIN_ACCURACY="0.0",
+                 GEMSTONE_MAX_ACCURACY_DROP="0.0")
     _tfx(worse, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
     result = _tfx(worse, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
     evaluation = report.load_metrics(str(_single_artifact_dir(home, "Evaluator", "evaluation")))["overall"]

@@ -57,6 +57,7 @@ def build_card(version_dir: str, model_uri: str, evaluation_uri: str, examples_u
         "metrics": {"overall": evaluation["overall"],
                     "weakest_classes": [{"label": k, **v} for k, v in weak[:5]]},
         "calibration": _read_json(os.path.join(version_dir, "assets.extra", "calibration.json")),
+        "backbone": _read_json(os.path.join(version_dir, "assets.extra", "backbone.json")),
         "edge_models": _read_json(os.path.join(version_dir, "tflite", "edge_report.json")),
         "lineage": {"examples": examples_uri, "model": model_uri, "evaluation": evaluation_uri},
     }
@@ -72,6 +73,18 @@ def to_markdown(card: Dict[str, Any]) -> str:
     lines += ["", "Weakest classes:", ""]
     lines += [f"- {c['label']}: accuracy {c.get('sparse_categorical_accuracy', float('nan')):.3f} "
               f"on {int(c.get('example_count', 0))} photos" for c in card["metrics"]["weakest_classes"]]
+    backbone = card.get("backbone") or {}
+    if backbone:
+        provenance = backbone.get("provenance") or {}
+        lines += ["", "## Backbone", "", f"{backbone['backbone']}, started from `{backbone['weights']}`."]
+        if provenance:
+            package = " ".join(str(provenance[k]) for k in ("package", "version") if provenance.get(k))
+            lines += [f"Weights from {provenance.get('source', '?')} {package}; sha256 "
+                      f"{provenance.get('weights_sha256', '?')}; ImageNet's layers: "
+                      f"{provenance.get('imagenet_layers', '?')}; quantization: {provenance.get('quantization', '?')}."]
+        if "fine_tuning_kept" in backbone:
+            lines += ["Fine-tuning of the top blocks was " + ("kept (it lowered the eval loss)."
+                      if backbone["fine_tuning_kept"] else "dropped (it did not lower the eval loss): frozen.")]
     calibration = card["calibration"]
     if calibration:
         lines += ["", "## Calibration", "", f"Temperature {calibration['temperature']:.3f}; ECE "

@@ -1,0 +1,182 @@
+"""Transfer learning that fits 2 cores: the frozen trunk runs once per augmented view, then two stages learn.
+
+A pretrained network costs far more per photo than the small CNN, and most of
+it never trains. So the Trainer:
+  1. passes every training photo through the frozen trunk `views` times, the
+     first as it is and the others augmented as the small CNN's training is
+     (another lamp, focus, noise; flips, rotation, zoom; never a hue shift),
+     and keeps what the trunk gives (the map entering the top blocks, float16,
+     and the pooled features of the lower taps);
+  2. stage 1, frozen: trains the head on the pooled features of every view
+     (seconds an epoch);
+  3. stage 2, fine-tuning: trains the top blocks and the head together, at a
+     tenth of the learning rate, on one view per photo an epoch, drawn anew
+     each epoch. Kept only if it lowers the eval loss; otherwise the frozen
+     model stands, and the log says so.
+Each stage: cosine decay of the learning rate, early stopping on the eval loss
+(best weights kept), rare classes weighted up.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import math  # noqa: E402
+import time  # noqa: E402
+from typing import Dict, NamedTuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from absl import logging  # noqa: E402
+
+from modules import features  # noqa: E402
+from modules import model as model_lib  # noqa: E402
+
+CUT_MAP, LOW = "cut_map", "low_features"
+# Photos kept from the caching pass for the edge models: the int8 calibration set, and the
+# eval photos their agreement with the SavedModel is measured on.
+REPRESENTATIVE_PHOTOS, AGREEMENT_PHOTOS = 100, 200
+
+
+class Cached(NamedTuple):
+    """What the frozen trunk gave for a split, every view stacked (view-major)."""
+    cut_map: np.ndarray  # [n, h, w, c] float16: input of the fine-tuned blocks
+    low: np.ndarray  # [n, d_low] pooled features of the taps below them
+    high: np.ndarray  # [n, d_high] pooled features of the top blocks as they were (frozen stage)
+    colour: np.ndarray  # [n, colour] the histogram of the photo as the view shows it
+    variety: np.ndarray  # [n] label ids
+    family: np.ndarray  # [n]
+    images: np.ndarray  # up to `keep_images` photos of the first view, [k, S, S, 3]
+
+    def head_inputs(self) -> dict:
+        return {model_lib.FEATURES_INPUT: np.concatenate([self.low, self.high], axis=1),
+                features.COLOUR_XF: self.colour}
+
+    def fine_tune_inputs(self, index=slice(None)) -> dict:
+        return {CUT_MAP: self.cut_map[index].astype(np.float32), LOW: self.low[index],
+                features.COLOUR_XF: self.colour[index]}
+
+    def labels(self, index=slice(None)) -> dict:
+        return {features.VARIETY_HEAD: self.variety[index], features.FAMILY_HEAD: self.family[index]}
+
+
+def augmenter(colour_features: bool, seed: int):
+    """(image, histogram) -> an augmented view of both, as the end-to-end models are trained on."""
+    conditions = model_lib.RandomPhotoConditions(histogram=colour_features, seed=seed)
+    geometry = model_lib.augmentation(seed)
+
+    @tf.function
+    def augment(image, colour):
+        image, colour = conditions([image, colour], training=True)
+        return geometry(image, training=True), colour
+
+    return augment
+
+
+def cache(parts: model_lib.TransferParts, dataset: tf.data.Dataset, views: int, augment=None,
+          keep_images: int = 0, name: str = "train") -> Cached:
+    """Runs the frozen trunk (and the top blocks as they are) over `views` passes of `dataset`."""
+    @tf.function
+    def trunk(image):
+        cut_map, low = parts.trunk(image, training=False)
+        return tf.cast(cut_map, tf.float16), low, parts.top(cut_map, training=False)
+
+    columns = {key: [] for key in Cached._fields}
+    started = time.time()
+    for view in range(views):
+        for x, y in dataset:
+            image, colour = x[features.IMAGE_XF], x[features.COLOUR_XF]
+            if view > 0:
+                image, colour = augment(image, colour)
+            cut_map, low, high = trunk(image)
+            for key, value in (("cut_map", cut_map), ("low", low), ("high", high), ("colour", colour),
+                               ("variety", y[features.VARIETY_HEAD]), ("family", y[features.FAMILY_HEAD])):
+                columns[key].append(value.numpy())
+            if view == 0 and sum(len(i) for i in columns["images"]) < keep_images:
+                columns["images"].append(image.numpy())
+        photos = sum(len(v) for v in columns["variety"])
+        logging.info("Frozen trunk, %s: view %d of %d done, %d photos, %.0f photos/s.", name, view + 1, views,
+                     photos, photos / (time.time() - started))
+    images = np.concatenate(columns.pop("images"))[:keep_images] if keep_images else np.zeros((0,))
+    return Cached(images=images, **{key: np.concatenate(value) for key, value in columns.items()})
+
+
+class _OneViewPerPhoto(keras.utils.Sequence):
+    """Fine-tuning batches: each epoch, as many samples as there are photos, drawn from all the views."""
+
+    def __init__(self, data: Cached, photos: int, batch_size: int, sample_weights: np.ndarray, seed: int):
+        super().__init__()
+        self.data, self.photos, self.batch_size, self.weights = data, photos, batch_size, sample_weights
+        self.rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(self.photos / self.batch_size)
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.data.variety))[:self.photos]
+
+    def __getitem__(self, i):
+        index = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        weights = self.weights[index]
+        return (self.data.fine_tune_inputs(index), self.data.labels(index),
+                {features.VARIETY_HEAD: weights, features.FAMILY_HEAD: weights})
+
+
+def _callbacks(config, log_dir: str, stage: str):
+    return [keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, stage)),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(config["patience"]),
+                                          restore_best_weights=True)]
+
+
+def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int, config: dict,
+        class_weights: np.ndarray, log_dir: str) -> Dict[str, list]:
+    """Stage 1 (head on frozen features), then stage 2 (top blocks + head); returns the merged history."""
+    batch_size, learning_rate = int(config["batch_size"]), float(config["learning_rate"])
+    weights = class_weights[train.variety]
+    sample_weight = {features.VARIETY_HEAD: weights, features.FAMILY_HEAD: weights}
+    history: Dict[str, list] = {}
+
+    def merge(result):
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+
+    epochs = int(config["epochs"])
+    steps = math.ceil(len(train.variety) / batch_size)
+    model_lib.compile_model(parts.head, keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps)))
+    logging.info("Stage 1: the head on frozen features, %d samples (%d views of %d photos), up to %d epochs.",
+                 len(train.variety), int(config["views"]), photos, epochs)
+    merge(parts.head.fit(train.head_inputs(), train.labels(), sample_weight=sample_weight, batch_size=batch_size,
+                         epochs=epochs, validation_data=(val.head_inputs(), val.labels()), shuffle=True,
+                         callbacks=_callbacks(config, log_dir, "stage1_frozen"), verbose=2))
+
+    fine_tune = parts.fine_tune_model()
+    epochs = int(config["fine_tune_epochs"])
+    if epochs <= 0:
+        logging.info("Stage 2 skipped: the backbone stays frozen.")
+        return history
+    model_lib.compile_model(fine_tune, 0.0)
+    frozen_loss = fine_tune.evaluate(val.fine_tune_inputs(), val.labels(), verbose=0)[0]
+    frozen_weights = fine_tune.get_weights()
+    batches = _OneViewPerPhoto(train, photos, batch_size, weights, int(config["seed"]))
+    rate = learning_rate * float(config["fine_tune_learning_rate_factor"])
+    model_lib.compile_model(fine_tune, keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches)))
+    logging.info("Stage 2: fine-tuning %d top-block weights and the head at learning rate %.2g, up to %d epochs.",
+                 len(parts.top.trainable_weights), rate, epochs)
+    merge(fine_tune.fit(batches, epochs=epochs, validation_data=(val.fine_tune_inputs(), val.labels()),
+                        callbacks=_callbacks(config, log_dir, "stage2_fine_tune"), verbose=2))
+    tuned_loss = fine_tune.evaluate(val.fine_tune_inputs(), val.labels(), verbose=0)[0]
+    if tuned_loss >= frozen_loss:
+        fine_tune.set_weights(frozen_weights)
+        logging.info("Fine-tuning did not lower the eval loss (%.4f, frozen %.4f): the frozen model is kept.",
+                     tuned_loss, frozen_loss)
+    else:
+        logging.info("Fine-tuning lowered the eval loss from %.4f to %.4f.", frozen_loss, tuned_loss)
+    history["fine_tuning_kept"] = [bool(tuned_loss < frozen_loss)]
+    return history
+
+
+def eval_logits(parts: model_lib.TransferParts, val: Cached) -> np.ndarray:
+    """Variety logits of the cached eval photos (the exported model gives the same from the pictures)."""
+    outputs = parts.fine_tune_model().predict(val.fine_tune_inputs(), batch_size=64, verbose=0)
+    return outputs[features.VARIETY_HEAD]
