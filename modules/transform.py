@@ -120,6 +120,21 @@ def _joint_bin(unit_values: tf.Tensor, bins) -> tf.Tensor:
     return (index[..., 0] * bins[1] + index[..., 1]) * bins[2] + index[..., 2]
 
 
+def _histogram_picture(images: tf.Tensor) -> tf.Tensor:
+    """Pictures larger than HISTOGRAM_SIZE scaled down to it: a box filter by the whole factor, then bilinear.
+
+    Not an antialiased resize (ScaleAndTranslate): the edge models compute the
+    histogram too, and TFLite has average pooling and bilinear resizing only.
+    """
+    side = images.shape[1]
+    if side is None or side <= HISTOGRAM_SIZE:
+        return images
+    factor = side // HISTOGRAM_SIZE
+    if factor > 1:
+        images = tf.nn.avg_pool2d(images, factor, factor, "VALID")
+    return tf.image.resize(images, [HISTOGRAM_SIZE, HISTOGRAM_SIZE])
+
+
 def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE]: HSV, RGB, CIELAB and LBP histograms.
 
@@ -131,8 +146,7 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     come in the order of COLOUR_PARTS; each sums to 1 in squares. Pictures
     larger than HISTOGRAM_SIZE are scaled down to it first.
     """
-    if images.shape[1] is not None and images.shape[1] > HISTOGRAM_SIZE:
-        images = tf.image.resize(images, [HISTOGRAM_SIZE, HISTOGRAM_SIZE], antialias=True)
+    images = _histogram_picture(images)
     hsv_bin = _joint_bin(rgb_to_hsv(images), (HUE_BINS, SATURATION_BINS, VALUE_BINS))
     rgb_bin = _joint_bin(images, (RGB_BINS,) * 3)
     lab = rgb_to_lab(images)

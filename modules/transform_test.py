@@ -86,3 +86,25 @@ def test_uniform_lbp_ignores_faint_noise_on_a_flat_background():
     assert (transform.uniform_lbp(faint).numpy() == 8).all()
     coarse = 0.5 + 0.05 * tf.random.stateless_normal([1, 16, 16, 3], seed=[1, 1])
     assert (transform.uniform_lbp(coarse).numpy() != 8).mean() > 0.3  # real texture still counts
+
+
+def test_large_pictures_get_their_histogram_at_64px_and_tflite_computes_the_same():
+    """Pretrained models see 224 px; their histograms are computed at 64 px, with ops TFLite has (edge models)."""
+    import tf_keras as keras
+
+    picture = tf.random.stateless_uniform([2, 224, 224, 3], seed=[4, 5])
+    small = transform._histogram_picture(picture)
+    assert small.shape == (2, transform.HISTOGRAM_SIZE, transform.HISTOGRAM_SIZE, 3)
+    np.testing.assert_allclose(transform.colour_histogram(picture).numpy(),
+                               transform.colour_histogram(small).numpy(), atol=1e-6)
+    image = keras.Input((150, 150, 3))  # a box filter of 2, then bilinear
+    model = keras.Model(image, keras.layers.Lambda(transform.colour_histogram)(image))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no custom or Flex ops
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    one = tf.random.stateless_uniform([1, 150, 150, 3], seed=[6, 7]).numpy()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], one)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]),
+                               model(one).numpy(), atol=1e-4)

@@ -30,7 +30,9 @@ def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp
     home, _, _ = demo_pipeline
     store = metadata.open_store(E2E_PIPELINE, str(home))
     inputs, properties = metadata.latest_execution_inputs(store, "Trainer")
-    config = {**json.loads(properties["custom_config"]), "tuner_trials": 2, "tuner_epochs": 1}
+    # The Tuner searches the end-to-end models (the pipeline refuses to tune the pretrained one).
+    scratch = {"backbone": "none", "weights": ""}
+    config = {**json.loads(properties["custom_config"]), **scratch, "tuner_trials": 2, "tuner_epochs": 1}
     best_uri, results_uri = tmp_path / "best", tmp_path / "results"
     context = tuner_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
     tuner_executor.Executor(context).Do(
@@ -49,7 +51,7 @@ def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp
     assert set(best["values"]) == set(trainer.SEARCH_SPACE) | {"image_size"}
     assert max(results, key=lambda r: r["score"])["head_width"] == best["values"]["head_width"]
 
-    fn_args = metadata.trainer_fn_args(store, str(tmp_path / "train"), {"epochs": 1, "edge_models": False})
+    fn_args = metadata.trainer_fn_args(store, str(tmp_path / "train"), {**scratch, "epochs": 1, "edge_models": False})
     fn_args.hyperparameters = best
     trainer.run_fn(fn_args)
     used = json.loads((tmp_path / "train" / "model_run" / "config.json").read_text())
