@@ -329,8 +329,13 @@ class TransferParts:
         colour = keras.Input(self.head.input[features.COLOUR_XF].shape[1:], name=features.COLOUR_XF)
         joined = keras.layers.Concatenate(name="pooled")([low, self.top(cut_map)])
         logits = self.head({FEATURES_INPUT: joined, features.COLOUR_XF: colour})
-        return keras.Model({"cut_map": cut_map, "low_features": low, features.COLOUR_XF: colour}, logits,
-                           name="fine_tune")
+        return keras.Model({"cut_map": cut_map, "low_features": low, features.COLOUR_XF: colour},
+                           _named(logits), name="fine_tune")
+
+
+def _named(logits: dict) -> dict:
+    """The head's outputs under their own names (else Keras names a nested model's outputs head, head_1)."""
+    return {name: keras.layers.Activation("linear", name=name)(tensor) for name, tensor in logits.items()}
 
 
 def _pooled(tensor, name: str):
@@ -411,6 +416,6 @@ def build_transfer_model(image_size: int, num_classes: int, num_families: int, c
     trunk_map, trunk_low = trunk(model_image)
     joined = keras.layers.Concatenate(name="pooled")([trunk_low, top(trunk_map)])
     model = keras.Model({features.IMAGE_XF: model_image, features.COLOUR_XF: model_colour},
-                        head({FEATURES_INPUT: joined, features.COLOUR_XF: model_colour}), name="gemstone")
+                        _named(head({FEATURES_INPUT: joined, features.COLOUR_XF: model_colour})), name="gemstone")
     compile_model(head, learning_rate)
     return TransferParts(trunk, top, head, model)

@@ -11,10 +11,10 @@ it never trains. So the Trainer:
      (seconds an epoch);
   3. stage 2, fine-tuning: trains the top blocks and the head together, at a
      tenth of the learning rate, on one view per photo an epoch, drawn anew
-     each epoch. Kept only if it lowers the eval loss; otherwise the frozen
+     each epoch. Kept only if it raises the eval accuracy; otherwise the frozen
      model stands, and the log says so.
-Each stage: cosine decay of the learning rate, early stopping on the eval loss
-(best weights kept), rare classes weighted up.
+Each stage: cosine decay of the learning rate, early stopping on the eval
+accuracy (best weights kept; see MONITOR), rare classes weighted up.
 """
 import os
 
@@ -97,7 +97,8 @@ def cache(parts: model_lib.TransferParts, dataset: tf.data.Dataset, views: int, 
         photos = sum(len(v) for v in columns["variety"])
         logging.info("Frozen trunk, %s: view %d of %d done, %d photos, %.0f photos/s.", name, view + 1, views,
                      photos, photos / (time.time() - started))
-    images = np.concatenate(columns.pop("images"))[:keep_images] if keep_images else np.zeros((0,))
+    kept = columns.pop("images")
+    images = np.concatenate(kept)[:keep_images] if kept else np.zeros((0, 0, 0, 3), np.float32)
     return Cached(images=images, **{key: np.concatenate(value) for key, value in columns.items()})
 
 
@@ -123,10 +124,21 @@ class _OneViewPerPhoto(keras.utils.Sequence):
                 {features.VARIETY_HEAD: weights, features.FAMILY_HEAD: weights})
 
 
+# What early stopping and the fine-tuning decision watch. Not the eval loss: on the 88 classes the
+# head grows over-confident while it still gets more photos right (epoch 2 of 12: eval loss 2.92 at
+# 0.59 accuracy; epoch 9: 3.92 at 0.70), and calibration corrects the confidence afterwards.
+MONITOR = "val_" + features.VARIETY_HEAD + "_accuracy"
+
+
 def _callbacks(config, log_dir: str, stage: str):
     return [keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, stage)),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(config["patience"]),
+            keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=int(config["patience"]),
                                           restore_best_weights=True)]
+
+
+def _accuracy(model, val: "Cached") -> float:
+    return float(model.evaluate(val.fine_tune_inputs(), val.labels(), verbose=0, return_dict=True)[
+        features.VARIETY_HEAD + "_accuracy"])
 
 
 def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int, config: dict,
@@ -156,8 +168,7 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
         logging.info("Stage 2 skipped: the backbone stays frozen.")
         return history
     model_lib.compile_model(fine_tune, 0.0)
-    frozen_loss = fine_tune.evaluate(val.fine_tune_inputs(), val.labels(), verbose=0)[0]
-    frozen_weights = fine_tune.get_weights()
+    frozen_accuracy, frozen_weights = _accuracy(fine_tune, val), fine_tune.get_weights()
     batches = _OneViewPerPhoto(train, photos, batch_size, weights, int(config["seed"]))
     rate = learning_rate * float(config["fine_tune_learning_rate_factor"])
     model_lib.compile_model(fine_tune, keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches)))
@@ -165,14 +176,13 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
                  len(parts.top.trainable_weights), rate, epochs)
     merge(fine_tune.fit(batches, epochs=epochs, validation_data=(val.fine_tune_inputs(), val.labels()),
                         callbacks=_callbacks(config, log_dir, "stage2_fine_tune"), verbose=2))
-    tuned_loss = fine_tune.evaluate(val.fine_tune_inputs(), val.labels(), verbose=0)[0]
-    if tuned_loss >= frozen_loss:
+    tuned_accuracy = _accuracy(fine_tune, val)
+    kept = tuned_accuracy > frozen_accuracy
+    if not kept:
         fine_tune.set_weights(frozen_weights)
-        logging.info("Fine-tuning did not lower the eval loss (%.4f, frozen %.4f): the frozen model is kept.",
-                     tuned_loss, frozen_loss)
-    else:
-        logging.info("Fine-tuning lowered the eval loss from %.4f to %.4f.", frozen_loss, tuned_loss)
-    history["fine_tuning_kept"] = [bool(tuned_loss < frozen_loss)]
+    logging.info("Fine-tuning: eval accuracy %.4f, frozen %.4f: %s.", tuned_accuracy, frozen_accuracy,
+                 "kept" if kept else "dropped, the frozen model stands")
+    history["fine_tuning_kept"] = [kept]
     return history
 
 

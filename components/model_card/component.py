@@ -83,8 +83,8 @@ def to_markdown(card: Dict[str, Any]) -> str:
                       f"{provenance.get('weights_sha256', '?')}; ImageNet's layers: "
                       f"{provenance.get('imagenet_layers', '?')}; quantization: {provenance.get('quantization', '?')}."]
         if "fine_tuning_kept" in backbone:
-            lines += ["Fine-tuning of the top blocks was " + ("kept (it lowered the eval loss)."
-                      if backbone["fine_tuning_kept"] else "dropped (it did not lower the eval loss): frozen.")]
+            lines += ["Fine-tuning of the top blocks was " + ("kept (it raised the eval accuracy)."
+                      if backbone["fine_tuning_kept"] else "dropped (it did not raise the eval accuracy): frozen.")]
     calibration = card["calibration"]
     if calibration:
         lines += ["", "## Calibration", "", f"Temperature {calibration['temperature']:.3f}; ECE "

@@ -1,0 +1,54 @@
+"""Transfer learning on cached features: what the trunk's pass keeps, and when fine-tuning is kept."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from modules import features, model as model_lib, trainer, transfer, transform
+
+SIZE = 75  # InceptionV3's smallest input
+
+
+def _photos(n, seed=0):
+    """n pictures whose label is their dominant colour (red 0, blue 1), as the Trainer's batches give them."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.uniform(0.0, 0.3, (n, SIZE, SIZE, 3)).astype(np.float32)
+    images[labels == 0, ..., 0] += 0.6
+    images[labels == 1, ..., 2] += 0.6
+    x = {features.IMAGE_XF: images, features.COLOUR_XF: transform.colour_histogram(tf.constant(images)).numpy()}
+    y = {features.VARIETY_HEAD: labels, features.FAMILY_HEAD: labels}
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    keras.utils.set_random_seed(0)
+    return model_lib.build_transfer_model(SIZE, 2, 2, transform.COLOUR_FEATURE_SIZE)
+
+
+def test_each_view_is_a_pass_of_every_photo_and_only_the_later_views_are_augmented(parts):
+    cached = transfer.cache(parts, _photos(6), views=3, augment=transfer.augmenter(True, seed=1), keep_images=4)
+    assert len(cached.variety) == 18 and cached.cut_map.dtype == np.float16
+    np.testing.assert_array_equal(cached.variety, np.tile(np.arange(6) % 2, 3))
+    assert cached.images.shape == (4, SIZE, SIZE, 3)
+    first, second = cached.low[:6], cached.low[6:12]
+    assert not np.allclose(first, second)  # augmented
+    again = transfer.cache(parts, _photos(6), views=1)
+    np.testing.assert_allclose(again.low, first, rtol=1e-5, atol=1e-5)  # the first view is the photo as it is
+
+
+def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, tmp_path):
+    """An absurd learning rate ruins the top blocks: the model after stage 1 must come back."""
+    train = transfer.cache(parts, _photos(8), views=2, augment=transfer.augmenter(True, seed=1))
+    val = transfer.cache(parts, _photos(8, seed=1), views=1)
+    config = {**trainer.DEFAULTS, "epochs": 2, "fine_tune_epochs": 2, "batch_size": 4, "patience": 5,
+              "fine_tune_learning_rate_factor": 1e5}
+    history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path))
+    assert history["fine_tuning_kept"] == [False]
+    stage1, stage2 = history[transfer.MONITOR][:2], history[transfer.MONITOR][2:]
+    assert len(stage2) == 2 and max(stage2) < max(stage1), history[transfer.MONITOR]  # the premise: it got worse
+    fine_tune = parts.fine_tune_model()
+    model_lib.compile_model(fine_tune, 0.0)
+    # Stage 1 keeps its best epoch's weights; those are what the model has again.
+    assert transfer._accuracy(fine_tune, val) == max(stage1)
