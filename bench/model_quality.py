@@ -271,13 +271,20 @@ def retrained(split, photos, family_map, overrides: dict, baseline_right=None) -
                    baseline_right)
 
 
-# The Trainer-only rows: (method, custom_config overrides).
-RETRAINED = (
-    ("pipeline model, seed 1 (Trainer only)", {"seed": 1}),
-    ("ablation: frozen backbone, no fine-tuning (Trainer only)", {"fine_tune_epochs": 0}),
-    ("from scratch: small CNN, 64 px, no pretrained weights (Trainer only)",
-     {"backbone": "none", "weights": "", "image_size": 64}),
-)
+# The Trainer-only rows: name -> (method, custom_config overrides). Each retrains the model (minutes
+# to a quarter of an hour on 2 cores): BENCH_RETRAINED=seed1,frozen picks some (default: all).
+RETRAINED = {
+    "seed1": ("pipeline model, seed 1 (Trainer only)", {"seed": 1}),
+    "frozen": ("ablation: frozen backbone, no fine-tuning (Trainer only)", {"fine_tune_epochs": 0}),
+    "scratch": ("from scratch: small CNN, 64 px, no pretrained weights (Trainer only)",
+                {"backbone": "none", "weights": "", "image_size": 64}),
+}
+
+
+def _retrained_rows(split, photos, family_map, forest_right) -> list:
+    chosen = os.environ.get("BENCH_RETRAINED", ",".join(RETRAINED)).split(",")
+    return [{"method": RETRAINED[name][0], **retrained(split, photos, family_map, RETRAINED[name][1], forest_right)}
+            for name in chosen if name]
 
 
 def _trainer_seconds() -> float:
@@ -344,8 +351,7 @@ def run():
          "trainer_seconds": round(_trainer_seconds(), 1), "serving_photos_per_s": round(serving_rate, 1),
          **batch_inference_rate(version, [path for path, _ in split["test"]]), **edge_summary(version),
          "model_version": version.name},
-        *({"method": method, **retrained(split, photos, family_map, overrides, forest_right)}
-          for method, overrides in RETRAINED),
+        *_retrained_rows(split, photos, family_map, forest_right),
         *({"method": name, **metrics(clean[name], forest.classes, test_labels, family_map, forest.fit_seconds,
                                       None if name == FOREST else forest_right)}
           for name, forest in forests.items()),
