@@ -25,6 +25,8 @@ from pipeline import pipeline as gemstone_pipeline  # noqa: E402
 DEFAULT_IMAGE = "ghcr.io/gemstone-tfx/gemstone-pipeline:0.1.0"
 # Where kubeflow/Dockerfile puts the project inside the image.
 CONTAINER_REPO_ROOT = "/opt/gemstone"
+# GEMSTONE_HOME inside the image (kubeflow/Dockerfile), where its build fetched the backbone weights.
+CONTAINER_HOME = "/opt/gemstone/home"
 
 
 def in_container(path):
