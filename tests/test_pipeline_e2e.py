@@ -129,7 +129,8 @@ def test_unknown_label_stops_the_run_before_training(tmp_path):
     name = "e2e-bad-label"
     env = dict(os.environ, GEMSTONE_HOME=str(tmp_path), LOCAL_HOME=str(tmp_path / "tfx-cli"),
                GEMSTONE_PIPELINE_NAME=name, GEMSTONE_DATA=str(manifest),
-               GEMSTONE_SCHEMA=str(REPO / "schema" / "gemstone-demo" / "schema.pbtxt"))
+               GEMSTONE_SCHEMA=str(REPO / "schema" / "gemstone-demo" / "schema.pbtxt"),
+               GEMSTONE_BACKBONE="none")  # it stops before training: no weights needed
     _tfx(env, "pipeline", "create", "--engine", "local", "--pipeline_path", "local_runner.py")
     result = subprocess.run([TFX, "run", "create", "--engine", "local", "--pipeline_name", name],
                             cwd=REPO / "pipeline", env=env, capture_output=True, text=True)
