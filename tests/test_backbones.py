@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -260,7 +259,6 @@ def test_cli_fails_with_one_line_when_no_source_works(tmp_path):
         HOME=str(tmp_path),
         https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
     )
-    start = time.monotonic()
     done = subprocess.run([str(GEMSTONE), "backbone", "fetch"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -269,4 +267,3 @@ def test_cli_fails_with_one_line_when_no_source_works(tmp_path):
     assert lines[0].startswith("error: could not get InceptionV3 weights: Keras download failed (")
     assert "npm failed (npm not found" in lines[0] and "--from-file PATH" in lines[0]
     assert not backbones.backbone_dir(str(home)).exists()
-    assert time.monotonic() - start < 120
