@@ -19,7 +19,7 @@ def test_gate_names_each_corruption_under_the_required_share():
 def test_pusher_waits_for_robustness_so_the_gate_can_stop_the_push(tmp_path):
     from pipeline import configs, pipeline
 
-    config = configs.PipelineConfig(home=str(tmp_path), min_relative_robustness=0.8)
+    config = configs.PipelineConfig(home=str(tmp_path), min_relative_robustness=0.8, backbone="none")
     nodes = {node.id: node for node in pipeline.create_pipeline(config).components}
     assert "Robustness" in {n.id for n in nodes["Pusher"].upstream_nodes}
     assert nodes["Robustness"].exec_properties["min_relative_accuracy"] == 0.8
