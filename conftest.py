@@ -1,7 +1,7 @@
 """Shared test setup: Keras 2 before TensorFlow loads, and where the real photos are."""
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pathlib import Path  # noqa: E402

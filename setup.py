@@ -20,5 +20,5 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    entry_points={"console_scripts": ["gemstone=gemstone.cli:main"]},
+    entry_points={"console_scripts": ["gemstone=gemstone.apps.cli:main"]},
 )

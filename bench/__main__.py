@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import ingestion_throughput, model_quality, pipeline_wall_time, shipping  # noqa: E402

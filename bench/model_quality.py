@@ -39,7 +39,8 @@ import numpy as np
 
 from bench import common
 from components.robustness import corruptions
-from gemstone import metadata, paths, taxonomy
+from gemstone import contract, paths, taxonomy
+from gemstone.apps import metadata
 
 PIPELINE_NAME = "gem88"
 # Review thresholds whose coverage/accuracy trade-off is reported (the pipeline's default is 0.6).
@@ -71,9 +72,8 @@ def _run_pipeline() -> float:
 
 def _test_split():
     """(paths, labels) of the test split and (paths, labels) of train, from the newest ingestion report."""
-    root = paths.pipeline_root(PIPELINE_NAME) / "ImageExampleGen" / "examples"
-    newest = max(root.iterdir(), key=lambda p: int(p.name))
-    report = json.loads((newest / "ingestion_report.json").read_text())
+    examples = metadata.latest_output_uri(metadata.open_store(PIPELINE_NAME), "ImageExampleGen", "examples")
+    report = json.loads((Path(examples) / contract.INGESTION_REPORT_FILE).read_text())
     split = {}
     for f in report["files"]:
         if f["status"] == "accepted":
@@ -159,30 +159,31 @@ class PushedModel:
 
         self._tf = tf
         loaded = tf.saved_model.load(str(saved_model_dir))
-        self._serving, self._transform = loaded.signatures["serving_default"], loaded.signatures["transform_features"]
+        self._serving = loaded.signatures[contract.SERVING_SIGNATURE]
+        self._transform = loaded.signatures["transform_features"]
         self.classes = None  # the signature returns them with every answer
 
     def probabilities(self, photos) -> np.ndarray:
         out = []
         for start in range(0, len(photos), 64):
-            result = self._serving(images=self._tf.constant([_normalised(p) for p in photos[start:start + 64]]))
-            out.append(result["probabilities"].numpy())
-            self.classes = [c.decode() for c in result["classes"].numpy()[0]]
-        return np.concatenate(out)
+            batch = self._tf.constant([_normalised(p) for p in photos[start:start + 64]])
+            records = contract.prediction_records(self._serving(**{contract.SERVING_INPUT: batch}))
+            out += [record["probabilities"] for record in records]
+            self.classes = records[0]["classes"]
+        return np.array(out)
 
     def histograms(self, photos) -> np.ndarray:
         """The model's own colour and texture histograms (its Transform graph) of encoded photos."""
-        from modules import features
 
         tf = self._tf
         out = []
         for start in range(0, len(photos), 64):
             examples = [tf.train.Example(features=tf.train.Features(feature={
                 key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-                for key, value in ((features.IMAGE_KEY, _normalised(photo)), (features.LABEL_KEY, b""),
-                                   (features.FAMILY_KEY, b""))})).SerializeToString()
+                for key, value in ((contract.IMAGE_KEY, _normalised(photo)), (contract.LABEL_KEY, b""),
+                                   (contract.FAMILY_KEY, b""))})).SerializeToString()
                 for photo in photos[start:start + 64]]
-            out.append(self._transform(examples=tf.constant(examples))[features.COLOUR_XF].numpy())
+            out.append(self._transform(examples=tf.constant(examples))[contract.COLOUR_XF].numpy())
         return np.concatenate(out)
 
 
@@ -296,7 +297,7 @@ def _trainer_seconds() -> float:
 
 def batch_inference_rate(version: Path, test_files) -> dict:
     """`gemstone batch-infer` (Beam RunInference) on the test photos: photos per second, start-up included."""
-    from gemstone import batch_infer
+    from gemstone.apps import batch_infer
 
     with tempfile.TemporaryDirectory(prefix="batch-infer-") as work:
         inputs = Path(work) / "photos"

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from bench import common
-from gemstone import demo_data, metadata
+from gemstone import demo_data
+from gemstone.apps import metadata
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "gemstone-demo"

@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import common
-from gemstone import batch_infer, paths, serve
+from gemstone import contract, paths
+from gemstone.apps import batch_infer, serve
 
 PIPELINE_NAME = "gemstone-demo"
 # Peak FP32 throughput of one core of this CPU class (AVX2/AVX-512 FMA at ~2.5 GHz), for a share-of-peak figure.
@@ -68,15 +69,14 @@ def _keras_predict_loop(version: Path, photos) -> float:
     import tensorflow as tf
     import tf_keras as keras
 
-    from modules import features
 
     model = keras.models.load_model(str(version))
 
     def one(photo):
         # The restored layer keeps the signature it was traced with (labels included): empty labels.
-        transformed = model.tft_layer({features.IMAGE_KEY: tf.constant([[photo.read_bytes()]]),
-                                       features.LABEL_KEY: tf.constant([[""]]), features.FAMILY_KEY: tf.constant([[""]])})
-        return model.predict({k: transformed[k] for k in features.MODEL_INPUT_KEYS}, verbose=0)
+        transformed = model.tft_layer({contract.IMAGE_KEY: tf.constant([[photo.read_bytes()]]),
+                                       contract.LABEL_KEY: tf.constant([[""]]), contract.FAMILY_KEY: tf.constant([[""]])})
+        return model.predict({k: transformed[k] for k in contract.MODEL_INPUT_KEYS}, verbose=0)
 
     one(photos[0])  # warm up
     started = time.perf_counter()
@@ -149,13 +149,17 @@ def edge_models(version: Path, n: int = 100) -> list:
     loaded = tf.saved_model.load(str(version))
     photos = _photos(n)
     size = int(report["image_size"])
-    images = np.stack([tf.image.resize(tf.io.decode_jpeg(p.read_bytes()), [size, size]).numpy() / 255.0
+    from modules import transform
+
+    # The picture exactly as Transform makes it for training and serving (antialiased resize).
+    images = np.stack([transform.decode_and_resize(tf.constant([p.read_bytes()]), size).numpy()[0]
                        for p in photos]).astype(np.float32)
     saved_model_bytes = sum(f.stat().st_size for f in (version / "variables").iterdir()) + \
         (version / "saved_model.pb").stat().st_size
     started = time.perf_counter()
-    reference = np.concatenate([loaded.signatures["serving_default"](images=tf.constant([p.read_bytes()]))
-                                ["probabilities"].numpy() for p in photos]).argmax(1)
+    serving = loaded.signatures[contract.SERVING_SIGNATURE]
+    reference = np.array([np.argmax(contract.prediction_records(serving(**{contract.SERVING_INPUT: tf.constant([p.read_bytes()])}))[0]
+                                    ["probabilities"]) for p in photos])
     rows = [{"model": "SavedModel (with Transform graph)", "bytes": saved_model_bytes,
              "ms_per_image": round(1000 * (time.perf_counter() - started) / n, 2), "top1_agreement": 1.0}]
     for name in ("float16", "int8"):

@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
-from gemstone import ingestion, splits
-from gemstone import image_stats
+from gemstone import contract, image_stats, ingestion, splits
 
 PLOT_NAME = "image_statistics.png"
-HTML_NAME = "data_report.html"
+HTML_NAME = contract.DATA_REPORT_FILE
 
 
 def inspect(data: str, options: Optional[ingestion.IngestionOptions] = None, progress: bool = False,

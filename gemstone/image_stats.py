@@ -15,7 +15,8 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 from PIL import Image
 
-HUE_BINS = 12
+from gemstone import contract
+
 _MEASURE_SIDE = 256  # measured on a copy this size, so sharpness is comparable across resolutions
 NUMERIC = ("brightness", "contrast", "saturation", "sharpness", "aspect_ratio")
 # A class's split is flagged when its mean lies this many pooled standard
@@ -34,7 +35,7 @@ class ImageStats:
     saturation: float  # mean HSV saturation, 0..1
     sharpness: float  # log10(1 + variance of the Laplacian) at 256 px
     aspect_ratio: float  # width / height
-    hue_histogram: tuple  # HUE_BINS saturation-weighted hue frequencies, summing to 1 (or all 0 if grey)
+    hue_histogram: tuple  # contract.HUE_BINS saturation-weighted hue frequencies, summing to 1 (or all 0 if grey)
 
     def numeric(self) -> Dict[str, float]:
         return {name: getattr(self, name) for name in NUMERIC}
@@ -49,9 +50,9 @@ def measure(rgb: Image.Image) -> ImageStats:
     grey = np.asarray(small.convert("L"), dtype=np.float32) / 255.0
     laplacian = (grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1])
     sharpness = math.log10(1.0 + float(laplacian.var()) * 1e4) if laplacian.size else 0.0
-    hue_bin = np.minimum((hsv[..., 0] * HUE_BINS).astype(int), HUE_BINS - 1)
+    hue_bin = np.minimum((hsv[..., 0] * contract.HUE_BINS).astype(int), contract.HUE_BINS - 1)
     weights = hsv[..., 1] * hsv[..., 2]  # grey and dark pixels say little about hue
-    histogram = np.bincount(hue_bin.ravel(), weights=weights.ravel(), minlength=HUE_BINS)
+    histogram = np.bincount(hue_bin.ravel(), weights=weights.ravel(), minlength=contract.HUE_BINS)
     total = histogram.sum()
     histogram = histogram / total if total > 0 else histogram
     return ImageStats(
@@ -106,7 +107,7 @@ def class_hue_histograms(rows: Iterable[dict]) -> Dict[str, List[float]]:
     sums: Dict[str, np.ndarray] = {}
     counts: Dict[str, int] = {}
     for row in rows:
-        sums[row["label"]] = sums.get(row["label"], np.zeros(HUE_BINS)) + np.asarray(row["stats"]["hue_histogram"])
+        sums[row["label"]] = sums.get(row["label"], np.zeros(contract.HUE_BINS)) + np.asarray(row["stats"]["hue_histogram"])
         counts[row["label"]] = counts.get(row["label"], 0) + 1
     return {label: [round(float(v), 4) for v in sums[label] / counts[label]] for label in sorted(sums)}
 
@@ -132,9 +133,9 @@ def plot(rows: List[dict], path, title: str = "Image statistics") -> Optional[st
     ax = fig.add_subplot(grid[1, :])
     labels = list(hues)
     left = np.zeros(len(labels))
-    for b in range(HUE_BINS):
+    for b in range(contract.HUE_BINS):
         widths = np.array([hues[label][b] for label in labels])
-        ax.barh(labels, widths, left=left, color=hsv_to_rgb(((b + 0.5) / HUE_BINS, 0.85, 0.9)))
+        ax.barh(labels, widths, left=left, color=hsv_to_rgb(((b + 0.5) / contract.HUE_BINS, 0.85, 0.9)))
         left += widths
     ax.set_xlabel("share of saturated colour by hue")
     ax.invert_yaxis()

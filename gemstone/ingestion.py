@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import tensorflow as tf
 
 from gemstone import image_stats, images, splits, taxonomy
-from modules.features import FAMILY_KEY, IMAGE_KEY, LABEL_KEY, SIZE_BUCKET_KEY
+from gemstone.contract import FAMILY_KEY, IMAGE_KEY, LABEL_KEY, SIZE_BUCKET_KEY
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 # Columns of a manifest that have a meaning of their own; any other column is

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,10 +43,19 @@ def reports_dir(pipeline_name: str, home: Optional[str] = None) -> Path:
     return gemstone_home(home) / "reports" / pipeline_name
 
 
-def latest_version_dir(base: Path) -> Optional[Path]:
-    """The newest numeric version folder under a TF Serving base path, if any."""
+def versions(base: Path) -> List[Path]:
+    """The complete model versions under a TF Serving base path (numeric folders holding a SavedModel), oldest first.
+
+    The one definition of "a version", for serving, batch inference, drift and the CLI.
+    """
     base = Path(base)
     if not base.is_dir():
-        return None
-    versions = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
+        return []
+    found = [p for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    return sorted(found, key=lambda p: int(p.name))
+
+
+def latest_version_dir(base: Path) -> Optional[Path]:
+    """The newest complete version folder under a TF Serving base path, if any."""
+    found = versions(base)
+    return found[-1] if found else None

@@ -1,6 +1,6 @@
 """The slice dashboard: one self-contained HTML page that says whether a model should ship.
 
-Made from one evaluation's artifacts (`metadata.EvaluationSources`): TFMA's
+Made from one evaluation's artifacts (`EvaluationSources`, below): TFMA's
 metrics, plots and validation result, the robustness report, the data
 report and the examples judged. It needs no network: charts are embedded
 PNGs, the table sorts with a few lines of inline JavaScript.
@@ -12,6 +12,7 @@ The SliceReport component writes the same page at the end of every run.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
 import io
@@ -21,10 +22,19 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from gemstone import data_report, ingestion
-from gemstone.metadata import EvaluationSources
-from modules import features
-from pipeline.evaluation import ACCURACY, EXAMPLE_COUNT, TOP_K_ACCURACY  # the names TFMA writes
+from gemstone import contract, data_report, ingestion
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSources:
+    """The artifacts behind one evaluation: what the slice dashboard is made from."""
+
+    evaluation: str  # TFMA output (ModelEvaluation)
+    blessing: str  # ModelBlessing: BLESSED or NOT_BLESSED
+    model: str  # the candidate Model
+    examples: str  # the Examples it was judged on
+    robustness: Optional[str]  # RobustnessReport of the same model, if one was made
+
 
 WORST_CONFUSIONS = 8
 THUMBNAILS_PER_CONFUSION = 6
@@ -147,28 +157,28 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     from tfx.utils import path_utils
     import tensorflow_model_analysis as tfma
 
-    vocabulary = _read_text(os.path.join(path_utils.serving_model_path(sources.model), "assets", features.LABEL_VOCAB))
+    vocabulary = _read_text(os.path.join(path_utils.serving_model_path(sources.model), "assets", contract.LABEL_VOCAB))
     classes = vocabulary.splitlines() if vocabulary else []
     metrics = load_metrics(sources.evaluation)
     plots = load_plots(sources.evaluation)
     validation = tfma.load_validation_result(sources.evaluation)
     blessed = _read_text(os.path.join(sources.blessing, "BLESSED")) is not None
-    examples = ingestion.read_examples(sources.examples, split, (features.LABEL_KEY, features.FAMILY_KEY))
-    family_of = {e[features.LABEL_KEY].decode(): e[features.FAMILY_KEY].decode() for e in examples}
+    examples = ingestion.read_examples(sources.examples, split, (contract.LABEL_KEY, contract.FAMILY_KEY))
+    family_of = {e[contract.LABEL_KEY].decode(): e[contract.FAMILY_KEY].decode() for e in examples}
 
     matrix = confusion_matrix(plots["matrices"].get(0.0, []), len(classes))
     overall = metrics.get("overall", {"candidate": {}, "baseline": {}})
     per_class = []
     for class_id, name in enumerate(classes):
-        slice_metrics = metrics.get(f"{features.LABEL_KEY}:{name}", {"candidate": {}, "baseline": {}})
+        slice_metrics = metrics.get(f"{contract.LABEL_KEY}:{name}", {"candidate": {}, "baseline": {}})
         row = matrix[class_id].copy()
         row[class_id] = 0
         per_class.append({
             "label": name, "family": family_of.get(name, ""),
-            "photos": int(slice_metrics["candidate"].get(EXAMPLE_COUNT, 0)),
-            "accuracy": slice_metrics["candidate"].get(ACCURACY),
-            "previous_accuracy": slice_metrics["baseline"].get(ACCURACY),
-            "top_k_accuracy": slice_metrics["candidate"].get(TOP_K_ACCURACY),
+            "photos": int(slice_metrics["candidate"].get(contract.EXAMPLE_COUNT, 0)),
+            "accuracy": slice_metrics["candidate"].get(contract.ACCURACY),
+            "previous_accuracy": slice_metrics["baseline"].get(contract.ACCURACY),
+            "top_k_accuracy": slice_metrics["candidate"].get(contract.TOP_K_ACCURACY),
             "precision": overall["candidate"].get(("precision", class_id)),
             "recall": overall["candidate"].get(("recall", class_id)),
             "f1": overall["candidate"].get(("f1_score", class_id)),
@@ -176,16 +186,16 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         })
 
     def slices_of(column):
-        return [{"slice": name.split(":", 1)[1], "photos": int(m["candidate"].get(EXAMPLE_COUNT, 0)),
-                 "accuracy": m["candidate"].get(ACCURACY), "previous_accuracy": m["baseline"].get(ACCURACY),
-                 "top_k_accuracy": m["candidate"].get(TOP_K_ACCURACY)}
+        return [{"slice": name.split(":", 1)[1], "photos": int(m["candidate"].get(contract.EXAMPLE_COUNT, 0)),
+                 "accuracy": m["candidate"].get(contract.ACCURACY), "previous_accuracy": m["baseline"].get(contract.ACCURACY),
+                 "top_k_accuracy": m["candidate"].get(contract.TOP_K_ACCURACY)}
                 for name, m in sorted(metrics.items()) if name.startswith(column + ":")]
 
-    robustness = json.loads(_read_text(os.path.join(sources.robustness, "robustness.json")) or "null") \
+    robustness = json.loads(_read_text(os.path.join(sources.robustness, contract.ROBUSTNESS_REPORT_FILE)) or "null") \
         if sources.robustness else None
     predictions = []
     if sources.robustness:
-        text = _read_text(os.path.join(sources.robustness, "predictions.jsonl")) or ""
+        text = _read_text(os.path.join(sources.robustness, contract.ROBUSTNESS_PREDICTIONS_FILE)) or ""
         predictions = [json.loads(line) for line in text.splitlines() if line.strip()]
     confusions, shown = [], {}
     off_diagonal = matrix - np.diag(np.diag(matrix))
@@ -194,7 +204,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         if off_diagonal[true_id, predicted_id] <= 0:
             break
         true_label, predicted_label = classes[true_id], classes[predicted_id]
-        photos = [p for p in predictions if p["label"] == true_label and p["predicted"] == predicted_label]
+        photos = [p for p in predictions if p["label"] == true_label and p["prediction"]["label"] == predicted_label]
         shown[len(confusions)] = photos[:THUMBNAILS_PER_CONFUSION]
         confusions.append({"label": true_label, "predicted": predicted_label,
                            "photos": int(matrix[true_id, predicted_id])})
@@ -202,15 +212,15 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     wanted = {p["source_path"] for photos in shown.values() for p in photos}
     image_of = {}
     if wanted:
-        shown_examples = ingestion.read_examples(sources.examples, split, ("source_path", features.IMAGE_KEY),
+        shown_examples = ingestion.read_examples(sources.examples, split, ("source_path", contract.IMAGE_KEY),
                                                  keep=lambda e: e["source_path"].decode() in wanted)
-        image_of = {e["source_path"].decode(): e[features.IMAGE_KEY] for e in shown_examples}
+        image_of = {e["source_path"].decode(): e[contract.IMAGE_KEY] for e in shown_examples}
     for index, photos in shown.items():
         confusions[index]["thumbnails"] = [
             {"path": p["source_path"], "confidence": p["confidence"], "jpeg_base64": _thumbnail(image_of[p["source_path"]])}
             for p in photos if p["source_path"] in image_of]
 
-    ingestion_report = _read_text(os.path.join(sources.examples, "ingestion_report.json"))
+    ingestion_report = _read_text(os.path.join(sources.examples, contract.INGESTION_REPORT_FILE))
     return {
         "pipeline_name": pipeline_name, "split": split, "sources": sources.__dict__,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -220,8 +230,8 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         "overall": {"candidate": {k: v for k, v in overall["candidate"].items() if isinstance(k, str)},
                     "baseline": {k: v for k, v in overall["baseline"].items() if isinstance(k, str)}},
         "per_class": per_class,
-        "families": slices_of(features.FAMILY_KEY),
-        "size_buckets": slices_of(features.SIZE_BUCKET_KEY),
+        "families": slices_of(contract.FAMILY_KEY),
+        "size_buckets": slices_of(contract.SIZE_BUCKET_KEY),
         "confusion_matrix": matrix.tolist(),
         "calibration": reliability(plots["calibration"]),
         "review": {threshold: review_trade_off(entries) for threshold, entries in plots["matrices"].items()},
@@ -366,8 +376,8 @@ def render(data: Dict[str, Any]) -> str:
                html.escape("\n".join(data["validation_failures"]) or "(see the Evaluator's log)") + "</pre>")
     overall_rows = [[name, _number(overall.get(key), digits), _number(previous.get(key), digits),
                      _change(overall.get(key), previous.get(key))]
-                    for name, key, digits in (("accuracy", ACCURACY, 3), ("top-3 accuracy", TOP_K_ACCURACY, 3),
-                                              ("photos", EXAMPLE_COUNT, 0))]
+                    for name, key, digits in (("accuracy", contract.ACCURACY, 3), ("top-3 accuracy", contract.TOP_K_ACCURACY, 3),
+                                              ("photos", contract.EXAMPLE_COUNT, 0))]
     per_class = data["per_class"]
     f1s = [r["f1"] for r in per_class if r["f1"] is not None]
     if f1s:

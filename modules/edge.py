@@ -21,13 +21,14 @@ agrees, and the report says which of the two it is.
 import json
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from modules import features, transform  # noqa: E402
+from gemstone import contract
+from modules import transform  # noqa: E402
 
 MIN_AGREEMENT = 0.99
 FOLDER = "tflite"
@@ -36,7 +37,7 @@ FOLDER = "tflite"
 def edge_model(model: keras.Model, image_size: int, temperature: float) -> keras.Model:
     image = keras.Input(shape=(image_size, image_size, 3), name="image")
     colour = keras.layers.Lambda(transform.colour_histogram, name="colour_histogram")(image)
-    logits = model({features.IMAGE_XF: image, features.COLOUR_XF: colour}, training=False)[features.VARIETY_HEAD]
+    logits = model({contract.IMAGE_XF: image, contract.COLOUR_XF: colour}, training=False)[contract.VARIETY_HEAD]
     probabilities = keras.layers.Softmax(name="probabilities")(logits / temperature)
     return keras.Model(image, probabilities, name="gemstone_edge")
 

@@ -15,17 +15,13 @@ Signatures:
   from_examples(examples: string [B])     serialized tf.Examples (TFMA, BulkInferrer)
   transform_features(examples: string [B])  the Transform graph alone (TFMA labels)
 """
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import tensorflow as tf  # noqa: E402
 
-from modules import features  # noqa: E402
+from gemstone import contract  # noqa: E402
 
-TOP_K = 3
-SERVING_INPUT = "images"
-EXAMPLES_INPUT = "examples"
+EXAMPLES_INPUT = "examples"  # serialized tf.Examples (TFMA, BulkInferrer)
 
 
 def _raw_spec(tf_transform_output, keys):
@@ -49,18 +45,18 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
     otherwise name a family that contradicts the variety ("Amethyst, Corundum").
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
-    class_names = tf.constant(tf_transform_output.vocabulary_by_name(features.LABEL_VOCAB))
-    family_names = tf.constant(tf_transform_output.vocabulary_by_name(features.FAMILY_VOCAB))
-    serving_spec = _raw_spec(tf_transform_output, features.SERVING_RAW_KEYS)
-    eval_spec = _raw_spec(tf_transform_output, features.EVAL_RAW_KEYS)
-    k = min(TOP_K, int(class_names.shape[0]))
+    class_names = tf.constant(tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB))
+    family_names = tf.constant(tf_transform_output.vocabulary_by_name(contract.FAMILY_VOCAB))
+    serving_spec = _raw_spec(tf_transform_output, contract.SERVING_RAW_KEYS)
+    eval_spec = _raw_spec(tf_transform_output, contract.EVAL_RAW_KEYS)
+    k = min(contract.TOP_K, int(class_names.shape[0]))
     family_of_variety = tf.constant(family_of_variety, tf.int32)
     variety_to_family = tf.one_hot(family_of_variety, int(family_names.shape[0]))  # [C, F]
 
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
-        logits = model({k: transformed[k] for k in features.MODEL_INPUT_KEYS}, training=False)
-        probabilities = tf.nn.softmax(logits[features.VARIETY_HEAD] / temperature)
+        logits = model({k: transformed[k] for k in contract.MODEL_INPUT_KEYS}, training=False)
+        probabilities = tf.nn.softmax(logits[contract.VARIETY_HEAD] / temperature)
         top = tf.math.top_k(probabilities, k=k)
         family = tf.gather(family_of_variety, top.indices[:, 0])
         family_probabilities = tf.matmul(probabilities, variety_to_family)
@@ -78,9 +74,9 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
             "needs_review": top.values[:, 0] < review_threshold,
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.SERVING_INPUT)])
     def serve_images(images):
-        return predict({features.IMAGE_KEY: _reshape_to_spec(images, serving_spec[features.IMAGE_KEY])})
+        return predict({contract.IMAGE_KEY: _reshape_to_spec(images, serving_spec[contract.IMAGE_KEY])})
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serve_examples(examples):
@@ -91,7 +87,7 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
         return model.tft_layer(tf.io.parse_example(examples, eval_spec))
 
     return {
-        "serving_default": serve_images.get_concrete_function(),
+        contract.SERVING_SIGNATURE: serve_images.get_concrete_function(),
         "from_examples": serve_examples.get_concrete_function(),
         "transform_features": transform_features.get_concrete_function(),
     }

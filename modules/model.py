@@ -19,12 +19,13 @@ prediction names is the family of its variety (modules/export.py).
 import dataclasses
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from modules import features, transform  # noqa: E402
+from gemstone import contract
+from modules import transform  # noqa: E402
 
 SMALL_CNN = "small_cnn"
 NONE = "none"  # from scratch: the small CNN
@@ -225,14 +226,14 @@ def build_model(image_size: int, num_classes: int, num_families: int, colour_siz
     network should see another size (a tuned `image_size`): they are resized inside.
     """
     input_size = input_size or image_size
-    image = keras.Input(shape=(input_size, input_size, 3), name=features.IMAGE_XF)
-    colour = keras.Input(shape=(colour_size,), name=features.COLOUR_XF)
+    image = keras.Input(shape=(input_size, input_size, 3), name=contract.IMAGE_XF)
+    colour = keras.Input(shape=(colour_size,), name=contract.COLOUR_XF)
     x, histogram = RandomPhotoConditions(histogram=colour_features, name="photo_conditions")([image, colour])
     x = x if input_size == image_size else keras.layers.Resizing(image_size, image_size, name="resize")(x)
     x = augmentation()(x)
     x = backbone(backbone_name, image_size, weights)(x)
     outputs = _heads(x, histogram if colour_features else None, num_classes, num_families, head_width, dropout, l2)
-    model = keras.Model(inputs={features.IMAGE_XF: image, features.COLOUR_XF: colour}, outputs=outputs,
+    model = keras.Model(inputs={contract.IMAGE_XF: image, contract.COLOUR_XF: colour}, outputs=outputs,
                         name="gemstone")
     compile_model(model, learning_rate)
     return model
@@ -252,7 +253,7 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     return {
         head: keras.layers.Dense(size, name=head, kernel_regularizer=keras.regularizers.l2(l2))(x)
-        for head, size in ((features.VARIETY_HEAD, num_classes), (features.FAMILY_HEAD, num_families))
+        for head, size in ((contract.VARIETY_HEAD, num_classes), (contract.FAMILY_HEAD, num_families))
     }
 
 
@@ -261,10 +262,10 @@ def compile_model(model: keras.Model, learning_rate) -> None:
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss={features.VARIETY_HEAD: loss, features.FAMILY_HEAD: loss},
+        loss={contract.VARIETY_HEAD: loss, contract.FAMILY_HEAD: loss},
         # The family head is an auxiliary task: it helps, but the variety is the answer.
-        loss_weights={features.VARIETY_HEAD: 1.0, features.FAMILY_HEAD: 0.3},
-        metrics={features.VARIETY_HEAD: ["accuracy"], features.FAMILY_HEAD: ["accuracy"]},
+        loss_weights={contract.VARIETY_HEAD: 1.0, contract.FAMILY_HEAD: 0.3},
+        metrics={contract.VARIETY_HEAD: ["accuracy"], contract.FAMILY_HEAD: ["accuracy"]},
     )
 
 
@@ -326,10 +327,10 @@ class TransferParts:
         """{map, low features, colour} -> logits: the top blocks and the head, on the trunk's cached outputs."""
         cut_map = keras.Input(self.top.input_shape[1:], name="cut_map")
         low = keras.Input(self.trunk.output_shape[1][1:], name="low_features")
-        colour = keras.Input(self.head.input[features.COLOUR_XF].shape[1:], name=features.COLOUR_XF)
+        colour = keras.Input(self.head.input[contract.COLOUR_XF].shape[1:], name=contract.COLOUR_XF)
         joined = keras.layers.Concatenate(name="pooled")([low, self.top(cut_map)])
-        logits = self.head({FEATURES_INPUT: joined, features.COLOUR_XF: colour})
-        return keras.Model({"cut_map": cut_map, "low_features": low, features.COLOUR_XF: colour},
+        logits = self.head({FEATURES_INPUT: joined, contract.COLOUR_XF: colour})
+        return keras.Model({"cut_map": cut_map, "low_features": low, contract.COLOUR_XF: colour},
                            _named(logits), name="fine_tune")
 
 
@@ -402,20 +403,20 @@ def build_transfer_model(image_size: int, num_classes: int, num_families: int, c
 
     size = trunk.output_shape[1][-1] + top.output_shape[-1]
     pooled = keras.Input((size,), name=FEATURES_INPUT)
-    colour = keras.Input((colour_size,), name=features.COLOUR_XF)
+    colour = keras.Input((colour_size,), name=contract.COLOUR_XF)
     # Pooled maxima and averages differ in scale: standardised, then a linear read-out (with the
     # colour branch) is what the measurements above found best on a few thousand photos.
     x = keras.layers.BatchNormalization(name="feature_norm")(pooled)
     x = keras.layers.Dropout(0.2, name="feature_dropout")(x)
-    head = keras.Model({FEATURES_INPUT: pooled, features.COLOUR_XF: colour},
+    head = keras.Model({FEATURES_INPUT: pooled, contract.COLOUR_XF: colour},
                        _heads(x, colour if colour_features else None, num_classes, num_families, head_width,
                               dropout, l2), name=HEAD_LAYER)
 
-    model_image = keras.Input((image_size, image_size, 3), name=features.IMAGE_XF)
-    model_colour = keras.Input((colour_size,), name=features.COLOUR_XF)
+    model_image = keras.Input((image_size, image_size, 3), name=contract.IMAGE_XF)
+    model_colour = keras.Input((colour_size,), name=contract.COLOUR_XF)
     trunk_map, trunk_low = trunk(model_image)
     joined = keras.layers.Concatenate(name="pooled")([trunk_low, top(trunk_map)])
-    model = keras.Model({features.IMAGE_XF: model_image, features.COLOUR_XF: model_colour},
-                        _named(head({FEATURES_INPUT: joined, features.COLOUR_XF: model_colour})), name="gemstone")
+    model = keras.Model({contract.IMAGE_XF: model_image, contract.COLOUR_XF: model_colour},
+                        _named(head({FEATURES_INPUT: joined, contract.COLOUR_XF: model_colour})), name="gemstone")
     compile_model(head, learning_rate)
     return TransferParts(trunk, top, head, model)

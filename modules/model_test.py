@@ -4,21 +4,22 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from modules import features, model as model_lib, transform
+from gemstone import contract
+from modules import model as model_lib, transform
 
 SIZE = 32
 
 
 def _inputs(batch=2):
     images = tf.random.stateless_uniform([batch, SIZE, SIZE, 3], seed=[0, 1])
-    return {features.IMAGE_XF: images, features.COLOUR_XF: transform.colour_histogram(images)}
+    return {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)}
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "mobilenet_v3_small"])
 def test_model_has_variety_and_family_logits(name):
     model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, backbone_name=name)
     outputs = model(_inputs(), training=False)
-    assert outputs[features.VARIETY_HEAD].shape == (2, 5) and outputs[features.FAMILY_HEAD].shape == (2, 2)
+    assert outputs[contract.VARIETY_HEAD].shape == (2, 5) and outputs[contract.FAMILY_HEAD].shape == (2, 2)
 
 
 def test_pretrained_weights_load_from_a_local_file(tmp_path):
@@ -116,17 +117,17 @@ def test_staged_unfreezing_trains_the_top_first():
 def test_without_colour_features_the_histogram_is_ignored():
     model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, colour_features=False)
     inputs = _inputs()
-    other = {**inputs, features.COLOUR_XF: tf.reverse(inputs[features.COLOUR_XF], axis=[1])}
-    np.testing.assert_allclose(model(inputs, training=False)[features.VARIETY_HEAD],
-                               model(other, training=False)[features.VARIETY_HEAD])
+    other = {**inputs, contract.COLOUR_XF: tf.reverse(inputs[contract.COLOUR_XF], axis=[1])}
+    np.testing.assert_allclose(model(inputs, training=False)[contract.VARIETY_HEAD],
+                               model(other, training=False)[contract.VARIETY_HEAD])
     with_colour = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE)
-    assert not np.allclose(with_colour(inputs)[features.VARIETY_HEAD], with_colour(other)[features.VARIETY_HEAD])
+    assert not np.allclose(with_colour(inputs)[contract.VARIETY_HEAD], with_colour(other)[contract.VARIETY_HEAD])
 
 
 def test_a_tuned_image_size_is_resized_inside_the_model():
     model = model_lib.build_model(24, 5, 2, transform.COLOUR_FEATURE_SIZE, input_size=SIZE)
     assert model.get_layer("resize").output_shape == (None, 24, 24, 3)
-    assert model(_inputs())[features.VARIETY_HEAD].shape == (2, 5)
+    assert model(_inputs())[contract.VARIETY_HEAD].shape == (2, 5)
 
 
 TRANSFER_SIZE = 75  # InceptionV3's smallest input
@@ -141,11 +142,11 @@ def test_transfer_parts_chain_to_the_exported_model(transfer_parts):
     """Trained on the trunk's cached outputs, the head and top blocks give what the whole model gives a picture."""
     images = tf.random.stateless_uniform([3, TRANSFER_SIZE, TRANSFER_SIZE, 3], seed=[2, 3])
     colour = transform.colour_histogram(images)
-    whole = transfer_parts.model({features.IMAGE_XF: images, features.COLOUR_XF: colour}, training=False)
+    whole = transfer_parts.model({contract.IMAGE_XF: images, contract.COLOUR_XF: colour}, training=False)
     cut_map, low = transfer_parts.trunk(images, training=False)
     parts = transfer_parts.fine_tune_model()({"cut_map": cut_map, "low_features": low,
-                                               features.COLOUR_XF: colour}, training=False)
-    for head in (features.VARIETY_HEAD, features.FAMILY_HEAD):
+                                               contract.COLOUR_XF: colour}, training=False)
+    for head in (contract.VARIETY_HEAD, contract.FAMILY_HEAD):
         np.testing.assert_allclose(whole[head].numpy(), parts[head].numpy(), atol=1e-4)
 
 

@@ -14,7 +14,7 @@ modules/export.py, the edge (TFLite) models.
 """
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import json  # noqa: E402
 
@@ -31,7 +31,8 @@ from typing import NamedTuple  # noqa: E402
 import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modules import calibration, edge, export, features, transfer  # noqa: E402
+from gemstone import contract  # noqa: E402
+from modules import calibration, edge, export, transfer  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 
 DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
@@ -72,15 +73,15 @@ def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, s
     tft_layer = tf_transform_output.transform_features_layer()
 
     def to_model_io(raw_batch):
-        xf = tft_layer({k: raw_batch[k] for k in features.EVAL_RAW_KEYS})
+        xf = tft_layer({k: raw_batch[k] for k in contract.EVAL_RAW_KEYS})
         return (
-            {k: xf[k] for k in features.MODEL_INPUT_KEYS},
-            {features.VARIETY_HEAD: xf[features.LABEL_XF], features.FAMILY_HEAD: xf[features.FAMILY_XF]},
+            {k: xf[k] for k in contract.MODEL_INPUT_KEYS},
+            {contract.VARIETY_HEAD: xf[contract.LABEL_XF], contract.FAMILY_HEAD: xf[contract.FAMILY_XF]},
         )
 
     dataset = raw.map(to_model_io, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     # A label missing from the train-split vocabulary maps to -1: leave it out.
-    dataset = dataset.filter(lambda x, y: y[features.VARIETY_HEAD] >= 0).cache()
+    dataset = dataset.filter(lambda x, y: y[contract.VARIETY_HEAD] >= 0).cache()
     if training:
         dataset = dataset.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -130,9 +131,9 @@ def _train_end_to_end(fn_args, tf_transform_output, config) -> _Trained:
     model = _build(tf_transform_output, config)
     history = _fit(model, train, val, config, class_counts, fn_args.model_run_dir)
     eval_inputs, eval_labels, eval_logits = _collect(model, val)
-    representative = next(iter(train.unbatch().batch(transfer.REPRESENTATIVE_PHOTOS)))[0][features.IMAGE_XF]
+    representative = next(iter(train.unbatch().batch(transfer.REPRESENTATIVE_PHOTOS)))[0][contract.IMAGE_XF]
     return _Trained(model, history, eval_labels, eval_logits, family_of_variety, representative.numpy(),
-                    eval_inputs[features.IMAGE_XF][:transfer.AGREEMENT_PHOTOS])
+                    eval_inputs[contract.IMAGE_XF][:transfer.AGREEMENT_PHOTOS])
 
 
 def _train_transfer(fn_args, tf_transform_output, config) -> _Trained:
@@ -150,7 +151,7 @@ def _train_transfer(fn_args, tf_transform_output, config) -> _Trained:
     cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train")
     cached_val = transfer.cache(parts, val, 1, keep_images=transfer.AGREEMENT_PHOTOS, name="eval")
     photos = len(cached_train.variety) // views
-    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
+    num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
     class_weights = (_class_weights(counts) if config["imbalance"] == "class_weight"
                      else np.ones(num_classes, np.float32))
@@ -161,13 +162,13 @@ def _train_transfer(fn_args, tf_transform_output, config) -> _Trained:
 
 
 def _build_transfer(tf_transform_output, config, weights) -> model_lib.TransferParts:
-    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
-    num_families = tf_transform_output.vocabulary_size_by_name(features.FAMILY_VOCAB)
+    num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
+    num_families = tf_transform_output.vocabulary_size_by_name(contract.FAMILY_VOCAB)
     size = _transform_image_size(tf_transform_output)
     logging.info("Model: InceptionV3 at %dpx, %d classes, %d families, weights %s.", size, num_classes,
                  num_families, weights or "random")
     return model_lib.build_transfer_model(
-        size, num_classes, num_families, tf_transform_output.transformed_feature_spec()[features.COLOUR_XF].shape[-1],
+        size, num_classes, num_families, tf_transform_output.transformed_feature_spec()[contract.COLOUR_XF].shape[-1],
         weights=weights, learning_rate=float(config["learning_rate"]), dropout=float(config["dropout"]),
         head_width=int(config["head_width"]), colour_features=bool(config["colour_features"]))
 
@@ -195,25 +196,25 @@ def _datasets(fn_args, tf_transform_output, config):
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, True, seed)
     val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
-    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
+    num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     variety, family = [], []
     for _, labels in train:  # also fills the in-memory cache
-        variety.append(labels[features.VARIETY_HEAD].numpy())
-        family.append(labels[features.FAMILY_HEAD].numpy())
+        variety.append(labels[contract.VARIETY_HEAD].numpy())
+        family.append(labels[contract.FAMILY_HEAD].numpy())
     variety, family = np.concatenate(variety), np.concatenate(family)
     counts = np.bincount(variety, minlength=num_classes).astype(float)
     return train, val, counts, _family_of_variety(variety, family, num_classes)
 
 
 def _build(tf_transform_output, config) -> keras.Model:
-    num_classes = tf_transform_output.vocabulary_size_by_name(features.LABEL_VOCAB)
-    num_families = tf_transform_output.vocabulary_size_by_name(features.FAMILY_VOCAB)
+    num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
+    num_families = tf_transform_output.vocabulary_size_by_name(contract.FAMILY_VOCAB)
     spec = tf_transform_output.transformed_feature_spec()
     input_size = _transform_image_size(tf_transform_output)
     image_size = int(config.get("image_size") or input_size)
     logging.info("Model: %d classes, %d families, %dpx images (%dpx from Transform), %s.", num_classes,
                  num_families, image_size, input_size, config["backbone"])
-    return model_lib.build_model(image_size, num_classes, num_families, spec[features.COLOUR_XF].shape[-1],
+    return model_lib.build_model(image_size, num_classes, num_families, spec[contract.COLOUR_XF].shape[-1],
                                  learning_rate=float(config["learning_rate"]), dropout=float(config["dropout"]),
                                  backbone_name=config["backbone"], weights=config["weights"] or None,
                                  head_width=int(config["head_width"]),
@@ -222,7 +223,7 @@ def _build(tf_transform_output, config) -> keras.Model:
 
 def _transform_image_size(tf_transform_output) -> int:
     """Side of the images Transform makes (the model may resize them to a tuned size)."""
-    return tf_transform_output.transformed_feature_spec()[features.IMAGE_XF].shape[0]
+    return tf_transform_output.transformed_feature_spec()[contract.IMAGE_XF].shape[0]
 
 
 def _fit(model, train, val, config, class_counts, log_dir):
@@ -328,16 +329,16 @@ def _class_weights(counts):
 
 
 def _sample_weights(labels, weights):
-    w = tf.gather(tf.constant(weights), labels[features.VARIETY_HEAD])
-    return {features.VARIETY_HEAD: w, features.FAMILY_HEAD: w}
+    w = tf.gather(tf.constant(weights), labels[contract.VARIETY_HEAD])
+    return {contract.VARIETY_HEAD: w, contract.FAMILY_HEAD: w}
 
 
 def _collect(model, dataset):
     """Inputs, labels and variety logits of a whole (eval) dataset, as numpy."""
-    inputs, labels, logits = {k: [] for k in features.MODEL_INPUT_KEYS}, [], []
+    inputs, labels, logits = {k: [] for k in contract.MODEL_INPUT_KEYS}, [], []
     for x, y in dataset:
         for k in inputs:
             inputs[k].append(x[k].numpy())
-        labels.append(y[features.VARIETY_HEAD].numpy())
-        logits.append(model(x, training=False)[features.VARIETY_HEAD].numpy())
+        labels.append(y[contract.VARIETY_HEAD].numpy())
+        logits.append(model(x, training=False)[contract.VARIETY_HEAD].numpy())
     return ({k: np.concatenate(v) for k, v in inputs.items()}, np.concatenate(labels), np.concatenate(logits))

@@ -3,7 +3,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from modules import features, model as model_lib, trainer, transform
+from gemstone import contract
+from modules import model as model_lib, trainer, transform
 
 SIZE = 16
 
@@ -12,9 +13,9 @@ def _photos(brightness, labels):
     """Grey photos of the given brightness, with the labels given (variety and family alike)."""
     images = tf.constant(np.broadcast_to(np.array(brightness, np.float32)[:, None, None, None],
                                          (len(labels), SIZE, SIZE, 3)).copy())
-    inputs = {features.IMAGE_XF: images, features.COLOUR_XF: transform.colour_histogram(images)}
+    inputs = {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)}
     y = tf.constant(labels, tf.int64)
-    return tf.data.Dataset.from_tensor_slices((inputs, {features.VARIETY_HEAD: y, features.FAMILY_HEAD: y}))
+    return tf.data.Dataset.from_tensor_slices((inputs, {contract.VARIETY_HEAD: y, contract.FAMILY_HEAD: y}))
 
 
 def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path):

@@ -18,7 +18,7 @@ accuracy (best weights kept; see MONITOR), rare classes weighted up.
 """
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import math  # noqa: E402
 import time  # noqa: E402
@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import logging  # noqa: E402
 
-from modules import features  # noqa: E402
+from gemstone import contract  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 
 CUT_MAP, LOW = "cut_map", "low_features"
@@ -50,14 +50,14 @@ class Cached(NamedTuple):
 
     def head_inputs(self) -> dict:
         return {model_lib.FEATURES_INPUT: np.concatenate([self.low, self.high], axis=1),
-                features.COLOUR_XF: self.colour}
+                contract.COLOUR_XF: self.colour}
 
     def fine_tune_inputs(self, index=slice(None)) -> dict:
         return {CUT_MAP: self.cut_map[index].astype(np.float32), LOW: self.low[index],
-                features.COLOUR_XF: self.colour[index]}
+                contract.COLOUR_XF: self.colour[index]}
 
     def labels(self, index=slice(None)) -> dict:
-        return {features.VARIETY_HEAD: self.variety[index], features.FAMILY_HEAD: self.family[index]}
+        return {contract.VARIETY_HEAD: self.variety[index], contract.FAMILY_HEAD: self.family[index]}
 
 
 def augmenter(colour_features: bool, seed: int):
@@ -85,12 +85,12 @@ def cache(parts: model_lib.TransferParts, dataset: tf.data.Dataset, views: int, 
     started = time.time()
     for view in range(views):
         for x, y in dataset:
-            image, colour = x[features.IMAGE_XF], x[features.COLOUR_XF]
+            image, colour = x[contract.IMAGE_XF], x[contract.COLOUR_XF]
             if view > 0:
                 image, colour = augment(image, colour)
             cut_map, low, high = trunk(image)
             for key, value in (("cut_map", cut_map), ("low", low), ("high", high), ("colour", colour),
-                               ("variety", y[features.VARIETY_HEAD]), ("family", y[features.FAMILY_HEAD])):
+                               ("variety", y[contract.VARIETY_HEAD]), ("family", y[contract.FAMILY_HEAD])):
                 columns[key].append(value.numpy())
             if view == 0 and sum(len(i) for i in columns["images"]) < keep_images:
                 columns["images"].append(image.numpy())
@@ -121,13 +121,13 @@ class _OneViewPerPhoto(keras.utils.Sequence):
         index = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
         weights = self.weights[index]
         return (self.data.fine_tune_inputs(index), self.data.labels(index),
-                {features.VARIETY_HEAD: weights, features.FAMILY_HEAD: weights})
+                {contract.VARIETY_HEAD: weights, contract.FAMILY_HEAD: weights})
 
 
 # What early stopping and the fine-tuning decision watch. Not the eval loss: on the 88 classes the
 # head grows over-confident while it still gets more photos right (epoch 2 of 12: eval loss 2.92 at
 # 0.59 accuracy; epoch 9: 3.92 at 0.70), and calibration corrects the confidence afterwards.
-MONITOR = "val_" + features.VARIETY_HEAD + "_accuracy"
+MONITOR = "val_" + contract.VARIETY_HEAD + "_accuracy"
 
 
 def _callbacks(config, log_dir: str, stage: str):
@@ -138,7 +138,7 @@ def _callbacks(config, log_dir: str, stage: str):
 
 def _accuracy(model, val: "Cached") -> float:
     return float(model.evaluate(val.fine_tune_inputs(), val.labels(), verbose=0, return_dict=True)[
-        features.VARIETY_HEAD + "_accuracy"])
+        contract.VARIETY_HEAD + "_accuracy"])
 
 
 def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int, config: dict,
@@ -146,7 +146,7 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
     """Stage 1 (head on frozen features), then stage 2 (top blocks + head); returns the merged history."""
     batch_size, learning_rate = int(config["batch_size"]), float(config["learning_rate"])
     weights = class_weights[train.variety]
-    sample_weight = {features.VARIETY_HEAD: weights, features.FAMILY_HEAD: weights}
+    sample_weight = {contract.VARIETY_HEAD: weights, contract.FAMILY_HEAD: weights}
     history: Dict[str, list] = {}
 
     def merge(result):
@@ -189,4 +189,4 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
 def eval_logits(parts: model_lib.TransferParts, val: Cached) -> np.ndarray:
     """Variety logits of the cached eval photos (the exported model gives the same from the pictures)."""
     outputs = parts.fine_tune_model().predict(val.fine_tune_inputs(), batch_size=64, verbose=0)
-    return outputs[features.VARIETY_HEAD]
+    return outputs[contract.VARIETY_HEAD]

@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from modules import features, model as model_lib, trainer, transfer, transform
+from gemstone import contract
+from modules import model as model_lib, trainer, transfer, transform
 
 SIZE = 75  # InceptionV3's smallest input
 
@@ -16,8 +17,8 @@ def _photos(n, seed=0):
     images = rng.uniform(0.0, 0.3, (n, SIZE, SIZE, 3)).astype(np.float32)
     images[labels == 0, ..., 0] += 0.6
     images[labels == 1, ..., 2] += 0.6
-    x = {features.IMAGE_XF: images, features.COLOUR_XF: transform.colour_histogram(tf.constant(images)).numpy()}
-    y = {features.VARIETY_HEAD: labels, features.FAMILY_HEAD: labels}
+    x = {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(tf.constant(images)).numpy()}
+    y = {contract.VARIETY_HEAD: labels, contract.FAMILY_HEAD: labels}
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
 
 

@@ -4,19 +4,17 @@ Everything a model needs from a raw photo is computed here, in TensorFlow ops,
 so the exported model applies exactly the same graph to a client's JPEG as the
 Trainer applied to the training examples (no training/serving skew).
 """
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
-from modules import features  # noqa: E402
+from gemstone import contract  # noqa: E402
 
 DEFAULT_IMAGE_SIZE = 64
 # Joint HSV histogram bins. Hue gets the most: it separates the varieties.
-HUE_BINS, SATURATION_BINS, VALUE_BINS = 12, 4, 4
-HSV_SIZE = HUE_BINS * SATURATION_BINS * VALUE_BINS
+SATURATION_BINS, VALUE_BINS = 4, 4  # hue: contract.HUE_BINS
+HSV_SIZE = contract.HUE_BINS * SATURATION_BINS * VALUE_BINS
 # Plus a joint RGB histogram, 8 bins a channel: the colour feature of the
 # random-forest baseline (Chow and Reyes-Aldasoro, 2022), finer in dark tones.
 RGB_BINS = 8
@@ -147,7 +145,7 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     larger than HISTOGRAM_SIZE are scaled down to it first.
     """
     images = _histogram_picture(images)
-    hsv_bin = _joint_bin(rgb_to_hsv(images), (HUE_BINS, SATURATION_BINS, VALUE_BINS))
+    hsv_bin = _joint_bin(rgb_to_hsv(images), (contract.HUE_BINS, SATURATION_BINS, VALUE_BINS))
     rgb_bin = _joint_bin(images, (RGB_BINS,) * 3)
     lab = rgb_to_lab(images)
     lab_unit = tf.stack([lab[..., 0] / 100.0, (lab[..., 1] + AB_RANGE) / (2 * AB_RANGE),
@@ -173,13 +171,13 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
 def preprocessing_fn(inputs, custom_config):
     """tf.Transform preprocessing: raw features -> model features and label ids."""
     image_size = int(custom_config.get("image_size", DEFAULT_IMAGE_SIZE))
-    images = decode_and_resize(_flatten(inputs[features.IMAGE_KEY]), image_size)
-    outputs = {features.IMAGE_XF: images, features.COLOUR_XF: colour_histogram(images)}
+    images = decode_and_resize(_flatten(inputs[contract.IMAGE_KEY]), image_size)
+    outputs = {contract.IMAGE_XF: images, contract.COLOUR_XF: colour_histogram(images)}
     # Label ids come from vocabularies computed on the train split; the
     # vocabulary files travel with the transform graph, so the exported model
     # can turn ids back into names.
-    outputs[features.LABEL_XF] = tft.compute_and_apply_vocabulary(
-        _flatten(inputs[features.LABEL_KEY]), vocab_filename=features.LABEL_VOCAB)
-    outputs[features.FAMILY_XF] = tft.compute_and_apply_vocabulary(
-        _flatten(inputs[features.FAMILY_KEY]), vocab_filename=features.FAMILY_VOCAB)
+    outputs[contract.LABEL_XF] = tft.compute_and_apply_vocabulary(
+        _flatten(inputs[contract.LABEL_KEY]), vocab_filename=contract.LABEL_VOCAB)
+    outputs[contract.FAMILY_XF] = tft.compute_and_apply_vocabulary(
+        _flatten(inputs[contract.FAMILY_KEY]), vocab_filename=contract.FAMILY_VOCAB)
     return outputs

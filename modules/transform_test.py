@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from gemstone import contract
 from modules import transform
 
 
@@ -42,8 +43,8 @@ def test_colour_histogram_separates_red_from_blue_and_sums_to_one():
     assert histogram[0].argmax() != histogram[1].argmax()
     assert rgb[0].argmax() == (6 * 8 + 0) * 8 + 0  # (200, 20, 20) falls in RGB bin (6, 0, 0)
     hue_bin = lambda h: h.argmax() // (transform.SATURATION_BINS * transform.VALUE_BINS)  # noqa: E731
-    assert hue_bin(histogram[0]) in (0, transform.HUE_BINS - 1)  # red wraps around hue 0
-    assert hue_bin(histogram[1]) == int(220 / 360 * transform.HUE_BINS)  # hue of (20, 80, 200)
+    assert hue_bin(histogram[0]) in (0, contract.HUE_BINS - 1)  # red wraps around hue 0
+    assert hue_bin(histogram[1]) == int(220 / 360 * contract.HUE_BINS)  # hue of (20, 80, 200)
 
 
 def test_centre_weighting_favours_the_stone_over_the_background():
@@ -51,8 +52,8 @@ def test_centre_weighting_favours_the_stone_over_the_background():
     pixels[12:20, 12:20] = (0, 150, 0)  # a small green stone on white: 6% of the pixels
     frequencies = transform.colour_histogram(tf.constant(pixels[np.newaxis] / 255.0, tf.float32)).numpy()[0] ** 2
     frequencies = frequencies[:transform.HSV_SIZE]
-    per_hue = frequencies.reshape(transform.HUE_BINS, -1).sum(axis=1)
-    green = int(120 / 360 * transform.HUE_BINS)
+    per_hue = frequencies.reshape(contract.HUE_BINS, -1).sum(axis=1)
+    green = int(120 / 360 * contract.HUE_BINS)
     assert per_hue[green] > 2 * (pixels[..., 1] == 150).mean()
 
 

@@ -18,19 +18,13 @@ from typing import Optional
 
 import tensorflow_model_analysis as tfma
 
-from modules import features
+from gemstone import contract
 
 # The split that judges the model. Trainer trains on `train` and early-stops
 # on `eval`; `test` is seen by nothing before the Evaluator.
 EVAL_SPLIT = "test"
 
-# Metric names as TFMA writes them (read back by gemstone/report.py).
-ACCURACY = "sparse_categorical_accuracy"
-EXAMPLE_COUNT = "example_count"
-TOP_K = 3
-TOP_K_ACCURACY = "sparse_top_k_categorical_accuracy"
-CALIBRATION_BUCKETS = 10
-SLICE_FEATURES = (features.LABEL_KEY, features.FAMILY_KEY, features.SIZE_BUCKET_KEY)
+SLICE_FEATURES = (contract.LABEL_KEY, contract.FAMILY_KEY, contract.SIZE_BUCKET_KEY)
 
 
 def eval_config(min_accuracy: float, max_accuracy_drop: float, review_threshold: float,
@@ -46,14 +40,14 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float, review_threshold:
             # The gate is on the overall slice; per-class figures are for people to review.
             tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
                 tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)]),
-            tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config=f'"k": {TOP_K}'),
+            tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config=f'"k": {contract.TOP_K}'),
             tfma.MetricConfig(class_name="ExampleCount"),
             tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
                               config=f'"thresholds": [0.0, {review_threshold}]'),
         ]),
         # Top-1 binarisation: label 1 when the top class is right, prediction = its confidence.
         tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="CalibrationPlot",
-                                                    config=f'"num_buckets": {CALIBRATION_BUCKETS}')],
+                                                    config=f'"num_buckets": {contract.ECE_BINS}')],
                          binarize=tfma.BinarizationOptions(k_list={"values": [1]})),
     ]
     if num_classes:
@@ -68,7 +62,7 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float, review_threshold:
         model_specs=[tfma.ModelSpec(
             signature_name="from_examples",
             prediction_key="probabilities",
-            label_key=features.LABEL_XF,
+            label_key=contract.LABEL_XF,
             preprocessing_function_names=["transform_features"],
         )],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[key]) for key in SLICE_FEATURES],

@@ -10,12 +10,11 @@ import dataclasses
 import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 # See local_runner.py: keep this folder's pipeline.py from hiding the package.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
+import gemstone  # noqa: E402,F401 - before TensorFlow: Keras 2 (gemstone/__init__.py)
 from tfx import v1 as tfx  # noqa: E402
 
 from gemstone import backbones  # noqa: E402

@@ -9,13 +9,12 @@ Settings come from GEMSTONE_* environment variables (see pipeline/configs.py);
 import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 # Run as a script, Python puts this folder first on sys.path, where
 # `pipeline.py` would hide the `pipeline` package: put the repository there instead.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
+import gemstone  # noqa: E402,F401 - before TensorFlow: Keras 2 (gemstone/__init__.py)
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 

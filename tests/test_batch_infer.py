@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from gemstone import batch_infer, cli, paths
+from gemstone import paths
+
+from gemstone.apps import batch_infer, cli
 from hostile_files import png_claiming
 from tfx_helpers import E2E_PIPELINE
 

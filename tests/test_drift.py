@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gemstone import cli, drift, images
+from gemstone import images
+
+from gemstone.apps import cli, drift
 from tfx_helpers import E2E_PIPELINE
 
 

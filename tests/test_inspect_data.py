@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gemstone import cli, data_report, demo_data
+from gemstone import data_report, demo_data
+
+from gemstone.apps import cli
 from hostile_files import png_claiming
 
 

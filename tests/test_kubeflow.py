@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gemstone import cli, kubeflow
+from gemstone.apps import cli, kubeflow
 from pipeline import configs, kubeflow_runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_dockerfile_installs_the_projects_lock_and_existing_entry_points():
             assert (REPO / name).exists(), name
     assert str(kubeflow_runner.CONTAINER_REPO_ROOT) in dockerfile
     cmd = json.loads(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
-    assert cmd[0] == "gemstone" and "gemstone=gemstone.cli:main" in (REPO / "setup.py").read_text()
+    assert cmd[0] == "gemstone" and "gemstone=gemstone.apps.cli:main" in (REPO / "setup.py").read_text()
 
 
 @pytest.mark.parametrize("cron, expected", [("0 2 * * *", "0 0 2 * * *"), ("30 0 2 * * 1-5", "30 0 2 * * 1-5")])

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tfx_helpers import E2E_PIPELINE, REPO, TFX, tfx_cli as _tfx
-from gemstone import demo_data, metadata, paths
+from gemstone import contract, demo_data, paths
+from gemstone.apps import metadata
 
 PIPELINE_NAME = E2E_PIPELINE
 COMPONENTS = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate", "Transform",
@@ -26,51 +27,60 @@ def _executions(home):
     return [(e.component, e.state) for e in metadata.executions(store)]
 
 
+# The outputs the tests below read: (component, output key).
+OUTPUTS = [("ImageExampleGen", "examples"), ("StatisticsGen", "statistics"), ("ImportSchemaGen", "schema"),
+           ("ExampleValidator", "anomalies"), ("Transform", "transform_graph"), ("Evaluator", "evaluation"),
+           ("Evaluator", "blessing"), ("Robustness", "report"), ("SliceReport", "dashboard")]
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(demo_pipeline):
+    """(home, env, executions, {(component, key): output folder}) of the first run, read from ML Metadata
+    before any test runs the pipeline again: what a test reads does not depend on the tests before it."""
     home, env, _ = demo_pipeline
-    return home, env, _executions(home)
+    store = metadata.open_store(PIPELINE_NAME, str(home))
+    outputs = {(c, k): Path(metadata.latest_output_uri(store, c, k)) for c, k in OUTPUTS}
+    return home, env, _executions(home), outputs
 
 
-def _single_artifact_dir(home, component, output):
-    root = paths.pipeline_root(PIPELINE_NAME, str(home)) / component / output
-    runs = sorted(root.iterdir(), key=lambda p: int(p.name))
-    return runs[-1]
+def _newest_output(home, component, key) -> Path:
+    """An output of the run a test just made."""
+    return Path(metadata.latest_output_uri(metadata.open_store(PIPELINE_NAME, str(home)), component, key))
 
 
 def test_every_component_ran(pipeline_run):
-    _, _, executions = pipeline_run
+    _, _, executions, _ = pipeline_run
     states = dict(executions)
     for component in COMPONENTS:
         assert states.get(component) == "COMPLETE", executions
 
 
 def test_example_gen_wrote_three_splits_and_a_report(pipeline_run):
-    home, _, _ = pipeline_run
-    examples = _single_artifact_dir(home, "ImageExampleGen", "examples")
+    home, _, _, first = pipeline_run
+    examples = first[("ImageExampleGen", "examples")]
     for split in ("train", "eval", "test"):
         assert list((examples / f"Split-{split}").glob("*.gz")), split
-    report = json.loads((examples / "ingestion_report.json").read_text())
+    report = json.loads((examples / contract.INGESTION_REPORT_FILE).read_text())
     assert report["counts"]["files"] == 96
     assert report["counts"]["accepted"] == 96
     assert {f["split"] for f in report["files"]} == {"train", "eval", "test"}
 
 
 def test_analysis_artifacts_exist(pipeline_run):
-    home, _, _ = pipeline_run
-    assert list(_single_artifact_dir(home, "StatisticsGen", "statistics").glob("Split-*/FeatureStats.pb"))
-    assert (_single_artifact_dir(home, "ImportSchemaGen", "schema") / "schema.pbtxt").exists()
-    assert list(_single_artifact_dir(home, "ExampleValidator", "anomalies").glob("Split-*/SchemaDiff.pb"))
-    graph = _single_artifact_dir(home, "Transform", "transform_graph")
+    home, _, _, first = pipeline_run
+    assert list(first[("StatisticsGen", "statistics")].glob("Split-*/FeatureStats.pb"))
+    assert (first[("ImportSchemaGen", "schema")] / "schema.pbtxt").exists()
+    assert list(first[("ExampleValidator", "anomalies")].glob("Split-*/SchemaDiff.pb"))
+    graph = first[("Transform", "transform_graph")]
     assert (graph / "transform_fn" / "saved_model.pb").exists()
     assert (graph / "transform_fn" / "assets" / "label").exists()
-    assert (_single_artifact_dir(home, "Evaluator", "blessing") / "BLESSED").exists()
+    assert (first[("Evaluator", "blessing")] / "BLESSED").exists()
 
 
 def test_pushed_model_classifies_a_raw_jpeg(pipeline_run):
     import tensorflow as tf
 
-    home, _, _ = pipeline_run
+    home, _, _, first = pipeline_run
     version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
     assert version is not None and version.name.isdigit()
     model = tf.saved_model.load(str(version))
@@ -92,7 +102,7 @@ def test_every_prediction_names_the_family_of_its_variety(pipeline_run):
     import numpy as np
     import tensorflow as tf
 
-    home, _, _ = pipeline_run
+    home, _, _, first = pipeline_run
     version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
     model = tf.saved_model.load(str(version))
     photos = sorted((Path(home) / "data" / "images").glob("*/*.jpg"))
@@ -110,7 +120,7 @@ def test_every_prediction_names_the_family_of_its_variety(pipeline_run):
 
 
 def test_second_run_reuses_cached_components(pipeline_run):
-    home, env, first = pipeline_run
+    home, env, first, _ = pipeline_run
     _tfx(env, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
     second = _executions(home)[len(first):]
     states = dict(second)
@@ -141,9 +151,9 @@ def test_unknown_label_stops_the_run_before_training(tmp_path):
 
 
 def test_runs_and_lineage_come_from_metadata(pipeline_run, capsys, monkeypatch):
-    from gemstone import cli
+    from gemstone.apps import cli
 
-    home, _, _ = pipeline_run
+    home, _, _, first = pipeline_run
     monkeypatch.setenv("GEMSTONE_HOME", str(home))
     assert cli.main(["runs", "--pipeline-name", PIPELINE_NAME]) == 0
     assert "finished" in capsys.readouterr().out
@@ -153,11 +163,11 @@ def test_runs_and_lineage_come_from_metadata(pipeline_run, capsys, monkeypatch):
     for kind in ("Examples", "Schema", "TransformGraph", "Model", "ModelEvaluation"):
         assert kind in lineage["artifacts"], lineage
     assert lineage["trainer_settings"]["epochs"] == 2
-    assert (version / "model_card.md").exists() and (version / "tflite" / "model_float16.tflite").exists()
+    assert (version / contract.MODEL_CARD_FILE).exists() and (version / "tflite" / "model_float16.tflite").exists()
 
 
 def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline_run):
-    home, _, _ = pipeline_run
+    home, _, _, first = pipeline_run
     version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
     report = json.loads((version / "tflite" / "edge_report.json").read_text())
     assert (version / "tflite" / "model_float16.tflite").stat().st_size == report["float16"]["bytes"]
@@ -176,7 +186,7 @@ def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline
 
 
 def test_a_model_under_the_accuracy_floor_is_not_pushed(pipeline_run):
-    home, env, _ = pipeline_run
+    home, env, _, first = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
     before = sorted(p.name for p in serving.iterdir())
     strict = dict(env, GEMSTONE_MIN_ACCURACY="1.01")  # no model can reach it
@@ -184,7 +194,7 @@ def test_a_model_under_the_accuracy_floor_is_not_pushed(pipeline_run):
     result = _tfx(strict, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
     assert sorted(p.name for p in serving.iterdir()) == before
     assert "was not blessed" in result.stdout + result.stderr
-    blessing = _single_artifact_dir(home, "Evaluator", "blessing")
+    blessing = _newest_output(home, "Evaluator", "blessing")
     assert (blessing / "NOT_BLESSED").exists()
 
 
@@ -192,24 +202,24 @@ def test_robustness_measures_every_corruption_and_agrees_with_tfma(pipeline_run)
     from components.robustness import corruptions
     from gemstone import report
 
-    home, _, _ = pipeline_run
-    robustness = json.loads((_single_artifact_dir(home, "Robustness", "report") / "robustness.json").read_text())
+    home, _, _, first = pipeline_run
+    robustness = json.loads((first[("Robustness", "report")] / contract.ROBUSTNESS_REPORT_FILE).read_text())
     assert [c["name"] for c in robustness["corruptions"]] == list(corruptions.CORRUPTIONS)
-    test_photos = json.loads((_single_artifact_dir(home, "ImageExampleGen", "examples") /
-                              "ingestion_report.json").read_text())["splits"]["examples_per_split"]["test"]
+    test_photos = json.loads((first[("ImageExampleGen", "examples")] /
+                              contract.INGESTION_REPORT_FILE).read_text())["splits"]["examples_per_split"]["test"]
     assert robustness["examples"] == test_photos
     # Two independent paths over the same split and model: TFMA (from_examples) and serving_default on raw bytes.
-    tfma_overall = report.load_metrics(str(_single_artifact_dir(home, "Evaluator", "evaluation")))["overall"]
-    assert abs(tfma_overall["candidate"][report.ACCURACY] - robustness["clean"]["accuracy"]) < 1e-6
-    lines = (_single_artifact_dir(home, "Robustness", "report") / "predictions.jsonl").read_text().splitlines()
+    tfma_overall = report.load_metrics(str(first[("Evaluator", "evaluation")]))["overall"]
+    assert abs(tfma_overall["candidate"][contract.ACCURACY] - robustness["clean"]["accuracy"]) < 1e-6
+    lines = (first[("Robustness", "report")] / contract.ROBUSTNESS_PREDICTIONS_FILE).read_text().splitlines()
     assert len(lines) == test_photos
 
 
 def test_each_run_writes_the_slice_dashboard(pipeline_run, capsys, monkeypatch):
-    from gemstone import cli
+    from gemstone.apps import cli
 
-    home, _, _ = pipeline_run
-    page = _single_artifact_dir(home, "SliceReport", "dashboard") / "report.html"
+    home, _, _, first = pipeline_run
+    page = first[("SliceReport", "dashboard")] / contract.DASHBOARD_FILE
     assert page.exists() and "Per class" in page.read_text()
     monkeypatch.setenv("GEMSTONE_HOME", str(home))
     cli.main(["where", "--pipeline-name", PIPELINE_NAME])
@@ -220,16 +230,16 @@ def test_a_model_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
     """No floor (0.0) and no tolerance: an untrained model (0 epochs) must lose to the blessed one."""
     from gemstone import report
 
-    home, env, _ = pipeline_run
+    home, env, _, first = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
     before = sorted(p.name for p in serving.iterdir())
     worse = dict(env, GEMSTONE_EPOCHS="0", GEMSTONE_FINE_TUNE_EPOCHS="0", GEMSTONE_MIN_ACCURACY="0.0",
                  GEMSTONE_MAX_ACCURACY_DROP="0.0")
     _tfx(worse, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
     result = _tfx(worse, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
-    evaluation = report.load_metrics(str(_single_artifact_dir(home, "Evaluator", "evaluation")))["overall"]
-    assert evaluation["candidate"][report.ACCURACY] < evaluation["baseline"][report.ACCURACY], evaluation
-    assert (_single_artifact_dir(home, "Evaluator", "blessing") / "NOT_BLESSED").exists()
+    evaluation = report.load_metrics(str(_newest_output(home, "Evaluator", "evaluation")))["overall"]
+    assert evaluation["candidate"][contract.ACCURACY] < evaluation["baseline"][contract.ACCURACY], evaluation
+    assert (_newest_output(home, "Evaluator", "blessing") / "NOT_BLESSED").exists()
     assert sorted(p.name for p in serving.iterdir()) == before
     output = result.stdout + result.stderr
     assert "not blessed, so it is not pushed" in output

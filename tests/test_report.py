@@ -10,7 +10,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from gemstone import cli, metadata, report
+from gemstone import contract, report
+
+from gemstone.apps import cli, metadata
 from tfx_helpers import E2E_PIPELINE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -68,8 +70,8 @@ def test_the_figures_hang_together(dashboard):
     _, data = dashboard
     matrix = np.asarray(data["confusion_matrix"])
     overall = data["overall"]["candidate"]
-    assert matrix.sum() == overall[report.EXAMPLE_COUNT]
-    assert abs(np.trace(matrix) / matrix.sum() - overall[report.ACCURACY]) < 1e-6
+    assert matrix.sum() == overall[contract.EXAMPLE_COUNT]
+    assert abs(np.trace(matrix) / matrix.sum() - overall[contract.ACCURACY]) < 1e-6
     for class_id, row in enumerate(data["per_class"]):
         assert row["photos"] == matrix[class_id].sum()
         if row["photos"]:  # accuracy on a class's slice is its recall

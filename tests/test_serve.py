@@ -8,7 +8,9 @@ import urllib.request
 
 import pytest
 
-from gemstone import paths, serve
+from gemstone import paths
+
+from gemstone.apps import serve
 from tfx_helpers import E2E_PIPELINE
 
 KEY = "s3cret"

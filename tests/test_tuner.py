@@ -11,7 +11,7 @@ import tf_keras as keras
 from tfx.components.tuner import executor as tuner_executor
 from tfx.types import standard_artifacts
 
-from gemstone import metadata
+from gemstone.apps import metadata
 from tfx_helpers import E2E_PIPELINE
 
 pytestmark = pytest.mark.slow

@@ -24,10 +24,10 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from gemstone import data_report, ingestion, splits
+from gemstone import contract, data_report, ingestion, splits
 
 INGESTION_OPTIONS_KEY = "ingestion_options"
-REPORT_FILE_NAME = "ingestion_report.json"
+REPORT_FILE_NAME = contract.INGESTION_REPORT_FILE
 
 
 def split_ratios(output_config: example_gen_pb2.Output) -> Dict[str, float]:

@@ -13,6 +13,8 @@ from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from gemstone import contract
+
 INTENDED_USE = ("Suggests the variety and mineral family of a gemstone from a photograph, with a confidence, "
                 "to speed up a gemmologist's work. Predictions flagged needs_review must be checked by an expert.")
 LIMITS = ("Not a gemmological test: a photograph cannot separate natural from synthetic or treated stones, "
@@ -44,7 +46,7 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
 
 def build_card(version_dir: str, model_uri: str, evaluation_uri: str, examples_uri: str) -> Dict[str, Any]:
     evaluation = evaluation_summary(evaluation_uri)
-    data = _read_json(os.path.join(examples_uri, "ingestion_report.json"))
+    data = _read_json(os.path.join(examples_uri, contract.INGESTION_REPORT_FILE))
     weak = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1].get("sparse_categorical_accuracy", 1.0))
     return {
         "model": os.path.basename(os.path.dirname(version_dir.rstrip("/"))),
@@ -112,6 +114,6 @@ def ModelCard(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TF
     card = build_card(version_dir, model.uri, evaluation.uri, examples.uri)
     with tf.io.gfile.GFile(os.path.join(version_dir, "model_card.json"), "w") as f:
         json.dump(card, f, indent=1)
-    with tf.io.gfile.GFile(os.path.join(version_dir, "model_card.md"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(version_dir, contract.MODEL_CARD_FILE), "w") as f:
         f.write(to_markdown(card))
-    logging.info("ModelCard: wrote %s/model_card.md", version_dir)
+    logging.info("ModelCard: wrote %s/%s", version_dir, contract.MODEL_CARD_FILE)

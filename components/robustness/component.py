@@ -20,12 +20,12 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact, standard_artifacts
 
-from modules import features
+from gemstone import contract
 
-REPORT_FILE = "robustness.json"
-PREDICTIONS_FILE = "predictions.jsonl"
+REPORT_FILE = contract.ROBUSTNESS_REPORT_FILE
+PREDICTIONS_FILE = contract.ROBUSTNESS_PREDICTIONS_FILE
 BATCH_SIZE = 64
-KEYS = (features.IMAGE_KEY, features.LABEL_KEY, "source_path")
+KEYS = (contract.IMAGE_KEY, contract.LABEL_KEY, "source_path")
 
 
 class RobustnessReport(artifact.Artifact):
@@ -39,26 +39,19 @@ class RobustnessGateError(RuntimeError):
 
 
 def predict(signature, images: List[bytes]) -> List[Dict[str, object]]:
-    """Top-1 label, confidence, review flag and top-k of each photo, in batches."""
+    """The compact prediction record (gemstone.contract) of each photo, in batches."""
     import tensorflow as tf
 
     results = []
     for start in range(0, len(images), BATCH_SIZE):
-        out = signature(images=tf.constant(images[start:start + BATCH_SIZE]))
-        for i in range(int(out["label"].shape[0])):
-            results.append({
-                "predicted": out["label"][i].numpy().decode(),
-                "confidence": float(out["confidence"][i]),
-                "needs_review": bool(out["needs_review"][i]),
-                "top_k": [{"label": l.decode(), "score": float(s)}
-                          for l, s in zip(out["top_k_labels"][i].numpy(), out["top_k_scores"][i].numpy())],
-            })
+        out = signature(**{contract.SERVING_INPUT: tf.constant(images[start:start + BATCH_SIZE])})
+        results += [contract.compact(record) for record in contract.prediction_records(out)]
     return results
 
 
 def _summary(labels: List[str], predictions: List[Dict[str, object]]) -> Dict[str, float]:
     n = max(1, len(labels))
-    return {"accuracy": sum(p["predicted"] == l for p, l in zip(predictions, labels)) / n,
+    return {"accuracy": sum(p["label"] == l for p, l in zip(predictions, labels)) / n,
             "mean_confidence": sum(p["confidence"] for p in predictions) / n,
             "review_rate": sum(p["needs_review"] for p in predictions) / n}
 
@@ -70,12 +63,12 @@ def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples:
     from components.robustness import corruptions
     from gemstone import ingestion
 
-    signature = tf.saved_model.load(serving_model_dir).signatures["serving_default"]
-    examples = [{k: v if k == features.IMAGE_KEY else v.decode() for k, v in e.items()}
+    signature = tf.saved_model.load(serving_model_dir).signatures[contract.SERVING_SIGNATURE]
+    examples = [{k: v if k == contract.IMAGE_KEY else v.decode() for k, v in e.items()}
                 for e in ingestion.read_examples(examples_uri, split, KEYS, limit=max_examples)]
-    labels = [e[features.LABEL_KEY] for e in examples]
-    clean = predict(signature, [e[features.IMAGE_KEY] for e in examples])
-    decoded = [corruptions.decode(e[features.IMAGE_KEY]) for e in examples]
+    labels = [e[contract.LABEL_KEY] for e in examples]
+    clean = predict(signature, [e[contract.IMAGE_KEY] for e in examples])
+    decoded = [corruptions.decode(e[contract.IMAGE_KEY]) for e in examples]
     report = {"split": split, "examples": len(examples), "clean": _summary(labels, clean), "corruptions": []}
     for name, corruption, corrupted_photos in corruptions.corrupt_each(decoded, seed):
         corrupted = predict(signature, corrupted_photos)
@@ -85,9 +78,9 @@ def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples:
             name=name, description=corruption.description,
             relative_accuracy=summary["accuracy"] / clean_accuracy if clean_accuracy else 0.0,
             # Same answer as on the clean photo, right or wrong: stability of the prediction.
-            agreement=sum(a["predicted"] == b["predicted"] for a, b in zip(clean, corrupted)) / max(1, len(clean)))
+            agreement=sum(a["label"] == b["label"] for a, b in zip(clean, corrupted)) / max(1, len(clean)))
         report["corruptions"].append(summary)
-    per_photo = [{"source_path": e["source_path"], "label": e["label"], **p} for e, p in zip(examples, clean)]
+    per_photo = [{"source_path": e["source_path"], "label": e["label"], "prediction": p} for e, p in zip(examples, clean)]
     return report, per_photo
 
 

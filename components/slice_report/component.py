@@ -13,8 +13,9 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact, standard_artifacts
 
 from components.robustness.component import RobustnessReport
+from gemstone import contract
 
-REPORT_FILE = "report.html"
+REPORT_FILE = contract.DASHBOARD_FILE
 
 
 class SliceDashboard(artifact.Artifact):
@@ -35,7 +36,7 @@ def SliceReport(evaluation: InputArtifact[standard_artifacts.ModelEvaluation],  
     from absl import logging
 
     from gemstone import report
-    from gemstone.metadata import EvaluationSources
+    from gemstone.report import EvaluationSources
 
     sources = EvaluationSources(evaluation=evaluation.uri, blessing=blessing.uri, model=model.uri,
                                 examples=examples.uri, robustness=robustness.uri)

@@ -1,7 +1,8 @@
 """Batch inference on Beam with RunInference: a folder (or glob) of photos in, JSON Lines out.
 
 Every visible input file ends up exactly once in the output folder:
-  predictions-*.jsonl  {path, label, confidence, top_k: [{label, score}], family, needs_review, model_version}
+  predictions-*.jsonl  {path, label, confidence, top_k: [{label, score}], family, family_confidence,
+                       needs_review, model_version}   (gemstone.contract.compact)
   errors-*.jsonl       {path, error}   (unreadable, not an image, truncated, decompression bomb, ...)
 
 Photos are checked and normalised with the same code as ingestion
@@ -26,7 +27,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from gemstone import images, paths
+from gemstone import contract, images, paths
 
 OUTPUT_PREFIXES = ("predictions", "errors")
 
@@ -81,7 +82,6 @@ class GemstoneModelHandler(ModelHandler[bytes, PredictionResult, Any]):
         self._max_batch_size = max_batch_size
 
     def load_model(self):
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         import tensorflow as tf
 
         return tf.saved_model.load(self._model_dir)
@@ -89,10 +89,9 @@ class GemstoneModelHandler(ModelHandler[bytes, PredictionResult, Any]):
     def run_inference(self, batch: Sequence[bytes], model, inference_args=None) -> Iterable[PredictionResult]:
         import tensorflow as tf
 
-        outputs = model.signatures["serving_default"](images=tf.constant(list(batch)))
-        outputs = {k: v.numpy() for k, v in outputs.items()}
-        for i, example in enumerate(batch):
-            yield PredictionResult(example, {k: v[i] for k, v in outputs.items()}, self._model_dir)
+        outputs = model.signatures[contract.SERVING_SIGNATURE](**{contract.SERVING_INPUT: tf.constant(list(batch))})
+        for example, record in zip(batch, contract.prediction_records(outputs)):
+            yield PredictionResult(example, record, self._model_dir)
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": 1, "max_batch_size": self._max_batch_size}
@@ -102,18 +101,7 @@ class GemstoneModelHandler(ModelHandler[bytes, PredictionResult, Any]):
 
 
 def to_record(path: str, result: PredictionResult, model_version: str) -> Dict[str, Any]:
-    out = result.inference
-    text = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)  # noqa: E731
-    return {
-        "path": path,
-        "label": text(out["label"]),
-        "confidence": round(float(out["confidence"]), 5),
-        "top_k": [{"label": text(label), "score": round(float(score), 5)}
-                  for label, score in zip(out["top_k_labels"], out["top_k_scores"])],
-        "family": text(out["family"]),
-        "needs_review": bool(out["needs_review"]),
-        "model_version": model_version,
-    }
+    return {"path": path, **contract.compact(result.inference), "model_version": model_version}
 
 
 class _Progress(beam.DoFn):

@@ -17,7 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from gemstone import image_stats, metadata, paths
+from gemstone import image_stats, paths
+
+from gemstone.apps import metadata
 
 JSD_THRESHOLD = 0.2
 LABEL_LINF_THRESHOLD = 0.3

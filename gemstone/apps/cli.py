@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -25,36 +25,39 @@ def _make_demo_data(args) -> int:
 
 
 def _where(args) -> int:
-    from gemstone import paths
+    from gemstone import contract, paths
+    from gemstone.apps import metadata
 
     serving = paths.serving_dir(args.pipeline_name)
     latest = paths.latest_version_dir(serving)
     print(f"Pipeline '{args.pipeline_name}':")
     print(f"  artifacts:    {paths.pipeline_root(args.pipeline_name)}")
     print(f"  metadata:     {paths.metadata_path(args.pipeline_name)}")
-    examples = paths.pipeline_root(args.pipeline_name) / "ImageExampleGen" / "examples"
-    runs = sorted((p for p in examples.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
-    if runs and (runs[-1] / "data_report.html").exists():
-        print(f"  data report:  {runs[-1] / 'data_report.html'}")
-    evaluations = paths.pipeline_root(args.pipeline_name) / "Evaluator" / "evaluation"
-    runs = sorted((p for p in evaluations.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
-    if runs:
-        print(f"  evaluation:   {runs[-1]}  (TFMA: per-class slices)")
-    dashboards = paths.pipeline_root(args.pipeline_name) / "SliceReport" / "dashboard"
-    runs = sorted((p for p in dashboards.glob("*") if (p / "report.html").exists()), key=lambda p: int(p.name))
-    if runs:
-        print(f"  dashboard:    {runs[-1] / 'report.html'}")
+    try:
+        store = metadata.open_store(args.pipeline_name)
+    except FileNotFoundError:
+        store = None
+    if store is not None:
+        examples = metadata.latest_output_uri(store, "ImageExampleGen", "examples")
+        if examples and os.path.exists(os.path.join(examples, contract.DATA_REPORT_FILE)):
+            print(f"  data report:  {os.path.join(examples, contract.DATA_REPORT_FILE)}")
+        evaluation = metadata.latest_output_uri(store, "Evaluator", "evaluation")
+        if evaluation:
+            print(f"  evaluation:   {evaluation}  (TFMA: per-class slices)")
+        dashboard = metadata.latest_output_uri(store, "SliceReport", "dashboard")
+        if dashboard and os.path.exists(os.path.join(dashboard, contract.DASHBOARD_FILE)):
+            print(f"  dashboard:    {os.path.join(dashboard, contract.DASHBOARD_FILE)}")
     if latest is None:
         print(f"  pushed model: none yet under {serving} (no model has been blessed)")
         return 1
     print(f"  pushed model: {latest}")
-    if (latest / "model_card.md").exists():
-        print(f"  model card:   {latest / 'model_card.md'}")
+    if (latest / contract.MODEL_CARD_FILE).exists():
+        print(f"  model card:   {latest / contract.MODEL_CARD_FILE}")
     return 0
 
 
 def _kubeflow_compile(args) -> int:
-    from gemstone import kubeflow
+    from gemstone.apps import kubeflow
 
     path = kubeflow.compile_spec(args.output, image=args.image)
     tasks = kubeflow.pipeline_spec(path)["root"]["dag"]["tasks"]
@@ -65,7 +68,7 @@ def _kubeflow_compile(args) -> int:
 def _kubeflow_schedule(args) -> int:
     import tempfile
 
-    from gemstone import kubeflow
+    from gemstone.apps import kubeflow
 
     package = args.package
     if not package:
@@ -93,7 +96,7 @@ def _inspect_data(args) -> int:
 
 
 def _batch_infer(args, beam_args) -> int:
-    from gemstone import batch_infer
+    from gemstone.apps import batch_infer
 
     try:
         result = batch_infer.run(args.model, args.input, args.output, beam_args=beam_args or None,
@@ -107,7 +110,7 @@ def _batch_infer(args, beam_args) -> int:
 
 
 def _serve(args) -> int:
-    from gemstone import serve
+    from gemstone.apps import serve
 
     api_key = args.api_key or os.environ.get("GEMSTONE_API_KEY")
     log_dir = args.log_dir or serve.default_log_dir(args.model)
@@ -125,7 +128,7 @@ def _serve(args) -> int:
 def _drift(args) -> int:
     import json
 
-    from gemstone import drift
+    from gemstone.apps import drift
 
     try:
         result = drift.check(args.logs, args.pipeline_name)
@@ -144,7 +147,8 @@ def _drift(args) -> int:
 
 
 def _report(args) -> int:
-    from gemstone import metadata, report
+    from gemstone import contract, report
+    from gemstone.apps import metadata
 
     try:
         sources = metadata.latest_evaluation(metadata.open_store(args.pipeline_name))
@@ -154,7 +158,7 @@ def _report(args) -> int:
     data = report.write(sources, args.pipeline_name, args.output)
     overall = data["overall"]["candidate"]
     print(f"{'Blessed' if data['blessed'] else 'NOT blessed'}: accuracy "
-          f"{overall.get(report.ACCURACY, float('nan')):.3f} on {int(overall.get(report.EXAMPLE_COUNT, 0))} "
+          f"{overall.get(contract.ACCURACY, float('nan')):.3f} on {int(overall.get(contract.EXAMPLE_COUNT, 0))} "
           f"{data['split']} photos, {len(data['classes'])} classes")
     print(f"Report: {Path(args.output).resolve()}")
     return 0
@@ -163,7 +167,7 @@ def _report(args) -> int:
 def _runs(args) -> int:
     import datetime
 
-    from gemstone import metadata
+    from gemstone.apps import metadata
 
     try:
         store = metadata.open_store(args.pipeline_name)
@@ -180,7 +184,7 @@ def _runs(args) -> int:
 def _lineage(args) -> int:
     import json
 
-    from gemstone import metadata
+    from gemstone.apps import metadata
 
     model = Path(args.model_path).resolve()
     pipeline_name = args.pipeline_name or model.parent.name  # serving/<pipeline>/<version>

@@ -16,7 +16,6 @@ import base64
 import binascii
 import hmac
 import json
-import os
 import threading
 import time
 from http import HTTPStatus
@@ -24,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from gemstone import images, paths
+from gemstone import contract, images, paths
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_INSTANCES = 64
@@ -45,10 +44,7 @@ class ModelRepository:
         self._lock = threading.Lock()
 
     def versions(self) -> List[str]:
-        if not self.base.is_dir():
-            return []
-        found = [p.name for p in self.base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
-        return sorted(found, key=int)
+        return [p.name for p in paths.versions(self.base)]
 
     def get(self, version: Optional[str] = None) -> Tuple[str, Any]:
         available = self.versions()
@@ -98,25 +94,15 @@ def _decode_instances(body: bytes) -> List[images.LoadedImage]:
 def _predict(model, photos: List[bytes]) -> List[Dict[str, Any]]:
     import tensorflow as tf
 
-    outputs = {k: v.numpy() for k, v in model.signatures["serving_default"](images=tf.constant(photos)).items()}
-
-    def plain(value):
-        if hasattr(value, "tolist"):
-            value = value.tolist()
-        if isinstance(value, bytes):
-            return value.decode("utf-8")
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        return value
-
-    return [{name: plain(values[i]) for name, values in outputs.items()} for i in range(len(photos))]
+    outputs = model.signatures[contract.SERVING_SIGNATURE](**{contract.SERVING_INPUT: tf.constant(photos)})
+    return contract.prediction_records(outputs)
 
 
 class PredictionLog:
     """Appends one JSON line per prediction, with the photo's image statistics (for drift checks)."""
 
     def __init__(self, log_dir: Optional[str]):
-        self.path = Path(log_dir) / "predictions.jsonl" if log_dir else None
+        self.path = Path(log_dir) / contract.PREDICTION_LOG_FILE if log_dir else None
         self._lock = threading.Lock()
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +116,7 @@ class PredictionLog:
             stats = photo.stats  # measured once, when the request was validated
             lines.append(json.dumps({
                 "time": time.time(), "model": model_name, "version": version,
-                "label": prediction["label"], "confidence": prediction["confidence"],
-                "family": prediction["family"], "needs_review": prediction["needs_review"],
+                **contract.compact(prediction),
                 "stats": stats.numeric(),
             }))
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
@@ -221,7 +206,6 @@ def make_handler(repository: ModelRepository, model_name: str, api_key: Optional
 
 def make_server(model: str, host: str = "127.0.0.1", port: int = 8501, model_name: Optional[str] = None,
                 api_key: Optional[str] = None, log_dir: Optional[str] = None) -> ThreadingHTTPServer:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     base = Path(model)
     if (base / "saved_model.pb").is_file():  # a version folder was given: serve its base
         base = base.parent

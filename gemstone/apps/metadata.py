@@ -11,6 +11,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from gemstone import paths
+from gemstone.report import EvaluationSources
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 FINISHED = ("COMPLETE", "CACHED")  # a cached execution finished in an earlier run
@@ -112,17 +113,6 @@ def lineage(store: metadata_store.MetadataStore, pushed_dir: str) -> dict:
     return {"pushed_model": pushed_dir, "artifacts": artifacts, "trainer_settings": settings}
 
 
-@dataclasses.dataclass(frozen=True)
-class EvaluationSources:
-    """The artifacts behind one evaluation: what the slice dashboard is made from."""
-
-    evaluation: str  # TFMA output (ModelEvaluation)
-    blessing: str  # ModelBlessing: BLESSED or NOT_BLESSED
-    model: str  # the candidate Model
-    examples: str  # the Examples it was judged on
-    robustness: Optional[str]  # RobustnessReport of the same model, if one was made
-
-
 def _finished(records: List[ExecutionRecord], component: str) -> List[ExecutionRecord]:
     """A component's finished executions, oldest first."""
     return [e for e in records if e.component == component and e.state in FINISHED]
@@ -139,6 +129,18 @@ def _artifacts_by_key(store, execution_id: int) -> dict:
 def _io_by_key(store, execution_id: int) -> dict:
     """{(INPUT|OUTPUT, key): artifact uri} of one execution."""
     return {key: artifact.uri for key, artifact in _artifacts_by_key(store, execution_id).items()}
+
+
+def latest_output_uri(store: metadata_store.MetadataStore, component: str, key: str) -> Optional[str]:
+    """The URI of output `key` of a component's newest finished execution, or None if it never finished.
+
+    The one way to find "the newest artifact" of a pipeline that ran: its ML Metadata,
+    not the folder names under the pipeline root.
+    """
+    finished = _finished(executions(store), component)
+    if not finished:
+        return None
+    return _io_by_key(store, finished[-1].id).get(("OUTPUT", key))
 
 
 def latest_execution_inputs(store: metadata_store.MetadataStore, component: str):

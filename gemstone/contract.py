@@ -1,0 +1,125 @@
+"""The one contract every part of the project shares: names, file names, and the prediction record.
+
+This module sits at the bottom: it imports nothing of the project and no
+TensorFlow, so the data library, the TFX modules and components, the
+pipeline, the applications and the benchmarks can all read it.
+
+- Feature keys: raw ones come from ImageExampleGen; transformed ones (suffix
+  `_xf`) from `modules/transform.py`.
+- Artifact file names: what a component writes inside its artifact and what
+  readers (dashboard, model card, tests, benchmarks) look for.
+- Metric names as TFMA writes them, and the binning of calibration figures.
+- The serving signature and the prediction record: one parser of
+  `serving_default`'s outputs, used by serving, batch inference, the
+  Robustness component and the benchmarks.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping
+
+# --- Feature keys -------------------------------------------------------------------------------
+
+IMAGE_KEY = "image"  # encoded JPEG/PNG bytes
+LABEL_KEY = "label"  # variety, e.g. "Sapphire Blue"
+FAMILY_KEY = "family"  # mineral family, e.g. "Corundum"
+SIZE_BUCKET_KEY = "size_bucket"  # short side of the photo as ingested, e.g. "small (<256 px)"
+
+# Raw features the serving signatures need from a client or a tf.Example.
+SERVING_RAW_KEYS = (IMAGE_KEY,)
+# Raw features TFMA needs from an evaluation example (serving keys + labels).
+EVAL_RAW_KEYS = (IMAGE_KEY, LABEL_KEY, FAMILY_KEY)
+
+LABEL_VOCAB = "label"
+FAMILY_VOCAB = "family"
+
+
+def transformed_name(key: str) -> str:
+    return key + "_xf"
+
+
+IMAGE_XF = transformed_name(IMAGE_KEY)
+LABEL_XF = transformed_name(LABEL_KEY)
+FAMILY_XF = transformed_name(FAMILY_KEY)
+# Colour histogram of the photo, computed by Transform from the decoded image.
+COLOUR_XF = "colour_xf"
+
+# What the Keras model takes: the resized picture and its colour histogram.
+MODEL_INPUT_KEYS = (IMAGE_XF, COLOUR_XF)
+
+# Model output heads.
+VARIETY_HEAD = "variety"
+FAMILY_HEAD = "family"
+
+# Hue resolution of the data statistics (drift, data report) and of the model's colour
+# histogram: one number, so that a drift in hue is seen in the bins the model reads.
+HUE_BINS = 12
+
+# --- Artifact file names ------------------------------------------------------------------------
+
+INGESTION_REPORT_FILE = "ingestion_report.json"  # in the Examples artifact (ImageExampleGen)
+DATA_REPORT_FILE = "data_report.html"  # beside it: the same report for people
+ROBUSTNESS_REPORT_FILE = "robustness.json"  # in the RobustnessReport artifact
+ROBUSTNESS_PREDICTIONS_FILE = "predictions.jsonl"  # beside it: one prediction record per test photo
+DASHBOARD_FILE = "report.html"  # in the SliceReport's dashboard artifact
+MODEL_CARD_FILE = "model_card.md"  # beside every pushed model version
+MODEL_CARD_JSON_FILE = "model_card.json"
+PREDICTION_LOG_FILE = "predictions.jsonl"  # serving's log of answers (read by drift)
+
+# --- Metrics ------------------------------------------------------------------------------------
+
+# Names as TFMA writes them (read back by the dashboard and the model card).
+ACCURACY = "sparse_categorical_accuracy"
+EXAMPLE_COUNT = "example_count"
+TOP_K = 3
+TOP_K_ACCURACY = "sparse_top_k_categorical_accuracy"
+# Expected calibration error: equal-width bins of the top-1 confidence, everywhere it is shown.
+ECE_BINS = 15
+
+# --- Serving signature and prediction record ----------------------------------------------------
+
+SERVING_SIGNATURE = "serving_default"
+SERVING_INPUT = "images"  # a batch of encoded photos (bytes)
+# What `serving_default` returns for each photo (modules/export.py builds it).
+PREDICTION_OUTPUTS = ("label", "confidence", "top_k_labels", "top_k_scores", "family", "family_confidence",
+                      "needs_review", "probabilities", "classes")
+# The probabilities of every class: what TF Serving's clients expect, dropped from compact records.
+FULL_OUTPUTS = ("probabilities", "classes")
+
+
+def _plain(value: Any) -> Any:
+    """A tensor, numpy value or bytes as JSON-ready Python."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def prediction_records(outputs: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """`serving_default`'s batch outputs (tensors or arrays) as one plain record per photo.
+
+    The record has the signature's output names (TF Serving's row format); missing
+    outputs mean a model that does not follow the export contract.
+    """
+    missing = [name for name in PREDICTION_OUTPUTS if name not in outputs]
+    if missing:
+        raise ValueError(f"the model's {SERVING_SIGNATURE} lacks outputs {missing}: was it exported by this project?")
+    columns = {name: _plain(outputs[name]) for name in PREDICTION_OUTPUTS}
+    return [{name: columns[name][i] for name in PREDICTION_OUTPUTS} for i in range(len(columns["label"]))]
+
+
+def compact(record: Mapping[str, Any], digits: int = 5) -> Dict[str, Any]:
+    """A prediction record without the per-class vectors: what logs and batch outputs keep."""
+    return {
+        "label": record["label"],
+        "confidence": round(float(record["confidence"]), digits),
+        "top_k": [{"label": label, "score": round(float(score), digits)}
+                  for label, score in zip(record["top_k_labels"], record["top_k_scores"])],
+        "family": record["family"],
+        "family_confidence": round(float(record["family_confidence"]), digits),
+        "needs_review": bool(record["needs_review"]),
+    }
