@@ -1,12 +1,24 @@
-"""Shared test setup: Keras 2 before TensorFlow loads, and where the real photos are."""
+"""Shared test setup: Keras 2 before TensorFlow loads, the real photos, and the two models tests run against.
+
+- `contract_model`: a small SavedModel that follows the export contract, made
+  once per session in seconds (tests/contract_model.py). The applications'
+  tests use it.
+- `demo_pipeline`: one real run of the whole pipeline through the tfx CLI
+  (minutes). Only the tests that need a run's artifacts use it; they are
+  marked `slow`.
+"""
 import os
 
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+from gemstone import demo_data  # noqa: E402
+from tests.tfx_helpers import E2E_PIPELINE, REPO, tfx_cli  # noqa: E402
 
 # GEMSTONE_REAL_DATA points elsewhere when the checkout is not beside shared/.
 REAL_DATA = Path(os.environ.get("GEMSTONE_REAL_DATA") or Path(__file__).resolve().parents[1] / "shared" / "data" / "gemstones-88")
@@ -18,3 +30,48 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real photos not found at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_photos(tmp_path_factory) -> Path:
+    """A few generated photos per demo class: folder with images/<class>/ and manifest.csv."""
+    return Path(demo_data.make_demo_data(tmp_path_factory.mktemp("photos"), per_class=4, seed=1, size=64).out_dir)
+
+
+@pytest.fixture(scope="session")
+def contract_model(demo_photos, tmp_path_factory) -> Path:
+    """A TF Serving base folder holding version 1 of a small model that follows the export contract."""
+    from tests import contract_model as builder
+
+    base = tmp_path_factory.mktemp("contract-model") / "model"
+    builder.build(demo_photos, base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(tmp_path_factory):
+    """(GEMSTONE_HOME, environment, data folder) after one complete run of the demo pipeline."""
+    home = tmp_path_factory.mktemp("home")
+    data = demo_data.make_demo_data(home / "data", per_class=12, seed=1, size=96)
+    env = dict(
+        os.environ,
+        GEMSTONE_HOME=str(home),
+        LOCAL_HOME=str(home / "tfx-cli"),
+        GEMSTONE_PIPELINE_NAME=E2E_PIPELINE,
+        GEMSTONE_DATA=str(Path(data.out_dir) / "manifest.csv"),
+        GEMSTONE_SCHEMA=str(REPO / "schema" / "gemstone-demo" / "schema.pbtxt"),
+        # The default backbone (InceptionV3, transfer learning) at its smallest input, from random
+        # weights: the plumbing of the pretrained path, not its accuracy (bench/ measures that).
+        GEMSTONE_BACKBONE="inception_v3",
+        GEMSTONE_WEIGHTS="none",
+        GEMSTONE_IMAGE_SIZE="75",
+        GEMSTONE_VIEWS="2",
+        GEMSTONE_EPOCHS="2",
+        GEMSTONE_FINE_TUNE_EPOCHS="1",
+        GEMSTONE_MIN_ACCURACY="0.0",
+        # A second run must not be refused for being a little worse than the first.
+        GEMSTONE_MAX_ACCURACY_DROP="1.0",
+    )
+    tfx_cli(env, "pipeline", "create", "--engine", "local", "--pipeline_path", "local_runner.py")
+    tfx_cli(env, "run", "create", "--engine", "local", "--pipeline_name", E2E_PIPELINE)
+    return home, env, Path(data.out_dir)

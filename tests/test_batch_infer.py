@@ -5,10 +5,8 @@ from pathlib import Path
 import pytest
 
 from gemstone import paths
-
 from gemstone.apps import batch_infer, cli
-from hostile_files import png_claiming
-from tfx_helpers import E2E_PIPELINE
+from tests.hostile_files import png_claiming
 
 
 def _lines(folder, prefix):
@@ -17,8 +15,8 @@ def _lines(folder, prefix):
 
 
 @pytest.fixture
-def mixed_folder(demo_pipeline, tmp_path):
-    _, _, data = demo_pipeline
+def mixed_folder(demo_photos, tmp_path):
+    data = demo_photos
     folder = tmp_path / "inventory"
     (folder / "tray 1").mkdir(parents=True)
     good = sorted((data / "images").rglob("*.jpg"))[:10]
@@ -32,9 +30,8 @@ def mixed_folder(demo_pipeline, tmp_path):
     return folder
 
 
-def test_every_file_once_and_reruns_do_not_duplicate(demo_pipeline, mixed_folder, tmp_path):
-    home, _, _ = demo_pipeline
-    model = paths.serving_dir(E2E_PIPELINE, str(home))
+def test_every_file_once_and_reruns_do_not_duplicate(contract_model, mixed_folder, tmp_path):
+    model = contract_model
     out = tmp_path / "out"
     for _ in range(2):
         assert cli.main(["batch-infer", "--model", str(model), "--input", str(mixed_folder), "--output", str(out),
@@ -46,15 +43,15 @@ def test_every_file_once_and_reruns_do_not_duplicate(demo_pipeline, mixed_folder
             "empty.jpg": "empty_file", "half.jpg": "truncated", "notes.jpg": "not_an_image",
             "bomb.png": "decompression_bomb"}
     record = predictions[0]
-    assert set(record) == {"path", "label", "confidence", "top_k", "family", "needs_review", "model_version"}
+    assert set(record) == {"path", "label", "confidence", "top_k", "family", "family_confidence", "needs_review",
+                           "model_version"}
     assert len(record["top_k"]) == 3 and record["top_k"][0]["label"] == record["label"]
     assert record["needs_review"] == (record["confidence"] < 0.6)
     assert record["model_version"] == paths.latest_version_dir(model).name
 
 
-def test_glob_input_and_version_folder(demo_pipeline, mixed_folder, tmp_path):
-    home, _, _ = demo_pipeline
-    version = paths.latest_version_dir(paths.serving_dir(E2E_PIPELINE, str(home)))
+def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path):
+    version = paths.latest_version_dir(contract_model)
     result = batch_infer.run(str(version), str(mixed_folder / "tray 1" / "*.jpg"), str(tmp_path / "out"),
                              beam_args=["--direct_running_mode=in_memory"])
     assert (result["inputs"], result["predictions"], result["errors"]) == (10, 10, 0)

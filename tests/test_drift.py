@@ -8,7 +8,7 @@ from PIL import Image
 from gemstone import images
 
 from gemstone.apps import cli, drift
-from tfx_helpers import E2E_PIPELINE
+from tests.tfx_helpers import E2E_PIPELINE
 
 
 def _log(folder, photos, darken=1.0, label=None):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from gemstone import images
 from gemstone.images import ImageRejected
-from hostile_files import png_claiming
+from tests.hostile_files import png_claiming
 
 
 def _encode(image, fmt, **kwargs):

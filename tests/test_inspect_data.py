@@ -10,7 +10,7 @@ from PIL import Image
 from gemstone import data_report, demo_data
 
 from gemstone.apps import cli
-from hostile_files import png_claiming
+from tests.hostile_files import png_claiming
 
 
 def _encode(image, fmt, **kwargs):

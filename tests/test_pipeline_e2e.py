@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tfx_helpers import E2E_PIPELINE, REPO, TFX, tfx_cli as _tfx
+from tests.tfx_helpers import E2E_PIPELINE, REPO, TFX, tfx_cli as _tfx
 from gemstone import contract, demo_data, paths
 from gemstone.apps import metadata
 

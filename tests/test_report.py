@@ -13,7 +13,7 @@ import pytest
 from gemstone import contract, report
 
 from gemstone.apps import cli, metadata
-from tfx_helpers import E2E_PIPELINE
+from tests.tfx_helpers import E2E_PIPELINE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 # As root, and on a machine without network: no sandbox, nothing fetched in the background.

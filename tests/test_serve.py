@@ -8,19 +8,17 @@ import urllib.request
 
 import pytest
 
-from gemstone import paths
-
+from gemstone import contract
 from gemstone.apps import serve
-from tfx_helpers import E2E_PIPELINE
 
 KEY = "s3cret"
 
 
 @pytest.fixture(scope="module")
-def server(demo_pipeline, tmp_path_factory):
-    home, _, data = demo_pipeline
+def server(contract_model, demo_photos, tmp_path_factory):
+    data = demo_photos
     base = tmp_path_factory.mktemp("serving") / "gems"
-    shutil.copytree(paths.latest_version_dir(paths.serving_dir(E2E_PIPELINE, str(home))), base / "1")
+    shutil.copytree(contract_model / "1", base / "1")
     log_dir = tmp_path_factory.mktemp("logs")
     httpd = serve.make_server(str(base), port=0, api_key=KEY, log_dir=str(log_dir))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -61,7 +59,7 @@ def test_predicts_a_real_photo_and_logs_it(server):
     assert prediction["label"] == prediction["top_k_labels"][0]
     assert abs(sum(prediction["probabilities"]) - 1) < 1e-4 and len(prediction["top_k_scores"]) == 3
     assert isinstance(prediction["needs_review"], bool)
-    logged = [json.loads(line) for line in (log_dir / "predictions.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (log_dir / contract.PREDICTION_LOG_FILE).read_text().splitlines()]
     assert logged[-1]["label"] == prediction["label"] and "brightness" in logged[-1]["stats"]
     # The x-api-key header works as well, and the versioned path too.
     status, _ = _call(f"{url}/v1/models/gems/versions/1:predict", {"instances": [{"b64": _photo(data)}]},

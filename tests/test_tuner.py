@@ -12,7 +12,7 @@ from tfx.components.tuner import executor as tuner_executor
 from tfx.types import standard_artifacts
 
 from gemstone.apps import metadata
-from tfx_helpers import E2E_PIPELINE
+from tests.tfx_helpers import E2E_PIPELINE
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,87 @@
+"""A small SavedModel that follows the export contract, made in seconds without running the pipeline.
+
+The applications (serving, batch inference) and the benchmarks only need a model
+whose `serving_default` takes encoded photos and answers with the contract's
+prediction record (gemstone.contract). This one is made from the project's own
+parts, so it cannot drift from what the Trainer exports: the Transform
+`preprocessing_fn` (analysed with tf.Transform on Beam), the from-scratch model
+of `modules/model.py` (a few steps of training) and `modules/export.py`'s signatures.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+IMAGE_SIZE = 32
+REVIEW_THRESHOLD = 0.6
+
+
+def _rows(data_dir: Path):
+    with open(data_dir / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _transform_graph(rows, data_dir: Path, graph_dir: Path) -> None:
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+    from gemstone import contract
+    from modules import transform
+
+    # Shapes as in the curated schema: one value per example.
+    spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in contract.EVAL_RAW_KEYS}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    raw = [{contract.IMAGE_KEY: [(data_dir / r["path"]).read_bytes()], contract.LABEL_KEY: [r["label"].encode()],
+            contract.FAMILY_KEY: [r["family"].encode()]} for r in rows]
+    with beam.Pipeline() as p, tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+        transform_fn = ((p | beam.Create(raw), metadata)
+                        | tft_beam.AnalyzeDataset(lambda x: transform.preprocessing_fn(x, {"image_size": IMAGE_SIZE})))
+        _ = transform_fn | tft_beam.WriteTransformFn(str(graph_dir))
+    # The raw schema beside the graph, where TFX's Transform leaves it (the signatures read it).
+    metadata_io.write_metadata(metadata, str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
+
+
+def build(data_dir: Path, out_dir: Path) -> Path:
+    """Writes `out_dir/1/` (a TF Serving version folder) from the demo photos in `data_dir`; returns it."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tf_keras as keras
+
+    from gemstone import contract
+    from modules import calibration, export, transform
+    from modules import model as model_lib
+
+    rows = _rows(data_dir)
+    graph_dir = out_dir / "transform_graph"
+    _transform_graph(rows, data_dir, graph_dir)
+    output = tft.TFTransformOutput(str(graph_dir))
+    varieties = output.vocabulary_by_name(contract.LABEL_VOCAB)
+    families = output.vocabulary_by_name(contract.FAMILY_VOCAB)
+    family_of = {r["label"].encode(): families.index(r["family"].encode()) for r in rows}
+    family_of_variety = np.array([family_of[v] for v in varieties])
+
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model(IMAGE_SIZE, len(varieties), len(families), transform.COLOUR_FEATURE_SIZE)
+    layer = output.transform_features_layer()
+    xf = layer({contract.IMAGE_KEY: tf.constant([[(data_dir / r["path"]).read_bytes()] for r in rows]),
+                contract.LABEL_KEY: tf.constant([[r["label"]] for r in rows]),
+                contract.FAMILY_KEY: tf.constant([[r["family"]] for r in rows])})
+    # A few epochs: answers that depend on the photo, not a uniform guess.
+    model.fit({k: xf[k] for k in contract.MODEL_INPUT_KEYS},
+              {contract.VARIETY_HEAD: xf[contract.LABEL_XF], contract.FAMILY_HEAD: xf[contract.FAMILY_XF]},
+              epochs=3, batch_size=16, verbose=0)
+    version = out_dir / "1"
+    signatures = export.make_signatures(model, output, REVIEW_THRESHOLD, 1.0, family_of_variety)
+    model.save(str(version), save_format="tf", signatures=signatures)
+    logits = model.predict({k: xf[k] for k in contract.MODEL_INPUT_KEYS}, verbose=0)[contract.VARIETY_HEAD]
+    report = calibration.report(logits, xf[contract.LABEL_XF].numpy(), REVIEW_THRESHOLD)
+    os.makedirs(version / "assets.extra", exist_ok=True)
+    (version / "assets.extra" / "calibration.json").write_text(json.dumps(report))
+    return version
