@@ -30,7 +30,6 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 # Columns of a manifest that have a meaning of their own; any other column is
 # carried into the tf.Example as a string attribute.
 RESERVED_COLUMNS = ("path", "label", "family", "stone_id")
-EXAMPLE_FORMAT = 2  # 2: size_bucket added
 # Photo size buckets by the short side, in pixels: the Evaluator reports accuracy per bucket,
 # because small shop photos lose the detail that tells look-alikes apart.
 SIZE_BUCKETS = ((256, "small (<256 px)"), (512, "medium (256-511 px)"), (None, "large (>=512 px)"))
@@ -99,9 +98,6 @@ class IngestionOptions:
     near_duplicate_distance: int = 6
     near_duplicate_colour_distance: float = 0.5
     split_seed: int = 0
-    # Bump when to_tf_example's features change: it is part of ImageExampleGen's
-    # execution properties, so cached examples of an older format are not reused.
-    example_format: int = EXAMPLE_FORMAT
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

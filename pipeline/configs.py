@@ -9,6 +9,7 @@ suit the generated demo data.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shlex
 from pathlib import Path
@@ -102,6 +103,8 @@ class PipelineConfig:
         `modules` package (container images) instead of module files.
       num_classes: varieties in the curated schema's label domain (read from it by default); the
         Evaluator computes per-class precision / recall / F1 when it is known.
+      schema_sha256: sha256 of the curated schema's content (read from it by default), part of
+        ImportSchemaGen's cache key; kept when the schema path is rewritten for a container.
     """
 
     pipeline_name: str = DEFAULT_PIPELINE_NAME
@@ -131,6 +134,7 @@ class PipelineConfig:
     fail_on_anomalies: bool = True
     installed_modules: bool = False
     num_classes: Optional[int] = None
+    schema_sha256: Optional[str] = None
 
     def __post_init__(self):
         self.home = self.home or str(paths.gemstone_home())
@@ -143,6 +147,8 @@ class PipelineConfig:
             self.schema_path = str(curated) if curated.exists() else ""  # "": infer with SchemaGen
         if self.num_classes is None and self.schema_path and os.path.exists(self.schema_path):
             self.num_classes = label_domain_size(self.schema_path)
+        if self.schema_sha256 is None and self.schema_path and os.path.exists(self.schema_path):
+            self.schema_sha256 = hashlib.sha256(Path(self.schema_path).read_bytes()).hexdigest()
         from_scratch = self.backbone in FROM_SCRATCH
         self.image_size = self.image_size or DEFAULT_IMAGE_SIZE["from_scratch" if from_scratch else self.backbone]
         if self.backbone == DEFAULT_BACKBONE and not self.weights:

@@ -6,12 +6,14 @@ ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValida
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import List, Optional
 
 from ml_metadata.proto import metadata_store_pb2
+from tfx import types
 from tfx import v1 as tfx
+from tfx.dsl.components.base import base_component
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
 
 from components.data_gate.component import DataGate
 from components.image_example_gen.component import ImageExampleGen
@@ -22,20 +24,31 @@ from gemstone import ingestion
 from pipeline import configs, evaluation
 
 
-def _schema_snapshot(config: configs.PipelineConfig) -> str:
-    """The curated schema, copied to a path named by its content hash.
+SCHEMA_SHA256_KEY = "schema_sha256"
 
-    ImportSchemaGen's cache key is the file's path, not its content: without
-    this, an edited schema would be ignored in favour of the cached import.
+
+class _ImportSchemaGenSpec(standard_component_specs.ImportSchemaGenSpec):
+    PARAMETERS = {
+        **standard_component_specs.ImportSchemaGenSpec.PARAMETERS,
+        SCHEMA_SHA256_KEY: ExecutionParameter(type=str),
+    }
+
+
+class ImportSchemaGen(tfx.components.ImportSchemaGen):
+    """TFX's ImportSchemaGen (same executor, same id), with the schema file's content hash as an exec property.
+
+    ImportSchemaGen's cache key has the file's path, not its content: without
+    the hash, an edited schema would be ignored in favour of the cached import.
+    The executor copies the file into the Schema artifact, which is the
+    snapshot of the schema this run used.
     """
-    if config.installed_modules:  # compiled for a container: the path is the container's
-        return config.schema_path
-    content = Path(config.schema_path).read_bytes()
-    snapshot = Path(config.home) / "schemas" / hashlib.sha256(content).hexdigest()[:16] / "schema.pbtxt"
-    if not snapshot.exists():
-        snapshot.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.write_bytes(content)
-    return str(snapshot)
+
+    SPEC_CLASS = _ImportSchemaGenSpec
+
+    def __init__(self, schema_file: str, schema_sha256: str):
+        spec = _ImportSchemaGenSpec(schema_file=schema_file, schema_sha256=schema_sha256,
+                                    schema=types.Channel(type=standard_artifacts.Schema))
+        base_component.BaseComponent.__init__(self, spec=spec)
 
 
 def _user_code(config: configs.PipelineConfig, module_file: str, function: str, function_arg: str) -> dict:
@@ -65,7 +78,10 @@ def create_pipeline(config: configs.PipelineConfig,
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
 
     if config.schema_path:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=_schema_snapshot(config))
+        if not config.installed_modules and not config.schema_sha256:
+            raise FileNotFoundError(f"curated schema not found: {config.schema_path}")
+        # On Kubeflow, schema_path is the container's copy and schema_sha256 that of this machine's.
+        schema_gen = ImportSchemaGen(schema_file=config.schema_path, schema_sha256=config.schema_sha256 or "")
     else:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)

@@ -1,8 +1,12 @@
 """The DAG: which components run, and how they are wired."""
+import dataclasses
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
+from components.image_example_gen import executor, fingerprint
 from gemstone import backbones
 from pipeline import configs, pipeline
 
@@ -41,3 +45,88 @@ def test_the_trainer_records_which_weights_it_starts_from(tmp_path):
     # What identifies the weights, not when they were fetched (that would retrain on every re-fetch).
     assert custom["backbone_provenance"] == {"source": "npm", "package": "nsfwjs", "version": "4.4.0",
                                              "weights_sha256": "ab12"}
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_building_the_pipeline_writes_no_file(tmp_path):
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "manifest.csv").write_text("path,label\n")
+    schema_dir = configs.SCHEMA_DIR / "gemstone-demo"
+    before, schema_before = _tree(home), _tree(schema_dir)
+    built = _components(configs.PipelineConfig(pipeline_name="gemstone-demo", home=str(home), backbone="none",
+                                               data=str(home / "data" / "manifest.csv")))
+    assert _tree(home) == before and _tree(schema_dir) == schema_before
+    # ImportSchemaGen reads the curated file where it is (it copies it into its own artifact).
+    assert built["ImportSchemaGen"].exec_properties["schema_file"] == str(schema_dir / "schema.pbtxt")
+
+
+def test_an_edited_schema_changes_the_import_schema_gen_cache_key(tmp_path):
+    """TFX's cache key has the schema's path, not its content: the content hash is an exec property."""
+    schema = tmp_path / "schema.pbtxt"
+    original = (configs.SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt").read_bytes()
+
+    def exec_properties(content):
+        schema.write_bytes(content)
+        config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
+                                        schema_path=str(schema))
+        return _components(config)["ImportSchemaGen"].exec_properties
+
+    first = exec_properties(original)
+    assert first[pipeline.SCHEMA_SHA256_KEY] == hashlib.sha256(original).hexdigest()
+    assert exec_properties(original) == first
+    edited = exec_properties(original.replace(b"max: 1024", b"max: 2048", 1))
+    assert edited["schema_file"] == first["schema_file"]
+    assert edited[pipeline.SCHEMA_SHA256_KEY] != first[pipeline.SCHEMA_SHA256_KEY]
+
+
+def test_a_missing_curated_schema_stops_the_build(tmp_path):
+    with pytest.raises(FileNotFoundError, match="curated schema not found"):
+        pipeline.create_pipeline(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
+                                                        schema_path=str(tmp_path / "missing.pbtxt")))
+
+
+def test_compiled_for_a_container_the_schema_keeps_the_hash_of_this_machines_copy(tmp_path):
+    from pipeline import kubeflow_runner
+
+    local = configs.PipelineConfig(pipeline_name="gemstone-demo", home=str(tmp_path), data=str(tmp_path),
+                                   backbone="none")
+    container = dataclasses.replace(local, installed_modules=True,
+                                    schema_path=kubeflow_runner.in_container(local.schema_path))
+    schema_gen = _components(container)["ImportSchemaGen"]
+    assert schema_gen.exec_properties["schema_file"] == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"
+    assert schema_gen.exec_properties[pipeline.SCHEMA_SHA256_KEY] == \
+        hashlib.sha256(Path(local.schema_path).read_bytes()).hexdigest()
+
+
+def test_the_example_gen_cache_key_has_the_ingestion_code_fingerprint(tmp_path):
+    example_gen = _components(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none"))[
+        "ImageExampleGen"]
+    assert example_gen.exec_properties[executor.INGESTION_CODE_KEY] == fingerprint.ingestion_fingerprint()
+
+
+def test_the_local_orchestrator_reimports_an_edited_schema_and_caches_an_unchanged_one(tmp_path):
+    from tfx import v1 as tfx
+
+    schema = tmp_path / "schema.pbtxt"
+    original = (configs.SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt").read_bytes()
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(tmp_path / "metadata.db"))
+
+    def run(content):
+        schema.write_bytes(content)
+        config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
+                                        schema_path=str(schema))
+        schema_gen = pipeline.ImportSchemaGen(schema_file=config.schema_path, schema_sha256=config.schema_sha256)
+        tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+            pipeline_name="schema-cache", pipeline_root=str(tmp_path / "root"), components=[schema_gen],
+            enable_cache=True, metadata_connection_config=metadata))
+        return sorted((tmp_path / "root" / "ImportSchemaGen" / "schema").glob("*/schema.pbtxt"))
+
+    assert len(run(original)) == 1
+    assert len(run(original)) == 1  # unchanged: taken from the cache
+    edited = original.replace(b"max: 1024", b"max: 2048", 1)
+    imported = run(edited)
+    assert len(imported) == 2 and edited in [p.read_bytes() for p in imported]

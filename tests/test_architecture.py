@@ -4,6 +4,7 @@ Every import statement in the project's code counts, at module level or inside
 a function: a function-level import is a dependency all the same.
 """
 import ast
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -125,7 +126,7 @@ def test_the_check_sees_function_level_and_upward_imports(tmp_path, monkeypatch)
         "def f():\n"
         "    from pipeline import configs\n"  # up, and hidden in a function
         "    import gemstone.apps.serve\n")
-    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     found = violations([fake / "component.py"])
     assert [v.split(" imports ")[1] for v in found] == ["pipeline (pipeline)", "gemstone.apps.serve (apps)"]
     assert cycles({"a": {"b"}, "b": {"a"}}) and not cycles({"a": {"b"}, "b": set()})

@@ -60,6 +60,15 @@ def test_spec_uses_the_image_object_storage_and_installed_modules(compiled):
     assert "/opt/gemstone/home/backbones/inception_v3/inception_v3_notop.h5" in text and "/tmp/unused" not in text
 
 
+def test_spec_carries_the_ingestion_code_fingerprint_taken_at_compile_time(compiled):
+    from components.image_example_gen import fingerprint
+
+    example_gen = kubeflow.pipeline_spec(compiled)["root"]["dag"]["tasks"]["ImageExampleGen"]
+    parameters = example_gen["inputs"]["parameters"]
+    value = parameters["ingestion_code"]["runtimeValue"]["constantValue"]["stringValue"]
+    assert value == fingerprint.ingestion_fingerprint()
+
+
 def test_curated_schema_path_is_rewritten_for_the_container():
     local = str(configs.SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt")
     assert kubeflow_runner.in_container(local) == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"

@@ -2,7 +2,9 @@
 
 It is a `FileBasedExampleGen` (same driver, so TFX fingerprints the input files
 for caching and span handling, and the Kubeflow V2 compiler treats it like any
-ExampleGen) with an executor that reads images instead of CSV rows.
+ExampleGen) with an executor that reads images instead of CSV rows. A
+fingerprint of the ingestion code (`fingerprint.py`) is one of its exec
+properties, so editing that code invalidates cached examples too.
 """
 from __future__ import annotations
 
@@ -15,18 +17,23 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
-from components.image_example_gen import executor
+from components.image_example_gen import executor, fingerprint
 from gemstone import ingestion
 
 DEFAULT_SPLITS = {"train": 70, "eval": 15, "test": 15}
 
 
 class ImageExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
-    """FileBasedExampleGen's parameters plus the ingestion options (JSON)."""
+    """FileBasedExampleGen's parameters plus the ingestion options (JSON) and the ingestion code's fingerprint.
+
+    The fingerprint is not read by the executor: as an exec property it is part
+    of TFX's cache key, so cached examples made by other ingestion code are not reused.
+    """
 
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         executor.INGESTION_OPTIONS_KEY: ExecutionParameter(type=str, optional=True),
+        executor.INGESTION_CODE_KEY: ExecutionParameter(type=str),
     }
 
 
@@ -74,6 +81,7 @@ class ImageExampleGen(example_gen_component.FileBasedExampleGen):
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             ingestion_options=(options or ingestion.IngestionOptions()).to_json(),
+            ingestion_code=fingerprint.ingestion_fingerprint(),
             examples=types.Channel(type=standard_artifacts.Examples),
         )
         # FileBasedExampleGen.__init__ would build its own spec; skip to the base.

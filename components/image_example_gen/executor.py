@@ -27,6 +27,8 @@ from tfx.utils import proto_utils
 from gemstone import contract, data_report, ingestion, splits
 
 INGESTION_OPTIONS_KEY = "ingestion_options"
+# sha256 of the ingestion code (fingerprint.py): a cache key only, the executor does not read it.
+INGESTION_CODE_KEY = "ingestion_code"
 REPORT_FILE_NAME = contract.INGESTION_REPORT_FILE
 
 
