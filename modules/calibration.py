@@ -8,7 +8,7 @@ before and after.
 """
 import numpy as np
 
-ECE_BINS = 15
+from gemstone import contract
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -23,7 +23,7 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float(-np.mean(np.log(p[np.arange(len(labels)), labels] + 1e-12)))
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = contract.ECE_BINS) -> float:
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)

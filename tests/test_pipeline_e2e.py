@@ -16,6 +16,9 @@ from tests.tfx_helpers import E2E_PIPELINE, REPO, TFX, tfx_cli as _tfx
 from gemstone import contract, demo_data, paths
 from gemstone.apps import metadata
 
+# Each test here reads the artifacts of a whole pipeline run (the `demo_pipeline` fixture).
+pytestmark = pytest.mark.slow
+
 PIPELINE_NAME = E2E_PIPELINE
 COMPONENTS = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate", "Transform",
               "Trainer", "Evaluator", "Pusher"]

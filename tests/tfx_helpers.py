@@ -1,4 +1,4 @@
-"""Running the real tfx CLI from tests (used by tests/conftest.py and the end-to-end tests)."""
+"""Running the real tfx CLI from tests (used by the root conftest.py and the end-to-end tests)."""
 import subprocess
 import sys
 from pathlib import Path

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
+# (Keras 2 before TensorFlow loads: the gemstone package, imported with this module, sees to it.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -13,12 +13,10 @@ training time (mean confidence, share flagged for review).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from gemstone import image_stats, paths
-
 from gemstone.apps import metadata
 
 JSD_THRESHOLD = 0.2
@@ -42,14 +40,10 @@ def latest_train_statistics(pipeline_name: str, home: Optional[str] = None):
     """The newest StatisticsGen output's train split, located through MLMD."""
     import tensorflow_data_validation as tfdv
 
-    store = metadata.open_store(pipeline_name, home)
-    # Transform's pre/post-transform statistics share the type: keep StatisticsGen's own.
-    artifacts = [a for a in store.get_artifacts_by_type("ExampleStatistics")
-                 if f"{os.sep}StatisticsGen{os.sep}" in a.uri]
-    if not artifacts:
+    statistics = metadata.latest_output_uri(metadata.open_store(pipeline_name, home), "StatisticsGen", "statistics")
+    if not statistics:
         raise FileNotFoundError(f"pipeline {pipeline_name!r} has no statistics yet: run it first")
-    newest = max(artifacts, key=lambda a: a.create_time_since_epoch)
-    return tfdv.load_stats_binary(str(Path(newest.uri) / "Split-train" / "FeatureStats.pb"))
+    return tfdv.load_stats_binary(str(Path(statistics) / "Split-train" / "FeatureStats.pb"))
 
 
 def _serving_statistics(rows: List[Dict[str, Any]]):

@@ -10,7 +10,7 @@ import pytest
 from gemstone.apps import cli, kubeflow
 from pipeline import configs, kubeflow_runner
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ["ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform", "Trainer",
               "Evaluator", "Pusher"]
 

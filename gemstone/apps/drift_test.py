@@ -1,12 +1,10 @@
 """`gemstone drift`: the served photos against the training statistics."""
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from gemstone import images
-
 from gemstone.apps import cli, drift
 from tests.tfx_helpers import E2E_PIPELINE
 
@@ -33,6 +31,7 @@ def env_home(demo_pipeline, monkeypatch):
     return home, data
 
 
+@pytest.mark.slow  # compares with a pipeline run's training statistics
 def test_photos_like_the_training_ones_do_not_drift(env_home, tmp_path):
     home, data = env_home
     photos = sorted((data / "images").rglob("*.jpg"))
@@ -42,6 +41,7 @@ def test_photos_like_the_training_ones_do_not_drift(env_home, tmp_path):
     assert not [a for a in result["anomalies"] if a["feature"] == "brightness"], result["anomalies"]
 
 
+@pytest.mark.slow
 def test_much_darker_photos_and_one_predicted_class_drift(env_home, tmp_path, capsys):
     home, data = env_home
     photos = sorted((data / "images").rglob("*.jpg"))

@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from gemstone import data_report, demo_data
-
 from gemstone.apps import cli
 from tests.hostile_files import png_claiming
 

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
-
 import tf_keras as keras  # noqa: E402
 
 from gemstone import backbones  # noqa: E402

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from gemstone import contract, report
-
 from gemstone.apps import cli, metadata
 from tests.tfx_helpers import E2E_PIPELINE
+
+# Each test here reads the artifacts of a whole pipeline run (the `demo_pipeline` fixture).
+pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 # As root, and on a machine without network: no sandbox, nothing fetched in the background.

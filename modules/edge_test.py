@@ -1,0 +1,56 @@
+"""The TFLite export: the float16 model always, each model's agreement measured, int8 kept only when it agrees."""
+import json
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from modules import edge, transform
+from modules import model as model_lib
+
+SIZE = 32
+
+# Four TFLite conversions, int8 through TFLite's quantization debugger: minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model(SIZE, 4, 2, transform.COLOUR_FEATURE_SIZE)
+    rng = np.random.default_rng(0)
+    images = rng.random((24, SIZE, SIZE, 3)).astype(np.float32)
+    out = tmp_path_factory.mktemp("edge")
+    report = edge.export(model, SIZE, 1.5, images[:12], images[12:], str(out))
+    return model, images[12:], out / edge.FOLDER, report
+
+
+def test_the_float16_model_answers_like_the_keras_model(exported):
+    model, eval_images, folder, report = exported
+    reference = edge.edge_model(model, SIZE, 1.5).predict(eval_images, verbose=0)
+    tflite = edge._interpret((folder / "model_float16.tflite").read_bytes(), eval_images)
+    assert tflite.shape == reference.shape and np.allclose(tflite.sum(axis=1), 1.0, atol=1e-3)
+    assert report["float16"]["top1_agreement"] == float((tflite.argmax(1) == reference.argmax(1)).mean())
+    # float32 is written exactly when float16 disagrees too often.
+    assert (folder / "model_float32.tflite").exists() == (report["float16"]["top1_agreement"] < edge.MIN_AGREEMENT)
+
+
+def test_int8_is_kept_exactly_when_it_agrees_and_the_report_says_so(exported):
+    _, _, folder, report = exported
+    on_disk = json.loads((folder / "edge_report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    int8 = report["int8"]
+    assert (folder / "model_int8.tflite").exists() == int8["kept"]
+    if int8["kept"]:
+        assert int8["top1_agreement"] >= edge.MIN_AGREEMENT
+    else:
+        assert "why_not_kept" in int8
+
+
+def test_the_edge_model_computes_the_colour_histogram_itself(exported):
+    """Same picture, same histogram: the edge model's Lambda is Transform's function."""
+    model, eval_images, _, _ = exported
+    wrapped = edge.edge_model(model, SIZE, 1.0)
+    layer = wrapped.get_layer("colour_histogram")
+    assert np.allclose(keras.Model(wrapped.input, layer.output)(eval_images[:2]).numpy(),
+                       transform.colour_histogram(eval_images[:2]).numpy())

@@ -1,0 +1,49 @@
+"""The exported signatures (the export contract): one answer per photo, its family the family of its variety."""
+import csv
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gemstone import contract
+from tests.contract_model import REVIEW_THRESHOLD
+
+
+@pytest.fixture(scope="module")
+def answers(contract_model, demo_photos):
+    """(prediction records, {variety: family}) for every demo photo, through `serving_default`."""
+    with open(demo_photos / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    signature = tf.saved_model.load(str(contract_model / "1")).signatures[contract.SERVING_SIGNATURE]
+    photos = tf.constant([(demo_photos / r["path"]).read_bytes() for r in rows])
+    return contract.prediction_records(signature(**{contract.SERVING_INPUT: photos})), \
+        {r["label"]: r["family"] for r in rows}
+
+
+def test_the_family_is_the_family_of_the_variety_with_its_varieties_summed(answers):
+    records, family_of = answers
+    for record in records:
+        assert record["family"] == family_of[record["label"]]
+        same_family = [p for c, p in zip(record["classes"], record["probabilities"]) if family_of[c] == record["family"]]
+        assert abs(record["family_confidence"] - sum(same_family)) < 1e-5
+        assert record["family_confidence"] >= record["confidence"] - 1e-6
+
+
+def test_top_k_is_ranked_and_the_answer_is_its_first(answers):
+    records, _ = answers
+    for record in records:
+        assert len(record["top_k_labels"]) == contract.TOP_K
+        assert record["top_k_scores"] == sorted(record["top_k_scores"], reverse=True)
+        assert record["label"] == record["top_k_labels"][0]
+        assert abs(record["confidence"] - max(record["probabilities"])) < 1e-6
+        assert abs(sum(record["probabilities"]) - 1.0) < 1e-4
+
+
+def test_needs_review_below_the_threshold_only(answers):
+    records, _ = answers
+    assert all(r["needs_review"] == (r["confidence"] < REVIEW_THRESHOLD) for r in records)
+
+
+def test_the_answers_depend_on_the_photo(answers):
+    records, _ = answers
+    assert len({tuple(np.round(r["probabilities"], 4)) for r in records}) > len(records) // 2
