@@ -131,6 +131,25 @@ def validation_failures(validation) -> List[str]:
     return lines
 
 
+BLESSED_PROPERTY = "blessed"  # a ModelBlessing's custom property (Evaluator, Robustness): 1 = push; the Pusher reads it
+
+
+def is_blessed(blessing) -> bool:
+    """The verdict the Pusher acts on: the ModelBlessing artifact's `blessed` custom property."""
+    return blessing.get_int_custom_property(BLESSED_PROPERTY) == 1
+
+
+def robustness_failures(robustness: Optional[Dict[str, Any]]) -> List[str]:
+    """The robustness gate's failures recorded in robustness.json (none when the gate is off)."""
+    return list(((robustness or {}).get("gate") or {}).get("failures") or [])
+
+
+def rejection_reasons(evaluator_failures: List[str], gate_failures: List[str]) -> List[str]:
+    """Why a model is not blessed, one line each: the Evaluator's failed thresholds, the robustness gate's."""
+    return ([f"Evaluator threshold failed: {line}" for line in evaluator_failures]
+            + [f"Robustness gate failed: {line}" for line in gate_failures])
+
+
 def _thumbnail(data: bytes) -> str:
     from PIL import Image
 
@@ -142,8 +161,13 @@ def _thumbnail(data: bytes) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test") -> Dict[str, Any]:
-    """Every figure the page shows, as plain data (also what the tests check)."""
+def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test", blessing=None) -> Dict[str, Any]:
+    """Every figure the page shows, as plain data (also what the tests check).
+
+    `blessing`: the ModelBlessing artifact the Pusher read; the verdict is its `blessed` custom property.
+    Without it (`gemstone report` knows only the artifacts' URIs, not their properties in ML Metadata), the
+    verdict is what that blessing is made of: TFMA's validation result and the robustness gate's failures.
+    """
     from tfx.utils import path_utils
     import tensorflow_model_analysis as tfma
 
@@ -152,7 +176,6 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     metrics = load_metrics(sources.evaluation)
     plots = load_plots(sources.evaluation)
     validation = tfma.load_validation_result(sources.evaluation)
-    blessed = _read_text(os.path.join(sources.blessing, "BLESSED")) is not None
     examples = ingestion.read_examples(sources.examples, split, (features.LABEL_KEY, features.FAMILY_KEY))
     family_of = {e[features.LABEL_KEY].decode(): e[features.FAMILY_KEY].decode() for e in examples}
 
@@ -187,6 +210,8 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     if sources.robustness:
         text = _read_text(os.path.join(sources.robustness, "predictions.jsonl")) or ""
         predictions = [json.loads(line) for line in text.splitlines() if line.strip()]
+    blessed = is_blessed(blessing) if blessing is not None else (
+        validation.validation_ok and not robustness_failures(robustness))
     confusions, shown = [], {}
     off_diagonal = matrix - np.diag(np.diag(matrix))
     for flat in np.argsort(-off_diagonal, axis=None)[:WORST_CONFUSIONS]:
@@ -216,6 +241,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "blessed": blessed,
         "validation_failures": validation_failures(validation),
+        "robustness_failures": robustness_failures(robustness),
         "classes": classes,
         "overall": {"candidate": {k: v for k, v in overall["candidate"].items() if isinstance(k, str)},
                     "baseline": {k: v for k, v in overall["baseline"].items() if isinstance(k, str)}},
@@ -360,10 +386,11 @@ figure{display:inline-block;margin:4px;font-size:11px;text-align:center}"""
 
 def render(data: Dict[str, Any]) -> str:
     overall, previous = data["overall"]["candidate"], data["overall"]["baseline"]
-    verdict = ('<p class="verdict blessed">Blessed: the model met the accuracy floor and did not regress.</p>'
-               if data["blessed"] else
+    reasons = rejection_reasons(data["validation_failures"], data["robustness_failures"])
+    verdict = ('<p class="verdict blessed">Blessed: the model met the accuracy floor, did not regress and passed '
+               'the robustness gate.</p>' if data["blessed"] else
                '<p class="verdict rejected">Not blessed: the model will not be pushed. Failed checks:</p><pre>' +
-               html.escape("\n".join(data["validation_failures"]) or "(see the Evaluator's log)") + "</pre>")
+               html.escape("\n".join(reasons) or "(see the Evaluator's and Robustness' logs)") + "</pre>")
     overall_rows = [[name, _number(overall.get(key), digits), _number(previous.get(key), digits),
                      _change(overall.get(key), previous.get(key))]
                     for name, key, digits in (("accuracy", ACCURACY, 3), ("top-3 accuracy", TOP_K_ACCURACY, 3),
@@ -453,11 +480,12 @@ def _read_bytes(path: str) -> Optional[bytes]:
         return f.read()
 
 
-def write(sources: EvaluationSources, pipeline_name: str, output: str, split: str = "test") -> Dict[str, Any]:
-    """Writes the page to `output` and returns the data it shows."""
+def write(sources: EvaluationSources, pipeline_name: str, output: str, split: str = "test",
+          blessing=None) -> Dict[str, Any]:
+    """Writes the page to `output` and returns the data it shows (`blessing`: see `collect`)."""
     import tensorflow as tf
 
-    data = collect(sources, pipeline_name, split)
+    data = collect(sources, pipeline_name, split, blessing=blessing)
     parent = os.path.dirname(output)
     if parent:
         tf.io.gfile.makedirs(parent)
