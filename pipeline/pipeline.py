@@ -150,7 +150,8 @@ def create_pipeline(config: configs.PipelineConfig,
     )
 
     model_card = ModelCard(model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
-                           examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"])
+                           examples=example_gen.outputs["examples"], blessing=robustness.outputs["blessing"],
+                           robustness=robustness.outputs["report"], pushed_model=pusher.outputs["pushed_model"])
 
     slice_report = SliceReport(evaluation=evaluator.outputs["evaluation"], blessing=robustness.outputs["blessing"],
                                model=trainer.outputs["model"], examples=example_gen.outputs["examples"],

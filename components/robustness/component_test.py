@@ -26,6 +26,6 @@ def test_the_pusher_reads_the_blessing_robustness_makes_of_the_evaluators(tmp_pa
     assert nodes["Pusher"].inputs["model_blessing"].producer_component_id == "Robustness"
     assert nodes["Pusher"].inputs["model_blessing"].output_key == "blessing"
     # The dashboard and the model card give the verdict the Pusher acted on, and the gate's reasons.
-    for name in ("SliceReport",):
+    for name in ("SliceReport", "ModelCard"):
         assert nodes[name].inputs["blessing"].producer_component_id == "Robustness", name
         assert nodes[name].inputs["robustness"].producer_component_id == "Robustness", name
