@@ -112,6 +112,7 @@ def test_class_imbalance_and_rare_classes_are_reported(tmp_path):
     assert balance["rare_classes"] == ["Citrine"] and balance["imbalance_ratio"] == 3.0
 
 
+@pytest.mark.slow  # reads 3,512 photos
 def test_the_88_class_photos_are_all_accounted_for_and_groups_stay_in_one_split(real_data, tmp_path):
     report = data_report.inspect(str(real_data))
     visible = [p for p in real_data.rglob("*") if p.is_file() and not p.name.startswith(".")]

@@ -30,10 +30,11 @@ class EvaluationSources:
     """The artifacts behind one evaluation: what the slice dashboard is made from."""
 
     evaluation: str  # TFMA output (ModelEvaluation)
-    blessing: str  # ModelBlessing: BLESSED or NOT_BLESSED
+    blessing: str  # the ModelBlessing the Pusher read (its `blessed` custom property is the verdict)
     model: str  # the candidate Model
     examples: str  # the Examples it was judged on
     robustness: Optional[str]  # RobustnessReport of the same model, if one was made
+    blessed: Optional[bool] = None  # the blessing's `blessed` custom property, as the Pusher read it
 
 
 WORST_CONFUSIONS = 8
@@ -141,6 +142,25 @@ def validation_failures(validation) -> List[str]:
     return lines
 
 
+BLESSED_PROPERTY = "blessed"  # a ModelBlessing's custom property (Evaluator, Robustness): 1 = push; the Pusher reads it
+
+
+def is_blessed(blessing) -> bool:
+    """The verdict the Pusher acts on: the ModelBlessing artifact's `blessed` custom property."""
+    return blessing.get_int_custom_property(BLESSED_PROPERTY) == 1
+
+
+def robustness_failures(robustness: Optional[Dict[str, Any]]) -> List[str]:
+    """The robustness gate's failures recorded in robustness.json (none when the gate is off)."""
+    return list(((robustness or {}).get("gate") or {}).get("failures") or [])
+
+
+def rejection_reasons(evaluator_failures: List[str], gate_failures: List[str]) -> List[str]:
+    """Why a model is not blessed, one line each: the Evaluator's failed thresholds, the robustness gate's."""
+    return ([f"Evaluator threshold failed: {line}" for line in evaluator_failures]
+            + [f"Robustness gate failed: {line}" for line in gate_failures])
+
+
 def _thumbnail(data: bytes) -> str:
     from PIL import Image
 
@@ -153,7 +173,10 @@ def _thumbnail(data: bytes) -> str:
 
 
 def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test") -> Dict[str, Any]:
-    """Every figure the page shows, as plain data (also what the tests check)."""
+    """Every figure the page shows, as plain data (also what the tests check).
+
+    The verdict is `sources.blessed`: the blessing's `blessed` custom property, the one the Pusher acts on.
+    """
     from tfx.utils import path_utils
     import tensorflow_model_analysis as tfma
 
@@ -162,7 +185,6 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     metrics = load_metrics(sources.evaluation)
     plots = load_plots(sources.evaluation)
     validation = tfma.load_validation_result(sources.evaluation)
-    blessed = _read_text(os.path.join(sources.blessing, "BLESSED")) is not None
     examples = ingestion.read_examples(sources.examples, split, (contract.LABEL_KEY, contract.FAMILY_KEY))
     family_of = {e[contract.LABEL_KEY].decode(): e[contract.FAMILY_KEY].decode() for e in examples}
 
@@ -197,6 +219,9 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     if sources.robustness:
         text = _read_text(os.path.join(sources.robustness, contract.ROBUSTNESS_PREDICTIONS_FILE)) or ""
         predictions = [json.loads(line) for line in text.splitlines() if line.strip()]
+    # A run made before blessings carried the property: its verdict from what the blessing is made of.
+    blessed = sources.blessed if sources.blessed is not None else (
+        validation.validation_ok and not robustness_failures(robustness))
     confusions, shown = [], {}
     off_diagonal = matrix - np.diag(np.diag(matrix))
     for flat in np.argsort(-off_diagonal, axis=None)[:WORST_CONFUSIONS]:
@@ -226,6 +251,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "blessed": blessed,
         "validation_failures": validation_failures(validation),
+        "robustness_failures": robustness_failures(robustness),
         "classes": classes,
         "overall": {"candidate": {k: v for k, v in overall["candidate"].items() if isinstance(k, str)},
                     "baseline": {k: v for k, v in overall["baseline"].items() if isinstance(k, str)}},
@@ -370,10 +396,11 @@ figure{display:inline-block;margin:4px;font-size:11px;text-align:center}"""
 
 def render(data: Dict[str, Any]) -> str:
     overall, previous = data["overall"]["candidate"], data["overall"]["baseline"]
-    verdict = ('<p class="verdict blessed">Blessed: the model met the accuracy floor and did not regress.</p>'
-               if data["blessed"] else
+    reasons = rejection_reasons(data["validation_failures"], data["robustness_failures"])
+    verdict = ('<p class="verdict blessed">Blessed: the model met the accuracy floor, did not regress and passed '
+               'the robustness gate.</p>' if data["blessed"] else
                '<p class="verdict rejected">Not blessed: the model will not be pushed. Failed checks:</p><pre>' +
-               html.escape("\n".join(data["validation_failures"]) or "(see the Evaluator's log)") + "</pre>")
+               html.escape("\n".join(reasons) or "(see the Evaluator's and Robustness' logs)") + "</pre>")
     overall_rows = [[name, _number(overall.get(key), digits), _number(previous.get(key), digits),
                      _change(overall.get(key), previous.get(key))]
                     for name, key, digits in (("accuracy", contract.ACCURACY, 3), ("top-3 accuracy", contract.TOP_K_ACCURACY, 3),

@@ -22,6 +22,7 @@ def test_model_has_variety_and_family_logits(name):
     assert outputs[contract.VARIETY_HEAD].shape == (2, 5) and outputs[contract.FAMILY_HEAD].shape == (2, 2)
 
 
+@pytest.mark.slow  # builds, saves and loads a backbone
 def test_pretrained_weights_load_from_a_local_file(tmp_path):
     """What a user without internet does with weights downloaded elsewhere."""
     application = keras.applications.MobileNetV3Small(include_top=False, weights=None,
@@ -159,6 +160,7 @@ def test_only_the_top_blocks_and_the_head_train(transfer_parts):
         top_names | {w.name for w in transfer_parts.head.trainable_weights}
 
 
+@pytest.mark.slow  # builds, saves and loads InceptionV3
 def test_transfer_model_loads_a_weights_file(tmp_path):
     """The fetched no-top file (any input size) is what the trunk starts from; none given: random."""
     network = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(TRANSFER_SIZE,) * 2 + (3,))

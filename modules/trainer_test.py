@@ -1,5 +1,6 @@
 """The Trainer's training loop: when early stopping may stop it."""
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
@@ -18,6 +19,7 @@ def _photos(brightness, labels):
     return tf.data.Dataset.from_tensor_slices((inputs, {contract.VARIETY_HEAD: y, contract.FAMILY_HEAD: y}))
 
 
+@pytest.mark.slow  # trains
 def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path):
     """Eval labels are the reverse of the training labels: eval loss gets worse from the first epoch.
 

@@ -28,6 +28,7 @@ def parts():
     return model_lib.build_transfer_model(SIZE, 2, 2, transform.COLOUR_FEATURE_SIZE)
 
 
+@pytest.mark.slow  # runs InceptionV3 over every view
 def test_each_view_is_a_pass_of_every_photo_and_only_the_later_views_are_augmented(parts):
     cached = transfer.cache(parts, _photos(6), views=3, augment=transfer.augmenter(True, seed=1), keep_images=4)
     assert len(cached.variety) == 18 and cached.cut_map.dtype == np.float16
@@ -39,6 +40,7 @@ def test_each_view_is_a_pass_of_every_photo_and_only_the_later_views_are_augment
     np.testing.assert_allclose(again.low, first, rtol=1e-5, atol=1e-5)  # the first view is the photo as it is
 
 
+@pytest.mark.slow  # trains
 def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, tmp_path):
     """An absurd learning rate ruins the top blocks: the model after stage 1 must come back."""
     train = transfer.cache(parts, _photos(8), views=2, augment=transfer.augmenter(True, seed=1))

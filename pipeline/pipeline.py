@@ -1,8 +1,8 @@
 """The gemstone pipeline's DAG: the one definition every runner uses.
 
 ImageExampleGen -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator -> DataGate
--> Transform -> [Tuner, when `tune`] -> Trainer -> (latest blessed model) -> Evaluator, Robustness
--> Pusher -> ModelCard, and SliceReport (the dashboard)
+-> Transform -> [Tuner, when `tune`] -> Trainer -> (latest blessed model) -> Evaluator -> Robustness (the blessing
+the Pusher reads: the Evaluator's AND the robustness gate) -> Pusher -> ModelCard, and SliceReport (the dashboard)
 """
 from __future__ import annotations
 
@@ -140,7 +140,10 @@ def create_pipeline(config: configs.PipelineConfig,
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        # Robustness' blessing, the one the Pusher reads: a model the Evaluator blessed but the robustness
+        # gate rejected was never pushed and must not become the baseline either.
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id="Robustness", output_key="blessing"),
     ).with_id("latest_blessed_model_resolver")
 
     evaluator = tfx.components.Evaluator(
@@ -152,21 +155,24 @@ def create_pipeline(config: configs.PipelineConfig,
                                            config.num_classes),
     )
 
+    # Blesses the model when the Evaluator did and the optional robustness gate passed: the blessing the
+    # Pusher reads. A rejected model is not pushed; the run goes on to the dashboard and the model card.
     robustness = Robustness(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+                            model_blessing=evaluator.outputs["blessing"],
                             split=evaluation.EVAL_SPLIT, min_relative_accuracy=config.min_relative_robustness)
 
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=robustness.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
     )
-    pusher.add_upstream_node(robustness)  # the optional robustness gate stops the push
 
     model_card = ModelCard(model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
-                           examples=example_gen.outputs["examples"], pushed_model=pusher.outputs["pushed_model"])
+                           examples=example_gen.outputs["examples"], blessing=robustness.outputs["blessing"],
+                           robustness=robustness.outputs["report"], pushed_model=pusher.outputs["pushed_model"])
 
-    slice_report = SliceReport(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
+    slice_report = SliceReport(evaluation=evaluator.outputs["evaluation"], blessing=robustness.outputs["blessing"],
                                model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
                                robustness=robustness.outputs["report"], pipeline_name=config.pipeline_name,
                                split=evaluation.EVAL_SPLIT)

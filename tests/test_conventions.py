@@ -21,11 +21,12 @@ def _tests(path: Path):
 
 
 def _asserts(node: ast.FunctionDef) -> bool:
-    """An assert statement, or a `pytest.raises` / `pytest.fail` that checks what happened."""
+    """An assert statement, an `assert_*` call (numpy.testing), or `pytest.raises` / `fail` / `warns`."""
     for child in ast.walk(node):
         if isinstance(child, ast.Assert):
             return True
-        if isinstance(child, ast.Attribute) and child.attr in ("raises", "fail", "warns"):
+        if isinstance(child, ast.Attribute) and (child.attr in ("raises", "fail", "warns")
+                                                 or child.attr.startswith("assert_")):
             return True
     return False
 
@@ -50,5 +51,6 @@ def test_unit_tests_sit_beside_the_module_they_test():
 
 def test_the_checks_can_fail(tmp_path):
     silent = tmp_path / "silent_test.py"
-    silent.write_text("def test_nothing():\n    x = 1\n\ndef test_raises():\n    with pytest.raises(ValueError):\n        f()\n")
-    assert [_asserts(node) for node in _tests(silent)] == [False, True]
+    silent.write_text("def test_nothing():\n    x = 1\n\ndef test_raises():\n    with pytest.raises(ValueError):\n        f()\n"
+                      "\ndef test_close():\n    np.testing.assert_allclose(1, 1)\n")
+    assert [_asserts(node) for node in _tests(silent)] == [False, True, True]

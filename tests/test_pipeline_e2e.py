@@ -247,3 +247,34 @@ def test_a_model_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
     output = result.stdout + result.stderr
     assert "not blessed, so it is not pushed" in output
     assert "sparse_categorical_accuracy (candidate, change against the baseline)" in output
+
+
+@pytest.mark.slow
+def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_run_still_ends_well(pipeline_run):
+    """The Evaluator blesses, the robustness gate does not: no push, no error, and the page and the card say why."""
+    home, env, _ = pipeline_run
+    serving = paths.serving_dir(PIPELINE_NAME, str(home))
+    before = sorted(p.name for p in serving.iterdir())
+    # Each corruption must keep 100 times the clean accuracy: none can (a share of the clean accuracy is at
+    # most 1 / clean accuracy, at most the number of test photos), so the gate rejects whatever was trained.
+    strict = dict(env, GEMSTONE_MIN_ROBUSTNESS="100")
+    _tfx(strict, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
+    first = len(_executions(home))
+    result = _tfx(strict, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)  # exit code 0
+    states = dict(_executions(home)[first:])
+    for component in ("Robustness", "Pusher", "SliceReport", "ModelCard"):
+        assert states.get(component) == "COMPLETE", states
+    assert sorted(p.name for p in serving.iterdir()) == before
+
+    assert (_single_artifact_dir(home, "Robustness", "blessing") / "NOT_BLESSED").exists()
+    gate = json.loads((_single_artifact_dir(home, "Robustness", "report") / "robustness.json").read_text())["gate"]
+    assert gate["min_relative_accuracy"] == 100 and gate["failures"]
+    page = (_single_artifact_dir(home, "SliceReport", "dashboard") / "report.html").read_text()
+    assert "Not blessed: the model will not be pushed" in page
+    assert "Robustness gate failed: " + gate["failures"][0].split(" ")[0] in page
+    card = _single_artifact_dir(home, "ModelCard", "card")
+    assert "Not blessed, so not pushed" in (card / "model_card.md").read_text()
+    verdict = json.loads((card / "model_card.json").read_text())["verdict"]
+    assert verdict["blessed"] is False and verdict["pushed"] is False
+    assert verdict["reasons"] == [f"Robustness gate failed: {f}" for f in gate["failures"]]
+    assert "not blessed, so it is not pushed" in result.stdout + result.stderr

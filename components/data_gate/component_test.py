@@ -1,4 +1,4 @@
-"""DataGate: passes clean data, stops on anomalies with a message naming split and feature."""
+"""DataGate: goes by ExampleValidator's own per-split verdict; stops on anomalies naming split and feature."""
 from pathlib import Path
 
 import pytest
@@ -8,15 +8,24 @@ from tfx.types import artifact_utils, standard_artifacts
 from components.data_gate import component
 
 
-def _anomalies(tmp_path, per_split):
+def _anomalies(tmp_path, per_split, blessed=None):
+    """An anomalies artifact as ExampleValidator leaves it, read back from ML Metadata.
+
+    `blessed`: the verdict to record ({split: 0 or 1}); by default ExampleValidator's own rule (1: no anomaly).
+    """
     artifact = standard_artifacts.ExampleAnomalies()
     artifact.uri = str(tmp_path)
     artifact.split_names = artifact_utils.encode_split_names(list(per_split))
     for split, anomalies in per_split.items():
         folder = Path(tmp_path, f"Split-{split}")
-        folder.mkdir()
-        (folder / component.ANOMALIES_FILE).write_bytes(anomalies.SerializeToString())
-    return artifact
+        folder.mkdir(parents=True)
+        (folder / "SchemaDiff.pb").write_bytes(anomalies.SerializeToString())
+    if blessed is None:
+        blessed = {split: int(not (a.anomaly_info or a.HasField("dataset_anomaly_info"))) for split, a in per_split.items()}
+    if blessed != "none":
+        artifact.set_json_value_custom_property(component.BLESSED_KEY, blessed)
+    # Through MLMD's proto and back, as the next component gets it (the numbers come back as floats).
+    return artifact_utils.deserialize_artifact(artifact.artifact_type, artifact.mlmd_artifact)
 
 
 def _unknown_label():
@@ -32,8 +41,18 @@ def _run(artifact, **kwargs):
     component.DataGate.EXECUTOR_SPEC.executor_class._FUNCTION(anomalies=artifact, **kwargs)
 
 
-def test_clean_data_passes(tmp_path):
-    _run(_anomalies(tmp_path, {"train": anomalies_pb2.Anomalies(), "eval": anomalies_pb2.Anomalies()}))
+def test_the_verdict_is_read_from_example_validators_blessed_property(tmp_path):
+    artifact = _anomalies(tmp_path, {"train": anomalies_pb2.Anomalies(), "eval": _unknown_label()})
+    assert artifact.get_json_value_custom_property("blessed") == {"train": 1.0, "eval": 0.0}
+    assert component.verdict(artifact) == {"train": True, "eval": False}
+
+
+def test_clean_data_passes(tmp_path, caplog):
+    artifact = _anomalies(tmp_path, {"train": anomalies_pb2.Anomalies(), "eval": anomalies_pb2.Anomalies()})
+    assert component.problems(artifact) == []
+    with caplog.at_level("INFO"):
+        _run(artifact)  # no exception
+    assert "blessed every split" in caplog.text
 
 
 def test_unknown_label_stops_the_run_with_a_readable_message(tmp_path):
@@ -42,7 +61,26 @@ def test_unknown_label_stops_the_run_with_a_readable_message(tmp_path):
         _run(artifact)
     assert "split 'eval', feature 'label': Unexpected string values" in str(info.value)
     assert "Moonstone" in str(info.value)
+    assert "split 'train'" not in str(info.value)
 
 
-def test_gate_can_be_set_to_warn_only(tmp_path):
-    _run(_anomalies(tmp_path, {"eval": _unknown_label()}), fail_on_anomalies=0)
+def test_the_gate_follows_the_recorded_verdict_not_the_files(tmp_path):
+    # ExampleValidator blessed the split: its anomalies file is not consulted (nor needed).
+    blessed = _anomalies(tmp_path / "a", {"eval": _unknown_label()}, blessed={"eval": 1})
+    _run(blessed)
+    # Not blessed, yet no anomaly detail to show: it still stops, and says which split.
+    rejected = _anomalies(tmp_path / "b", {"eval": anomalies_pb2.Anomalies()}, blessed={"eval": 0})
+    with pytest.raises(component.DataAnomaliesError, match="split 'eval': not blessed by ExampleValidator"):
+        _run(rejected)
+
+
+def test_no_recorded_verdict_stops_the_run(tmp_path):
+    artifact = _anomalies(tmp_path, {"eval": anomalies_pb2.Anomalies()}, blessed="none")
+    with pytest.raises(component.DataAnomaliesError, match="recorded no 'blessed' verdict"):
+        _run(artifact)
+
+
+def test_gate_can_be_set_to_warn_only(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        _run(_anomalies(tmp_path, {"eval": _unknown_label()}), fail_on_anomalies=0)  # no exception
+    assert "DataGate (not enforced)" in caplog.text and "Moonstone" in caplog.text

@@ -104,6 +104,7 @@ def test_split_ratios_follow_the_output_config():
     assert ratios == {"train": 0.8, "eval": 0.2}
 
 
+@pytest.mark.slow  # starts Beam worker processes
 def test_multi_processing_direct_runner_gives_the_same_split(demo, tmp_path):
     """The pipeline's Beam settings for a many-core machine: worker processes, same result."""
     from pipeline import configs

@@ -1,17 +1,23 @@
-"""ModelCard: writes model_card.md and model_card.json beside every pushed model version.
+"""ModelCard: writes model_card.md and model_card.json for every candidate model, pushed or not.
 
-What a reviewer needs before trusting a version: intended use and limits, the
-data it learned from, its metrics overall and per class (weak spots first),
-its calibration, its edge models, and where each of those came from (lineage).
+What a reviewer needs before trusting a version: the verdict (blessed and
+pushed, or why not: the Evaluator's failed thresholds, the robustness gate's
+failed corruptions), intended use and limits, the data it learned from, its
+metrics overall and per class (weak spots first), its calibration, its edge
+models, and where each of those came from (lineage). The card is the
+component's output artifact at every run; a pushed version gets a copy beside
+its SavedModel.
 """
 import datetime
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
-from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import standard_artifacts
+from tfx.types import artifact, standard_artifacts
+
+from components.robustness.component import REPORT_FILE as ROBUSTNESS_FILE, RobustnessReport
 
 from gemstone import contract
 
@@ -20,6 +26,12 @@ INTENDED_USE = ("Suggests the variety and mineral family of a gemstone from a ph
 LIMITS = ("Not a gemmological test: a photograph cannot separate natural from synthetic or treated stones, "
           "nor look-alikes of the same colour (e.g. ruby and red spinel) reliably. Trained only on the classes "
           "listed; any other stone is still given one of them.")
+
+
+class ModelCardDocument(artifact.Artifact):
+    """model_card.md and model_card.json of one candidate model."""
+
+    TYPE_NAME = "gemstone.ModelCardDocument"  # namespaced: KFP v2 needs <namespace>.<Name>
 
 
 def _read_json(path: str) -> Dict[str, Any]:
@@ -44,31 +56,58 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
     return {"overall": named(metrics.get("overall", {"candidate": {}})["candidate"]), "per_class": per_class}
 
 
-def build_card(version_dir: str, model_uri: str, evaluation_uri: str, examples_uri: str) -> Dict[str, Any]:
+def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optional[str]) -> Dict[str, Any]:
+    """Blessed (the blessing's `blessed` custom property, as the Pusher reads it), pushed where, and why not."""
+    import tensorflow_model_analysis as tfma
+
+    from gemstone import report
+
+    blessed = report.is_blessed(blessing)
+    reasons = [] if blessed else report.rejection_reasons(
+        report.validation_failures(tfma.load_validation_result(evaluation_uri)),
+        report.robustness_failures(_read_json(os.path.join(robustness_uri, ROBUSTNESS_FILE))))
+    return {"blessed": blessed, "pushed": pushed_to is not None, "pushed_to": pushed_to, "reasons": reasons}
+
+
+def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri: str,
+               verdict: Dict[str, Any]) -> Dict[str, Any]:
+    """`model_dir`: the SavedModel the card describes (the pushed version folder, or the candidate's)."""
     evaluation = evaluation_summary(evaluation_uri)
     data = _read_json(os.path.join(examples_uri, contract.INGESTION_REPORT_FILE))
     weak = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1].get("sparse_categorical_accuracy", 1.0))
+    pushed_to = (verdict.get("pushed_to") or "").rstrip("/")
     return {
-        "model": os.path.basename(os.path.dirname(version_dir.rstrip("/"))),
-        "version": os.path.basename(version_dir.rstrip("/")),
+        "model": os.path.basename(os.path.dirname(pushed_to)) if pushed_to else None,
+        "version": os.path.basename(pushed_to) if pushed_to else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "verdict": verdict,
         "intended_use": INTENDED_USE,
         "limits": LIMITS,
         "data": {"root": data.get("data_root"), "counts": data.get("counts"), "splits": data.get("splits"),
                  "classes": sorted(data.get("per_class", {}))},
         "metrics": {"overall": evaluation["overall"],
                     "weakest_classes": [{"label": k, **v} for k, v in weak[:5]]},
-        "calibration": _read_json(os.path.join(version_dir, "assets.extra", "calibration.json")),
-        "backbone": _read_json(os.path.join(version_dir, "assets.extra", "backbone.json")),
-        "edge_models": _read_json(os.path.join(version_dir, "tflite", "edge_report.json")),
+        "calibration": _read_json(os.path.join(model_dir, "assets.extra", "calibration.json")),
+        "backbone": _read_json(os.path.join(model_dir, "assets.extra", "backbone.json")),
+        "edge_models": _read_json(os.path.join(model_dir, "tflite", "edge_report.json")),
         "lineage": {"examples": examples_uri, "model": model_uri, "evaluation": evaluation_uri},
     }
 
 
+def _verdict_lines(verdict: Dict[str, Any]) -> List[str]:
+    if verdict["blessed"]:
+        return ["Blessed: it passed the Evaluator's thresholds and the robustness gate; "
+                + (f"pushed to `{verdict['pushed_to']}`." if verdict["pushed"] else "not pushed.")]
+    return ["**Not blessed, so not pushed.** Why:", ""] + [
+        f"- {reason}" for reason in verdict["reasons"] or ["(see the Evaluator's and Robustness' logs)"]]
+
+
 def to_markdown(card: Dict[str, Any]) -> str:
     overall = card["metrics"]["overall"]
-    lines = [f"# Model card: {card['model']} version {card['version']}", "", f"Created {card['created']}.", "",
-             "## Intended use", "", card["intended_use"], "", "## Limits", "", card["limits"], "",
+    title = (f"# Model card: {card['model']} version {card['version']}" if card["version"]
+             else "# Model card: candidate model (not pushed)")
+    lines = [title, "", f"Created {card['created']}.", "", "## Verdict", ""] + _verdict_lines(card["verdict"]) + [
+             "", "## Intended use", "", card["intended_use"], "", "## Limits", "", card["limits"], "",
              "## Data", "", f"From `{card['data']['root']}`: {json.dumps(card['data']['counts'])}; "
              f"{len(card['data']['classes'])} classes.", "", "## Metrics (test split)", ""]
     lines += [f"- {name}: {value:.4g}" for name, value in sorted(overall.items())]
@@ -102,18 +141,28 @@ def to_markdown(card: Dict[str, Any]) -> str:
 def ModelCard(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TFX component naming
               evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
               examples: InputArtifact[standard_artifacts.Examples],
-              pushed_model: InputArtifact[standard_artifacts.PushedModel]):
-    """Writes the card into the pushed version folder; does nothing when the model was not pushed."""
+              blessing: InputArtifact[standard_artifacts.ModelBlessing],
+              robustness: InputArtifact[RobustnessReport],
+              pushed_model: InputArtifact[standard_artifacts.PushedModel],
+              card: OutputArtifact[ModelCardDocument]):
+    """Writes the card into its artifact, and into the pushed version folder when the model was pushed.
+
+    `blessing`: the one the Pusher read (Robustness'); `robustness`: its report, for the gate's failures.
+    """
     import tensorflow as tf
     from absl import logging
+    from tfx.utils import path_utils
 
-    if not pushed_model.get_int_custom_property("pushed"):
-        logging.info("ModelCard: the model was not pushed; no card.")
-        return
-    version_dir = pushed_model.get_string_custom_property("pushed_destination")
-    card = build_card(version_dir, model.uri, evaluation.uri, examples.uri)
-    with tf.io.gfile.GFile(os.path.join(version_dir, "model_card.json"), "w") as f:
-        json.dump(card, f, indent=1)
-    with tf.io.gfile.GFile(os.path.join(version_dir, contract.MODEL_CARD_FILE), "w") as f:
-        f.write(to_markdown(card))
-    logging.info("ModelCard: wrote %s/%s", version_dir, contract.MODEL_CARD_FILE)
+    pushed = bool(pushed_model.get_int_custom_property("pushed"))
+    version_dir = pushed_model.get_string_custom_property("pushed_destination") if pushed else None
+    content = build_card(version_dir or path_utils.serving_model_path(model.uri), model.uri, evaluation.uri,
+                         examples.uri, verdict(blessing, evaluation.uri, robustness.uri, version_dir))
+    for folder in [card.uri] + ([version_dir] if version_dir else []):
+        with tf.io.gfile.GFile(os.path.join(folder, contract.MODEL_CARD_JSON_FILE), "w") as f:
+            json.dump(content, f, indent=1)
+        with tf.io.gfile.GFile(os.path.join(folder, contract.MODEL_CARD_FILE), "w") as f:
+            f.write(to_markdown(content))
+        logging.info("ModelCard: wrote %s/%s", folder, contract.MODEL_CARD_FILE)
+    if not content["verdict"]["blessed"]:
+        logging.warning("ModelCard: the model was not blessed, so it is not pushed:\n  %s",
+                        "\n  ".join(content["verdict"]["reasons"]))

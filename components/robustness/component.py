@@ -8,8 +8,15 @@ and records accuracy, accuracy relative to the clean photos, and how often the
 answer stays the same. The clean predictions are kept per photo
 (`predictions.jsonl`) for the report's worst confusions.
 
-Optional gate: with `min_relative_accuracy` > 0 the run stops before the
-Pusher when any corruption keeps less than that share of the clean accuracy.
+The blessing the Pusher reads: Robustness takes the Evaluator's blessing and
+writes a `ModelBlessing` of its own, as the Evaluator writes one (custom
+property `blessed`: 1 or 0, and BLESSED / NOT_BLESSED marker files), blessed
+only when the Evaluator blessed the model AND the optional gate passed. Gate:
+with `min_relative_accuracy` > 0 a model is not robust enough when any
+corruption keeps less than that share of the clean accuracy. A rejected model
+is not pushed, but the run goes on (and ends without error): the dashboard and
+the model card say why. The blessing also records `evaluator_blessed`,
+`robustness_passed` and the reasons (`blessing_message`, one per line).
 """
 
 import json
@@ -32,10 +39,6 @@ class RobustnessReport(artifact.Artifact):
     """robustness.json (accuracy per corruption) and predictions.jsonl (clean predictions per photo)."""
 
     TYPE_NAME = "gemstone.RobustnessReport"  # namespaced: KFP v2 needs <namespace>.<Name>
-
-
-class RobustnessGateError(RuntimeError):
-    """Raised to stop the run when a corruption costs more accuracy than allowed."""
 
 
 def predict(signature, images: List[bytes]) -> List[Dict[str, object]]:
@@ -90,14 +93,59 @@ def gate_failures(report: Dict[str, object], min_relative_accuracy: float) -> Li
             for c in report["corruptions"] if c["relative_accuracy"] < min_relative_accuracy]
 
 
+EVALUATOR_REJECTED = "Evaluator: the model did not pass its thresholds (accuracy floor, or regression against " \
+                     "the latest blessed model); see the evaluation's validation result"
+
+
+def bless(blessing: standard_artifacts.ModelBlessing, model: standard_artifacts.Model,
+          evaluator_blessing: standard_artifacts.ModelBlessing, failures: List[str]) -> bool:
+    """Writes the blessing the Pusher reads: blessed when the Evaluator blessed the model and no gate failed.
+
+    Custom properties as the Evaluator sets them (`blessed`, the current and baseline model), so
+    the latest-blessed-model resolvers (local and Kubeflow) can use it, plus why it was not blessed.
+    """
+    from tfx.components.evaluator import constants
+    from tfx.utils import io_utils
+
+    evaluator_blessed = evaluator_blessing.get_int_custom_property(
+        constants.ARTIFACT_PROPERTY_BLESSED_KEY) == constants.BLESSED_VALUE
+    blessed = evaluator_blessed and not failures
+    reasons = [f"Robustness: {f}" for f in failures]
+    if not evaluator_blessed:
+        reasons.insert(0, EVALUATOR_REJECTED if evaluator_blessing.has_custom_property(
+            constants.ARTIFACT_PROPERTY_BLESSED_KEY) else "Evaluator: recorded no verdict (no thresholds configured?)")
+    blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+    blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
+    if evaluator_blessing.has_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY):
+        blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY,
+                                            evaluator_blessing.get_string_custom_property(
+                                                constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY))
+        blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY,
+                                         evaluator_blessing.get_int_custom_property(
+                                             constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY))
+    blessing.set_int_custom_property("evaluator_blessed", int(evaluator_blessed))
+    blessing.set_int_custom_property("robustness_passed", int(not failures))
+    blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY, "\n".join(reasons))
+    blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+                                     constants.BLESSED_VALUE if blessed else constants.NOT_BLESSED_VALUE)
+    io_utils.write_string_file(
+        os.path.join(blessing.uri, constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME), "")
+    return blessed
+
+
 @component
 def Robustness(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TFX component naming
                examples: InputArtifact[standard_artifacts.Examples],
+               model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
                report: OutputArtifact[RobustnessReport],
+               blessing: OutputArtifact[standard_artifacts.ModelBlessing],
                split: Parameter[str] = "test",
                max_examples: Parameter[int] = 2000,
                min_relative_accuracy: Parameter[float] = 0.0):
-    """Measures accuracy under each corruption; fails when the optional gate is not met."""
+    """Measures accuracy under each corruption; blesses the model when the Evaluator did and the gate passed.
+
+    `model_blessing`: the Evaluator's. `blessing`: the one the Pusher reads. Never fails because of the gate.
+    """
     import tensorflow as tf
     from absl import logging
     from tfx.utils import path_utils
@@ -113,5 +161,6 @@ def Robustness(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - T
                  result["clean"]["accuracy"],
                  ", ".join(f"{c['name']} {c['accuracy']:.3f}" for c in result["corruptions"]))
     if result["gate"]["failures"]:
-        raise RobustnessGateError("The model is not robust enough to push:\n  " +
-                                  "\n  ".join(result["gate"]["failures"]))
+        logging.warning("The model is not robust enough to push:\n  %s", "\n  ".join(result["gate"]["failures"]))
+    blessed = bless(blessing, model, model_blessing, result["gate"]["failures"])
+    logging.info("Robustness: the model is %s.", "blessed" if blessed else "not blessed, so it will not be pushed")

@@ -4,7 +4,9 @@ The page is the same one `gemstone report` writes: overall metrics against the
 previous blessed model, per-class / family / photo-size slices, the confusion
 matrix, the worst confusions with thumbnails, the reliability plot, the
 robustness chart and the data report. It is written whether or not the model
-was blessed: a rejected model's page says why.
+was blessed: a rejected model's page says why (the Evaluator's failed
+thresholds, the robustness gate's failed corruptions). The verdict is the
+`blessed` custom property of the blessing the Pusher reads (Robustness').
 """
 import os
 
@@ -39,11 +41,12 @@ def SliceReport(evaluation: InputArtifact[standard_artifacts.ModelEvaluation],  
     from gemstone.report import EvaluationSources
 
     sources = EvaluationSources(evaluation=evaluation.uri, blessing=blessing.uri, model=model.uri,
-                                examples=examples.uri, robustness=robustness.uri)
+                                examples=examples.uri, robustness=robustness.uri, blessed=report.is_blessed(blessing))
     path = os.path.join(dashboard.uri, REPORT_FILE)
     data = report.write(sources, pipeline_name, path, split=split)
     logging.info("SliceReport: %s (%d classes, %s)", path, len(data["classes"]),
                  "blessed" if data["blessed"] else "not blessed")
     if not data["blessed"]:
+        reasons = report.rejection_reasons(data["validation_failures"], data["robustness_failures"])
         logging.warning("The model was not blessed, so it is not pushed. Failed checks:\n  %s",
-                        "\n  ".join(data["validation_failures"]) or "(see the Evaluator's log)")
+                        "\n  ".join(reasons) or "(see the Evaluator's and Robustness' logs)")

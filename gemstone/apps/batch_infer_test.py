@@ -30,12 +30,16 @@ def mixed_folder(demo_photos, tmp_path):
     return folder
 
 
-def test_every_file_once_and_reruns_do_not_duplicate(contract_model, mixed_folder, tmp_path):
+@pytest.mark.parametrize("beam_mode", [
+    ["--direct_running_mode=in_memory"],
+    # Two worker processes, as on a bigger machine: each loads the model (slow on 2 cores).
+    pytest.param(["--direct_running_mode=multi_processing", "--direct_num_workers=2"], marks=pytest.mark.slow)])
+def test_every_file_once_and_reruns_do_not_duplicate(contract_model, mixed_folder, tmp_path, beam_mode):
     model = contract_model
     out = tmp_path / "out"
     for _ in range(2):
         assert cli.main(["batch-infer", "--model", str(model), "--input", str(mixed_folder), "--output", str(out),
-                         "--direct_running_mode=multi_processing", "--direct_num_workers=2"]) == 0
+                         *beam_mode]) == 0
         predictions, errors = _lines(out, "predictions"), _lines(out, "errors")
         visible = sorted(str(p) for p in mixed_folder.rglob("*") if p.is_file() and p.name != ".DS_Store")
         assert sorted(r["path"] for r in predictions + errors) == visible

@@ -36,7 +36,11 @@ def test_spec_holds_every_component_with_its_dependencies(compiled):
     assert {"ImageExampleGen", "SchemaGen"} <= depends["Transform"]
     assert {"Transform", "ImageExampleGen"} <= depends["Trainer"]
     assert {"Trainer", "ImageExampleGen"} <= depends["Evaluator"]
-    assert {"Evaluator", "Trainer"} <= depends["Pusher"]
+    # The Pusher reads Robustness' blessing (the Evaluator's AND the robustness gate), not the Evaluator's.
+    assert {"Evaluator", "Trainer"} <= depends["Robustness"]
+    assert {"Robustness", "Trainer"} <= depends["Pusher"]
+    assert tasks["Pusher"]["inputs"]["artifacts"]["model_blessing"]["taskOutputArtifact"] == {
+        "producerTask": "Robustness", "outputArtifactKey": "blessing"}
 
 
 def test_spec_parses_as_a_kfp_pipeline_spec(compiled):

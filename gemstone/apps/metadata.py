@@ -11,6 +11,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from gemstone import paths
+from gemstone import report
 from gemstone.report import EvaluationSources
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
@@ -183,17 +184,24 @@ def trainer_fn_args(store: metadata_store.MetadataStore, work_dir: str, override
 
 
 def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
-    """The newest finished Evaluator execution's artifacts, and the robustness report of the same model."""
+    """The newest finished Evaluator execution's artifacts, with the Robustness report and blessing of the same model.
+
+    The blessing is the one the Pusher read (Robustness' own, which folds in the
+    Evaluator's); the Evaluator's when Robustness did not run on that model.
+    """
     records = executions(store)
     evaluators = _finished(records, "Evaluator")
     if not evaluators:
         raise FileNotFoundError("no finished evaluation in this pipeline's metadata: has a run reached the Evaluator?")
-    io = _io_by_key(store, evaluators[-1].id)
-    robustness = None
+    io = _artifacts_by_key(store, evaluators[-1].id)
+    robustness, blessing = None, io[("OUTPUT", "blessing")]
     for record in reversed(_finished(records, "Robustness")):
-        candidate = _io_by_key(store, record.id)
-        if candidate.get(("INPUT", "model")) == io[("INPUT", "model")]:
-            robustness = candidate.get(("OUTPUT", "report"))
+        candidate = _artifacts_by_key(store, record.id)
+        if candidate.get(("INPUT", "model")).uri == io[("INPUT", "model")].uri:
+            robustness = candidate[("OUTPUT", "report")].uri
+            blessing = candidate.get(("OUTPUT", "blessing"), blessing)
             break
-    return EvaluationSources(evaluation=io[("OUTPUT", "evaluation")], blessing=io[("OUTPUT", "blessing")],
-                             model=io[("INPUT", "model")], examples=io[("INPUT", "examples")], robustness=robustness)
+    verdict = blessing.custom_properties.get(report.BLESSED_PROPERTY)
+    return EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
+                             model=io[("INPUT", "model")].uri, examples=io[("INPUT", "examples")].uri,
+                             robustness=robustness, blessed=bool(verdict.int_value) if verdict else None)

@@ -1,0 +1,258 @@
+"""The blessing the Pusher reads, on small real artifacts (fast; no pipeline, no training).
+
+Runs the executors of the end of the pipeline in order, as the orchestrator
+would: Robustness (on a tiny SavedModel), TFX's own Pusher, SliceReport and
+ModelCard, each output passed on through its ML Metadata proto. A model the
+robustness gate rejects must not be pushed, no step may raise, and the
+dashboard and the model card must exist and say why.
+"""
+import io
+import json
+from pathlib import Path
+
+import pytest
+from tfx.types import artifact_utils, standard_artifacts
+
+from components.model_card import component as model_card
+from components.robustness import component as robustness
+from components.slice_report import component as slice_report
+from gemstone import contract
+
+LABELS = ["Emerald", "Ruby"]
+PHOTOS = [("Ruby", (200, 30, 40)), ("Ruby", (180, 20, 60)), ("Emerald", (20, 160, 80)), ("Emerald", (30, 140, 90))]
+
+
+def _run(component, **kwargs):
+    """A decorated component's body is its executor's function."""
+    component.EXECUTOR_SPEC.executor_class._FUNCTION(**kwargs)
+
+
+def _artifact(kind, uri: Path, **int_properties):
+    uri.mkdir(parents=True, exist_ok=True)
+    artifact = kind()
+    artifact.uri = str(uri)
+    for key, value in int_properties.items():
+        artifact.set_int_custom_property(key, value)
+    return artifact
+
+
+def _published(artifact):
+    """The artifact as the next component gets it: through its MLMD proto and back."""
+    return artifact_utils.deserialize_artifact(artifact.artifact_type, artifact.mlmd_artifact)
+
+
+def _jpeg(colour):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 48), colour).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _examples(uri: Path):
+    import tensorflow as tf
+
+    def feature(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    (uri / "Split-test").mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(uri / "Split-test" / "data.gz"), options="GZIP") as writer:
+        for i, (label, colour) in enumerate(PHOTOS):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                contract.IMAGE_KEY: feature(_jpeg(colour)), contract.LABEL_KEY: feature(label.encode()),
+                contract.FAMILY_KEY: feature(b"Beryl" if label == "Emerald" else b"Corundum"),
+                "source_path": feature(f"images/{label}/{i}.jpg".encode())}))
+            writer.write(example.SerializeToString())
+    return _artifact(standard_artifacts.Examples, uri)
+
+
+def _model(uri: Path):
+    """A SavedModel with the pipeline's serving signature that knows the clean photos only.
+
+    Every corruption changes a photo's bytes, so every corrupted photo is answered wrongly:
+    clean accuracy 1.0, each corruption 0.0: whatever the gate's threshold above 0, it fails.
+    """
+    import tensorflow as tf
+
+    known = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant([_jpeg(colour) for _, colour in PHOTOS]), tf.constant([label for label, _ in PHOTOS])),
+        default_value="Emerald-or-Ruby?")
+
+    class Serving(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.known = known
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def serve(self, images):
+            label = self.known.lookup(images)
+            n = tf.shape(images)[0]
+            # Every output of the export contract (gemstone.contract.PREDICTION_OUTPUTS).
+            family = tf.where(label == "Ruby", "Corundum", "Beryl")
+            classes = tf.tile(tf.constant([LABELS]), [n, 1])
+            probabilities = tf.cast(tf.equal(classes, label[:, tf.newaxis]), tf.float32)
+            return {"label": label, "confidence": tf.fill([n], 0.9), "needs_review": tf.fill([n], False),
+                    "top_k_labels": tf.stack([label, label], axis=1), "top_k_scores": tf.fill([n, 2], 0.45),
+                    "family": family, "family_confidence": tf.fill([n], 0.9), "probabilities": probabilities,
+                    "classes": classes}
+
+    module = Serving()
+    serving = uri / "Format-Serving"
+    tf.saved_model.save(module, str(serving), signatures={"serving_default": module.serve})
+    (serving / "assets").mkdir(exist_ok=True)
+    (serving / "assets" / contract.LABEL_VOCAB).write_text("\n".join(LABELS) + "\n")
+    return _artifact(standard_artifacts.Model, uri)
+
+
+def _evaluation(uri: Path, accuracy: float, min_accuracy: float):
+    """What TFMA writes, as far as the dashboard and the card read it: metrics and the validation result."""
+    import tensorflow as tf
+    from tensorflow_model_analysis.proto import config_pb2, metrics_for_slice_pb2, validation_result_pb2
+
+    uri.mkdir(parents=True)
+    metrics = metrics_for_slice_pb2.MetricsForSlice()
+    for name, value in (("sparse_categorical_accuracy", accuracy), ("example_count", len(PHOTOS))):
+        entry = metrics.metric_keys_and_values.add()
+        entry.key.name = name
+        entry.value.double_value.value = value
+    validation = validation_result_pb2.ValidationResult(validation_ok=accuracy >= min_accuracy)
+    if accuracy < min_accuracy:
+        failure = validation.metric_validations_per_slice.add().failures.add()
+        failure.metric_key.name = "sparse_categorical_accuracy"
+        failure.metric_value.double_value.value = accuracy
+        failure.metric_threshold.CopyFrom(config_pb2.MetricThreshold(
+            value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": min_accuracy})))
+    for name, record in (("metrics.tfrecord", metrics), ("validations.tfrecord", validation)):
+        with tf.io.TFRecordWriter(str(uri / name)) as writer:
+            writer.write(record.SerializeToString())
+    return _artifact(standard_artifacts.ModelEvaluation, uri)
+
+
+def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: float, blessed_property=None):
+    """Robustness -> Pusher -> SliceReport, ModelCard; returns what each wrote.
+
+    `blessed_property`: replaces Robustness' blessing with one that holds only this `blessed` custom property.
+    """
+    from google.protobuf import json_format
+    from tfx.components.pusher import executor as pusher
+    from tfx.proto import pusher_pb2
+
+    model, examples = _model(tmp_path / "model"), _examples(tmp_path / "examples")
+    evaluation = _evaluation(tmp_path / "evaluation", accuracy=1.0, min_accuracy=0.5 if evaluator_blessed else 1.01)
+    evaluator_blessing = _published(_artifact(standard_artifacts.ModelBlessing, tmp_path / "evaluator_blessing",
+                                              blessed=int(evaluator_blessed), current_model_id=model.id))
+
+    report = _artifact(robustness.RobustnessReport, tmp_path / "robustness")
+    blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
+    _run(robustness.Robustness, model=model, examples=examples, model_blessing=evaluator_blessing,
+         report=report, blessing=blessing, split="test", max_examples=100,
+         min_relative_accuracy=min_relative_accuracy)
+    blessing, report = _published(blessing), _published(report)
+    if blessed_property is not None:
+        blessing = _published(_artifact(standard_artifacts.ModelBlessing, tmp_path / "bare_blessing",
+                                        blessed=blessed_property))
+
+    serving = tmp_path / "serving"
+    pushed = _artifact(standard_artifacts.PushedModel, tmp_path / "pushed")
+    destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+        base_directory=str(serving)))
+    pusher.Executor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
+                         {"push_destination": json_format.MessageToJson(destination)})
+    pushed = _published(pushed)
+
+    dashboard = _artifact(slice_report.SliceDashboard, tmp_path / "dashboard")
+    _run(slice_report.SliceReport, evaluation=evaluation, blessing=blessing, model=model, examples=examples,
+         robustness=report, dashboard=dashboard, pipeline_name="gates-test", split="test")
+    card = _artifact(model_card.ModelCardDocument, tmp_path / "card")
+    _run(model_card.ModelCard, model=model, evaluation=evaluation, examples=examples, blessing=blessing,
+         robustness=report, pushed_model=pushed, card=card)
+    return {"blessing": blessing, "pushed": pushed, "serving": serving,
+            "robustness": json.loads((Path(report.uri) / robustness.REPORT_FILE).read_text()),
+            "page": (Path(dashboard.uri) / slice_report.REPORT_FILE).read_text(),
+            "card": json.loads((Path(card.uri) / "model_card.json").read_text()),
+            "card_md": (Path(card.uri) / "model_card.md").read_text()}
+
+
+def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_dashboard_and_card_say_why(tmp_path):
+    out = _end_of_pipeline(tmp_path, evaluator_blessed=True, min_relative_accuracy=0.8)  # and nothing raised
+
+    assert out["robustness"]["clean"]["accuracy"] == 1.0
+    failures = out["robustness"]["gate"]["failures"]
+    assert len(failures) == len(out["robustness"]["corruptions"]) > 0
+    blessing = out["blessing"]
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert blessing.get_int_custom_property("evaluator_blessed") == 1
+    assert blessing.get_int_custom_property("robustness_passed") == 0
+    assert (Path(blessing.uri) / "NOT_BLESSED").exists() and not (Path(blessing.uri) / "BLESSED").exists()
+    assert "Evaluator" not in blessing.get_string_custom_property("blessing_message")
+    assert failures[0] in blessing.get_string_custom_property("blessing_message")
+
+    assert out["pushed"].get_int_custom_property("pushed") == 0
+    assert not out["serving"].exists()
+
+    assert "Not blessed: the model will not be pushed" in out["page"]
+    assert f"Robustness gate failed: {failures[0]}" in out["page"]
+    assert "Evaluator threshold failed" not in out["page"]
+
+    verdict = out["card"]["verdict"]
+    assert verdict == {"blessed": False, "pushed": False, "pushed_to": None,
+                       "reasons": [f"Robustness gate failed: {f}" for f in failures]}
+    assert "Not blessed, so not pushed" in out["card_md"] and failures[-1] in out["card_md"]
+
+
+def test_an_evaluator_rejection_is_kept_and_both_reasons_are_given(tmp_path):
+    out = _end_of_pipeline(tmp_path, evaluator_blessed=False, min_relative_accuracy=0.8)
+
+    blessing = out["blessing"]
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert blessing.get_int_custom_property("evaluator_blessed") == 0
+    assert blessing.get_string_custom_property("blessing_message").startswith("Evaluator:")
+    assert out["pushed"].get_int_custom_property("pushed") == 0 and not out["serving"].exists()
+    reasons = out["card"]["verdict"]["reasons"]
+    assert reasons[0].startswith("Evaluator threshold failed: overall: sparse_categorical_accuracy")
+    assert "1.01" in reasons[0] and any(r.startswith("Robustness gate failed: ") for r in reasons[1:])
+    assert "Evaluator threshold failed: overall: sparse_categorical_accuracy" in out["page"]
+    assert "Robustness gate failed" in out["page"]
+
+
+def test_with_the_gate_off_a_model_the_evaluator_blessed_is_pushed_with_its_card(tmp_path):
+    out = _end_of_pipeline(tmp_path, evaluator_blessed=True, min_relative_accuracy=0.0)
+
+    blessing = out["blessing"]
+    assert blessing.get_int_custom_property("blessed") == 1
+    assert blessing.get_string_custom_property("blessing_message") == ""
+    assert (Path(blessing.uri) / "BLESSED").exists()
+    pushed = out["pushed"]
+    assert pushed.get_int_custom_property("pushed") == 1
+    version = Path(pushed.get_string_custom_property("pushed_destination"))
+    assert version.parent == out["serving"] and (version / "saved_model.pb").exists()
+    assert json.loads((version / "model_card.json").read_text())["verdict"]["blessed"] is True
+    assert out["card"]["verdict"] == {"blessed": True, "pushed": True, "pushed_to": str(version), "reasons": []}
+    assert "Blessed: the model met the accuracy floor" in out["page"]
+
+
+@pytest.mark.parametrize("evaluator, failures, blessed", [(1, [], 1), (1, ["jpeg"], 0), (0, [], 0), (0, ["jpeg"], 0)])
+def test_blessed_only_when_the_evaluator_blessed_and_the_gate_passed(tmp_path, evaluator, failures, blessed):
+    model = _artifact(standard_artifacts.Model, tmp_path / "model")
+    evaluator_blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "evaluator", blessed=evaluator,
+                                   baseline_model_id=7)
+    evaluator_blessing.set_string_custom_property("baseline_model", "/models/7")
+    blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
+    assert robustness.bless(blessing, model, _published(evaluator_blessing), failures) == bool(blessed)
+    blessing = _published(blessing)
+    assert blessing.get_int_custom_property("blessed") == blessed
+    # As the Evaluator writes it: the latest-blessed-model resolvers find the model by these.
+    assert blessing.get_string_custom_property("current_model") == model.uri
+    assert blessing.has_custom_property("current_model_id")
+    assert blessing.get_int_custom_property("baseline_model_id") == 7
+    assert blessing.get_string_custom_property("baseline_model") == "/models/7"
+
+
+@pytest.mark.parametrize("evaluator_blessed, blessed", [(True, 0), (False, 1)])
+def test_the_push_the_dashboard_and_the_card_follow_the_blessed_property(tmp_path, evaluator_blessed, blessed):
+    """Not a BLESSED file (this blessing has none), nor the evaluation: the property the Pusher reads."""
+    out = _end_of_pipeline(tmp_path, evaluator_blessed=evaluator_blessed, min_relative_accuracy=0.0,
+                           blessed_property=blessed)
+    assert out["pushed"].get_int_custom_property("pushed") == blessed
+    assert out["card"]["verdict"]["blessed"] is bool(blessed)
+    assert ("Not blessed: the model will not be pushed" in out["page"]) is not bool(blessed)
