@@ -252,7 +252,7 @@ def test_a_model_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
 @pytest.mark.slow
 def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_run_still_ends_well(pipeline_run):
     """The Evaluator blesses, the robustness gate does not: no push, no error, and the page and the card say why."""
-    home, env, _ = pipeline_run
+    home, env, _, _ = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
     before = sorted(p.name for p in serving.iterdir())
     # Each corruption must keep 100 times the clean accuracy: none can (a share of the clean accuracy is at
@@ -266,15 +266,15 @@ def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_run_still_end
         assert states.get(component) == "COMPLETE", states
     assert sorted(p.name for p in serving.iterdir()) == before
 
-    assert (_single_artifact_dir(home, "Robustness", "blessing") / "NOT_BLESSED").exists()
-    gate = json.loads((_single_artifact_dir(home, "Robustness", "report") / "robustness.json").read_text())["gate"]
+    assert (_newest_output(home, "Robustness", "blessing") / "NOT_BLESSED").exists()
+    gate = json.loads((_newest_output(home, "Robustness", "report") / contract.ROBUSTNESS_REPORT_FILE).read_text())["gate"]
     assert gate["min_relative_accuracy"] == 100 and gate["failures"]
-    page = (_single_artifact_dir(home, "SliceReport", "dashboard") / "report.html").read_text()
+    page = (_newest_output(home, "SliceReport", "dashboard") / contract.DASHBOARD_FILE).read_text()
     assert "Not blessed: the model will not be pushed" in page
     assert "Robustness gate failed: " + gate["failures"][0].split(" ")[0] in page
-    card = _single_artifact_dir(home, "ModelCard", "card")
-    assert "Not blessed, so not pushed" in (card / "model_card.md").read_text()
-    verdict = json.loads((card / "model_card.json").read_text())["verdict"]
+    card = _newest_output(home, "ModelCard", "card")
+    assert "Not blessed, so not pushed" in (card / contract.MODEL_CARD_FILE).read_text()
+    verdict = json.loads((card / contract.MODEL_CARD_JSON_FILE).read_text())["verdict"]
     assert verdict["blessed"] is False and verdict["pushed"] is False
     assert verdict["reasons"] == [f"Robustness gate failed: {f}" for f in gate["failures"]]
     assert "not blessed, so it is not pushed" in result.stdout + result.stderr
