@@ -1,4 +1,6 @@
-"""The Trainer's training loop: when early stopping may stop it."""
+"""The Trainer: when early stopping may stop it, and the transfer-learning path from FnArgs to the export contract."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -38,3 +40,41 @@ def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path
     losses = history["val_loss"]
     assert np.argmin(losses) == 0, f"the premise: eval loss is lowest at the first epoch, got {losses}"
     assert len(losses) == 8 // 2 + 2 + 1  # watched from epoch 4 (0-based), stopped 2 epochs without improving
+
+
+@pytest.mark.slow  # InceptionV3 over the photos, two short training stages and an export: a minute or two
+def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_photos, tmp_path):
+    """run_fn on the default backbone (InceptionV3 at its smallest input, random weights): the whole transfer
+    path, from TFX's FnArgs to a SavedModel whose `serving_default` answers with the prediction record."""
+    import json
+
+    from tfx.components.trainer import fn_args_utils
+    from tfx.types import artifact_utils, standard_artifacts
+
+    from tests import contract_model
+
+    rows = contract_model.rows_of(demo_photos)
+    examples, graph = standard_artifacts.Examples(), standard_artifacts.TransformGraph()
+    examples.uri, graph.uri = str(tmp_path / "examples"), str(tmp_path / "transform_graph")
+    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    contract_model.write_examples(rows, demo_photos, Path(examples.uri))
+    contract_model.transform_graph(rows, demo_photos, Path(graph.uri), image_size=75)
+    config = {"backbone": "inception_v3", "weights": "", "views": 2, "epochs": 2, "fine_tune_epochs": 1,
+              "batch_size": 16, "edge_models": False}
+    fn_args = fn_args_utils.get_common_fn_args(
+        {"examples": [examples], "transform_graph": [graph]},
+        {"train_args": "{}", "eval_args": "{}", "custom_config": json.dumps(config)}, str(tmp_path / "work"))
+    fn_args.serving_model_dir, fn_args.model_run_dir = str(tmp_path / "serving"), str(tmp_path / "run")
+    fn_args.custom_config = config
+
+    trainer.run_fn(fn_args)
+
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert "fine_tuning_kept" in history  # stage 2 ran, and whether it was kept is recorded
+    backbone = json.loads((tmp_path / "serving" / "assets.extra" / trainer.BACKBONE_FILE).read_text())
+    assert backbone["backbone"] == "inception_v3"
+    signature = tf.saved_model.load(fn_args.serving_model_dir).signatures[contract.SERVING_SIGNATURE]
+    photos = [(demo_photos / r["path"]).read_bytes() for r in rows[:3]]
+    records = contract.prediction_records(signature(**{contract.SERVING_INPUT: tf.constant(photos)}))
+    families = {r["label"]: r["family"] for r in rows}
+    assert len(records) == 3 and all(r["family"] == families[r["label"]] for r in records)

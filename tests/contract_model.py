@@ -19,12 +19,14 @@ IMAGE_SIZE = 32
 REVIEW_THRESHOLD = 0.6
 
 
-def _rows(data_dir: Path):
+def rows_of(data_dir: Path):
+    """The manifest rows of a demo-data folder: path, label, family, stone_id."""
     with open(data_dir / "manifest.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
-def _transform_graph(rows, data_dir: Path, graph_dir: Path) -> None:
+def transform_graph(rows, data_dir: Path, graph_dir: Path, image_size: int = IMAGE_SIZE) -> None:
+    """The Transform graph of `preprocessing_fn` analysed on the photos of `rows`, with the raw schema beside it."""
     import apache_beam as beam
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -41,7 +43,7 @@ def _transform_graph(rows, data_dir: Path, graph_dir: Path) -> None:
             contract.FAMILY_KEY: [r["family"].encode()]} for r in rows]
     with beam.Pipeline() as p, tft_beam.Context(temp_dir=tempfile.mkdtemp()):
         transform_fn = ((p | beam.Create(raw), metadata)
-                        | tft_beam.AnalyzeDataset(lambda x: transform.preprocessing_fn(x, {"image_size": IMAGE_SIZE})))
+                        | tft_beam.AnalyzeDataset(lambda x: transform.preprocessing_fn(x, {"image_size": image_size})))
         _ = transform_fn | tft_beam.WriteTransformFn(str(graph_dir))
     # The raw schema beside the graph, where TFX's Transform leaves it (the signatures read it).
     metadata_io.write_metadata(metadata, str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
@@ -58,9 +60,9 @@ def build(data_dir: Path, out_dir: Path) -> Path:
     from modules import calibration, export, transform
     from modules import model as model_lib
 
-    rows = _rows(data_dir)
+    rows = rows_of(data_dir)
     graph_dir = out_dir / "transform_graph"
-    _transform_graph(rows, data_dir, graph_dir)
+    transform_graph(rows, data_dir, graph_dir)
     output = tft.TFTransformOutput(str(graph_dir))
     varieties = output.vocabulary_by_name(contract.LABEL_VOCAB)
     families = output.vocabulary_by_name(contract.FAMILY_VOCAB)
@@ -83,3 +85,24 @@ def build(data_dir: Path, out_dir: Path) -> Path:
     os.makedirs(version / "assets.extra", exist_ok=True)
     (version / "assets.extra" / "calibration.json").write_text(json.dumps(report))
     return version
+
+
+def write_examples(rows, data_dir: Path, examples_dir: Path, splits=("train", "eval")) -> None:
+    """An Examples artifact's folders (Split-<name>/*.gz) holding every photo in each split, as ImageExampleGen
+    writes them (the keys the model reads; gzip TFRecords)."""
+    import tensorflow as tf
+
+    from gemstone import contract
+
+    def feature(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    for split in splits:
+        folder = examples_dir / f"Split-{split}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(folder / "data.gz"), options="GZIP") as writer:
+            for r in rows:
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    contract.IMAGE_KEY: feature((data_dir / r["path"]).read_bytes()),
+                    contract.LABEL_KEY: feature(r["label"].encode()),
+                    contract.FAMILY_KEY: feature(r["family"].encode())})).SerializeToString())
