@@ -256,3 +256,40 @@ def test_the_push_the_dashboard_and_the_card_follow_the_blessed_property(tmp_pat
     assert out["pushed"].get_int_custom_property("pushed") == blessed
     assert out["card"]["verdict"]["blessed"] is bool(blessed)
     assert ("Not blessed: the model will not be pushed" in out["page"]) is not bool(blessed)
+
+
+def test_the_dashboard_shows_the_photos_behind_the_worst_confusion(tmp_path):
+    """One clean Ruby photo taken for an Emerald: the page's worst confusion shows its thumbnail and confidence,
+    read from the Robustness component's prediction records."""
+    import tensorflow as tf
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2
+
+    from gemstone import report as dashboard
+
+    model, examples = _model(tmp_path / "model"), _examples(tmp_path / "examples")
+    evaluation = _evaluation(tmp_path / "evaluation", accuracy=0.75, min_accuracy=0.5)
+    plots = metrics_for_slice_pb2.PlotsForSlice()
+    matrix = plots.plot_keys_and_values.add().value.multi_class_confusion_matrix_at_thresholds.matrices.add()
+    for actual, predicted, count in ((0, 0, 2), (1, 1, 1), (1, 0, 1)):  # ids in LABELS: Emerald 0, Ruby 1
+        matrix.entries.add(actual_class_id=actual, predicted_class_id=predicted, num_weighted_examples=count)
+    with tf.io.TFRecordWriter(str(Path(evaluation.uri) / "plots.tfrecord")) as writer:
+        writer.write(plots.SerializeToString())
+    robustness_dir = tmp_path / "robustness"
+    robustness_dir.mkdir()
+    (robustness_dir / contract.ROBUSTNESS_REPORT_FILE).write_text(json.dumps(
+        {"split": "test", "examples": 4, "clean": {"accuracy": 0.75}, "corruptions": []}))
+    taken = {"label": "Emerald", "confidence": 0.61, "top_k": [], "family": "Beryl", "family_confidence": 0.61,
+             "needs_review": False}
+    (robustness_dir / contract.ROBUSTNESS_PREDICTIONS_FILE).write_text(
+        json.dumps({"source_path": "images/Ruby/0.jpg", "label": "Ruby", "prediction": taken}) + "\n")
+    sources = dashboard.EvaluationSources(evaluation=evaluation.uri, blessing=str(tmp_path / "blessing"),
+                                          model=model.uri, examples=examples.uri, robustness=str(robustness_dir),
+                                          blessed=True)
+
+    data = dashboard.collect(sources, "gates-test")
+
+    [confusion] = data["worst_confusions"]
+    assert (confusion["label"], confusion["predicted"], confusion["photos"]) == ("Ruby", "Emerald", 1)
+    [thumbnail] = confusion["thumbnails"]
+    assert thumbnail["path"] == "images/Ruby/0.jpg" and thumbnail["confidence"] == 0.61
+    assert thumbnail["jpeg_base64"]
