@@ -5,14 +5,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from gemstone import paths
-from gemstone import report
-from gemstone.report import EvaluationSources
+
+if TYPE_CHECKING:
+    from gemstone.report import EvaluationSources
+# gemstone.report (TensorFlow, TFMA) is imported by the one function that needs it: `gemstone where`,
+# `runs` and `lineage` read ML Metadata alone, in about a second.
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 FINISHED = ("COMPLETE", "CACHED")  # a cached execution finished in an earlier run
@@ -189,6 +192,8 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
     The blessing is the one the Pusher read (Robustness' own, which folds in the
     Evaluator's); the Evaluator's when Robustness did not run on that model.
     """
+    from gemstone import report
+
     records = executions(store)
     evaluators = _finished(records, "Evaluator")
     if not evaluators:
@@ -202,6 +207,6 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
             blessing = candidate.get(("OUTPUT", "blessing"), blessing)
             break
     verdict = blessing.custom_properties.get(report.BLESSED_PROPERTY)
-    return EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
+    return report.EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
                              model=io[("INPUT", "model")].uri, examples=io[("INPUT", "examples")].uri,
                              robustness=robustness, blessed=bool(verdict.int_value) if verdict else None)
