@@ -572,8 +572,13 @@ def main(argv=None) -> int:
         print(f"gemstone {command}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except Exception as e:  # noqa: BLE001 - one line for people; the traceback on request
-        if verbose or not program:
+        if not program:
             raise
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+            return FAILED  # not Python's 1, which means "drift found" here
         first = (str(e).strip().splitlines() or [""])[0][:300]
         print(f"gemstone {command}: failed: {type(e).__name__}: {first} (run again with --verbose for the "
               f"traceback)", file=sys.stderr)

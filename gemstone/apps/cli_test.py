@@ -245,6 +245,18 @@ def test_a_mistyped_name_is_not_taken_for_the_demo_pipeline(home):
     assert_one_line_error(stderr, "no pipeline has run under")
 
 
+def test_a_failure_that_is_no_mistake_is_one_line_and_status_3(home):
+    broken = paths.metadata_path("gem88", str(home))
+    broken.parent.mkdir(parents=True)
+    broken.write_text("not a database")
+    result = gemstone(home, "runs")
+    assert result.returncode == 3
+    assert result.stderr.startswith("gemstone runs: failed: ") and len(result.stderr.splitlines()) == 1
+    assert result.stderr.rstrip().endswith("(run again with --verbose for the traceback)")
+    verbose = gemstone(home, "runs", "--verbose")
+    assert verbose.returncode == 3 and "Traceback (most recent call last)" in verbose.stderr
+
+
 def test_drift_does_not_judge_under_its_minimum_sample(home, inputs):
     _fake_pipeline(home, "gem88")
     code, stderr, imported = probe(home, "drift", "--logs", inputs["logs"], "--output", home / "drift")
