@@ -37,6 +37,7 @@ def _scratch(home: Path) -> dict:
     for i, colour in enumerate(((200, 20, 40), (20, 60, 200), (30, 160, 60))):
         Image.new("RGB", (96, 96), colour).save(home / "flat" / f"stone_{i}.jpg")
     (home / "bad-headers.csv").write_text("file,class\nflat/stone_0.jpg,Ruby\n")
+    (home / "spec.json").write_text(json.dumps({"pipelineSpec": {"pipelineInfo": {"name": "gem88"}}}))
     (home / "metadata" / "gem88").mkdir(parents=True)
     (home / "model" / "1").mkdir(parents=True)
     (home / "model" / "1" / "saved_model.pb").write_bytes(b"")
@@ -61,7 +62,7 @@ MISTAKES = [
     ("drift on a log folder that does not exist", ["drift", "--logs", "{home}/nope"]),
     ("kubeflow compile without its settings", ["kubeflow", "compile", "--output", "{home}/k.json"]),
     ("kubeflow schedule to an unreachable endpoint", ["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}",
-                                                      "--cron", "0 2 * * *", "--package", "{home}/bad-headers.csv"]),
+                                                      "--cron", "0 2 * * *", "--package", "{home}/spec.json"]),
 ]
 
 
@@ -101,8 +102,8 @@ def run() -> Path:
                             "baseline stderr lines": before["stderr_lines"]})
             rows.append(row)
     notes = (f"{sys.executable}, a new process per command (Python start-up and the CLI's imports included). "
-             "The model folder is a placeholder (an empty saved_model.pb) and the --package a CSV: enough for "
-             "the checks, which answer first; code that loads them fails there instead"
+             "The model folder is a placeholder (an empty saved_model.pb): enough for the checks, which answer "
+             "first; code that loads the model fails there instead"
              + (f". Baseline: the code at {baseline}" if baseline else ""))
     return common.record("cli_latency", rows, notes)
 

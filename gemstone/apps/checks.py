@@ -282,6 +282,19 @@ def kubeflow_settings(image: Optional[str]) -> None:
                          "machine's paths; set " + "; ".join(f"{name} ({what})" for name, what in missing))
 
 
+def kubeflow_package(package: str) -> None:
+    """A compiled spec: TFX's PipelineJob JSON (or a bare PipelineSpec) naming its pipeline."""
+    path = Path(package)
+    if not path.is_file():
+        raise NotFound(f"no compiled spec at {package}: run `gemstone kubeflow compile --output {package}` first, "
+                       f"or leave out --package to compile now")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        document.get("pipelineSpec", document)["pipelineInfo"]["name"]
+    except (ValueError, AttributeError, KeyError, TypeError, UnicodeDecodeError):
+        raise UsageError(f"{package} is not a pipeline spec written by `gemstone kubeflow compile`") from None
+
+
 def cron(expression: str) -> None:
     fields = expression.split()
     if len(fields) not in (5, 6) or not all(re.fullmatch(r"[0-9*/,\-A-Za-z?]+", f) for f in fields):

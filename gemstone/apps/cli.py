@@ -20,7 +20,6 @@ from pathlib import Path
 from gemstone.apps import checks
 
 OK, NO, USAGE, FAILED, INTERRUPTED = 0, 1, 2, 3, 130
-DEMO_NAME = "gemstone-demo"
 
 
 def _note(message: str) -> None:
@@ -86,10 +85,9 @@ def _kubeflow_schedule(args) -> int:
 
     checks.cron(args.cron)
     checks.endpoint(args.endpoint)
-    if args.package and not Path(args.package).is_file():
-        raise checks.NotFound(f"no compiled spec at {args.package}: run `gemstone kubeflow compile --output "
-                              f"{args.package}` first, or leave out --package to compile now")
-    if not args.package:
+    if args.package:
+        checks.kubeflow_package(args.package)
+    else:
         checks.kubeflow_settings(args.image)
     checks.reachable(args.endpoint)
     from gemstone.apps import kubeflow

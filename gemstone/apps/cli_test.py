@@ -164,6 +164,7 @@ def inputs(home, demo_photos):
     for photo in sorted((demo_photos / "images").rglob("*.jpg"))[:3]:
         shutil.copy(photo, flat / photo.name)
     (home / "bad-headers.csv").write_text(f"file,class\n{(flat / next(flat.iterdir()).name)},Ruby\n")
+    (home / "spec.json").write_text(json.dumps({"pipelineSpec": {"pipelineInfo": {"name": "gem88"}}}))
     fake_model = home / "fake-model" / "3"
     fake_model.mkdir(parents=True)
     (fake_model / "saved_model.pb").write_bytes(b"")  # enough for the checks, which run before TensorFlow
@@ -205,8 +206,11 @@ MISTAKES = {
     "kubeflow compile without its settings": (["kubeflow", "compile", "--output", "{home}/k.json"],
                                               "GEMSTONE_PIPELINE_ROOT"),
     "kubeflow schedule, unreachable endpoint": (["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}",
-                                                 "--cron", "0 2 * * *", "--package", "{home}/bad-headers.csv"],
+                                                 "--cron", "0 2 * * *", "--package", "{home}/spec.json"],
                                                 "cannot reach Kubeflow Pipelines"),
+    "kubeflow schedule, not a compiled spec": (["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}",
+                                                "--cron", "0 2 * * *", "--package", "{home}/bad-headers.csv"],
+                                               "is not a pipeline spec written by `gemstone kubeflow compile`"),
     "kubeflow schedule, not a cron": (["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}", "--cron",
                                        "nightly", "--package", "{home}/bad-headers.csv"], "not a cron expression"),
 }
