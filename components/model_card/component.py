@@ -102,6 +102,22 @@ def _verdict_lines(verdict: Dict[str, Any]) -> List[str]:
         f"- {reason}" for reason in verdict["reasons"] or ["(see the Evaluator's and Robustness' logs)"]]
 
 
+def metric_lines(overall: Dict[str, float]) -> List[str]:
+    """The overall metrics in words a gemmologist reads: accuracy on how many test photos, top-3, then the rest."""
+    photos = int(overall.get(contract.EXAMPLE_COUNT, 0))
+    lines = []
+    if contract.ACCURACY in overall:
+        accuracy = overall[contract.ACCURACY]
+        lines.append(f"- Accuracy on {photos} test photos: {100 * accuracy:.1f} % named correctly ({accuracy:.3f})")
+    if contract.TOP_K_ACCURACY in overall:
+        top_k = overall[contract.TOP_K_ACCURACY]
+        lines.append(f"- Top-{contract.TOP_K} accuracy: the right variety among the first {contract.TOP_K} named "
+                     f"for {100 * top_k:.1f} % of them ({top_k:.3f})")
+    shown = (contract.ACCURACY, contract.TOP_K_ACCURACY, contract.EXAMPLE_COUNT)
+    lines += [f"- {name}: {value:.4g}" for name, value in sorted(overall.items()) if name not in shown]
+    return lines
+
+
 def to_markdown(card: Dict[str, Any]) -> str:
     overall = card["metrics"]["overall"]
     title = (f"# Model card: {card['model']} version {card['version']}" if card["version"]
@@ -110,7 +126,7 @@ def to_markdown(card: Dict[str, Any]) -> str:
              "", "## Intended use", "", card["intended_use"], "", "## Limits", "", card["limits"], "",
              "## Data", "", f"From `{card['data']['root']}`: {json.dumps(card['data']['counts'])}; "
              f"{len(card['data']['classes'])} classes.", "", "## Metrics (test split)", ""]
-    lines += [f"- {name}: {value:.4g}" for name, value in sorted(overall.items())]
+    lines += metric_lines(overall)
     lines += ["", "Weakest classes:", ""]
     lines += [f"- {c['label']}: accuracy {c.get('sparse_categorical_accuracy', float('nan')):.3f} "
               f"on {int(c.get('example_count', 0))} photos" for c in card["metrics"]["weakest_classes"]]

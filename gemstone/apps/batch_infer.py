@@ -15,9 +15,7 @@ memory below (on 2 cores, 208 photos/s in memory against 63 with two workers).
 """
 from __future__ import annotations
 
-import glob as globlib
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -27,7 +25,8 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from gemstone import contract, images, paths
+from gemstone import contract, images
+from gemstone.apps import checks
 
 OUTPUT_PREFIXES = ("predictions", "errors")
 
@@ -41,26 +40,52 @@ def default_beam_args() -> List[str]:
 
 def resolve_model_dir(model: str) -> Path:
     """A SavedModel folder, or a TF Serving base folder (then its newest numeric version)."""
-    path = Path(model)
-    if (path / "saved_model.pb").is_file():
-        return path
-    latest = paths.latest_version_dir(path)
-    if latest is None or not (latest / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"no SavedModel at {path} (nor in a numeric version folder under it)")
-    return latest
+    return checks.model_version(model)
 
 
 def list_inputs(input_spec: str) -> Tuple[List[str], int]:
     """The visible files named by a folder (recursively) or a glob; also how many hidden ones were skipped."""
-    if os.path.isdir(input_spec):
-        listing = images.list_image_files(input_spec)
-        files = listing.files + listing.ignored_other  # non-images are reported as errors, not dropped
-        return sorted(str(p) for p in files), len(listing.ignored_hidden)
-    matches = [p for p in globlib.glob(input_spec, recursive=True) if os.path.isfile(p)]
-    visible = [p for p in matches if not images.is_hidden(os.path.basename(p))]
-    if not matches:
-        raise FileNotFoundError(f"no files match {input_spec}")
-    return sorted(visible), len(matches) - len(visible)
+    return checks.input_files(input_spec)
+
+
+def unknown_beam_args(beam_args: Sequence[str]) -> List[str]:
+    """The arguments no Beam option (of any runner) recognises: Beam itself would drop them with a warning."""
+    parsers = []
+    # get_all_options builds the parser of every registered option and hands it to add_extra_args_fn.
+    PipelineOptions(list(beam_args)).get_all_options(add_extra_args_fn=parsers.append)
+    _, unknown = parsers[0].parse_known_args(list(beam_args))
+    return unknown
+
+
+def check_beam_args(beam_args: Sequence[str]) -> None:
+    """Refuses Beam options Beam does not know (a typo would otherwise be dropped and the run go on)."""
+    import difflib
+
+    unknown = [a for a in unknown_beam_args(beam_args) if a.startswith("-")]
+    if unknown:
+        name = unknown[0].split("=", 1)[0]
+        known = [f"--{dest}" for dest in PipelineOptions([]).get_all_options()]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+        raise checks.UsageError(f"unknown option {name}: neither an option of batch-infer nor a Beam option"
+                                + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def release_shared_models() -> None:
+    """Lets go of the model RunInference keeps alive in Beam's per-process cache, while TensorFlow is still loaded.
+
+    Beam's `shared` cache holds the last model acquired until the process ends; freed
+    at interpreter shutdown, its TensorFlow functions' finalisers find their module
+    already torn down and print `Exception ignored in: AtomicFunction.__del__`.
+    """
+    import gc
+
+    from apache_beam.utils import shared
+
+    shared_map = getattr(shared, "_shared_map", None)
+    if shared_map is not None and hasattr(shared_map, "_keepalive"):
+        with shared_map._lock:
+            shared_map._keepalive = (None, None)
+    gc.collect()
 
 
 def _load(path: str):
@@ -105,23 +130,35 @@ def to_record(path: str, result: PredictionResult, model_version: str) -> Dict[s
 
 
 class _Progress(beam.DoFn):
-    """Logs a line every `every` elements per worker: long runs show they are alive."""
+    """Says every `every` photos how far a worker has got: long runs show they are alive.
 
-    def __init__(self, total: int, every: int = 200):
-        self._total, self._every, self._seen = total, every, 0
+    On stderr when `show` (the command line), else in the log.
+    """
+
+    def __init__(self, total: int, every: int = 200, show: bool = False):
+        self._total, self._every, self._show, self._seen = total, every, show, 0
 
     def process(self, element):
-        from absl import logging
-
         self._seen += 1
         if self._seen % self._every == 0:
-            logging.info("batch-infer: a worker has classified %d photos (of %d in all)", self._seen, self._total)
+            message = f"batch-infer: a worker has classified {self._seen} photos (of {self._total} in all)"
+            if self._show:
+                import sys
+
+                print(message, file=sys.stderr, flush=True)
+            else:
+                from absl import logging
+
+                logging.info(message)
         yield element
 
 
 def run(model: str, input_spec: str, output_dir: str, beam_args: Optional[Sequence[str]] = None,
-        batch_size: int = 32) -> Dict[str, Any]:
-    """Runs the batch; returns counts. Previous outputs in `output_dir` are replaced on success."""
+        batch_size: int = 32, progress: bool = False) -> Dict[str, Any]:
+    """Runs the batch; returns counts. Previous outputs in `output_dir` are replaced on success.
+
+    `progress`: say on stderr how far the workers have got (every tenth of the files, every 50 to 200 photos).
+    """
     model_dir = resolve_model_dir(model)
     files, hidden = list_inputs(input_spec)
     output = Path(output_dir)
@@ -140,7 +177,8 @@ def run(model: str, input_spec: str, output_dir: str, beam_args: Optional[Sequen
             _ = (
                 loaded.images
                 | "Classify" >> RunInference(handler)
-                | "Progress" >> beam.ParDo(_Progress(len(files)))
+                | "Progress" >> beam.ParDo(_Progress(len(files), every=min(200, max(50, len(files) // 10)),
+                                                    show=progress))
                 | "ToRecord" >> beam.Map(lambda kv: to_record(kv[0], kv[1], version))
                 | "PredictionsJson" >> beam.Map(json.dumps)
                 | "WritePredictions" >> beam.io.WriteToText(str(staging / "predictions"), file_name_suffix=".jsonl")
@@ -157,6 +195,7 @@ def run(model: str, input_spec: str, output_dir: str, beam_args: Optional[Sequen
             shutil.move(str(new), output / new.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        release_shared_models()
     counts = {prefix: sum(1 for p in output.glob(f"{prefix}-*.jsonl") for line in open(p) if line.strip())
               for prefix in OUTPUT_PREFIXES}
     return {"model": str(model_dir), "inputs": len(files), "hidden_ignored": hidden, **counts,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gemstone import paths
-from gemstone.apps import batch_infer, cli
+from gemstone.apps import batch_infer, checks, cli
 from tests.hostile_files import png_claiming
 
 
@@ -59,6 +59,17 @@ def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path):
     result = batch_infer.run(str(version), str(mixed_folder / "tray 1" / "*.jpg"), str(tmp_path / "out"),
                              beam_args=["--direct_running_mode=in_memory"])
     assert (result["inputs"], result["predictions"], result["errors"]) == (10, 10, 0)
+    # The model RunInference cached is let go of before exit (else: `Exception ignored in AtomicFunction.__del__`).
+    from apache_beam.utils import shared
+
+    assert shared._shared_map._keepalive == (None, None)
+
+
+def test_beam_options_beam_does_not_know_are_refused():
+    batch_infer.check_beam_args(["--runner=DirectRunner", "--direct_running_mode", "in_memory"])
+    with pytest.raises(checks.UsageError, match="did you mean --runner"):
+        batch_infer.check_beam_args(["--runnr=DirectRunner"])
+    assert batch_infer.unknown_beam_args(["--batch_size", "8"]) == ["--batch_size", "8"]
 
 
 def test_missing_model_or_input_is_a_clear_error(tmp_path, capsys):

@@ -36,8 +36,9 @@ def test_photos_like_the_training_ones_do_not_drift(env_home, tmp_path):
     home, data = env_home
     photos = sorted((data / "images").rglob("*.jpg"))
     _log(tmp_path / "logs", photos)
-    result = drift.check(str(tmp_path / "logs"), E2E_PIPELINE, str(home))
-    assert result["logged_predictions"] == len(photos)
+    # The demo run has 96 photos, under the default minimum sample: judge them anyway.
+    result = drift.check(str(tmp_path / "logs"), E2E_PIPELINE, str(home), min_predictions=50)
+    assert result["logged_predictions"] == len(photos) and result["judged"]
     assert not [a for a in result["anomalies"] if a["feature"] == "brightness"], result["anomalies"]
 
 
@@ -47,11 +48,23 @@ def test_much_darker_photos_and_one_predicted_class_drift(env_home, tmp_path, ca
     photos = sorted((data / "images").rglob("*.jpg"))
     _log(tmp_path / "logs", photos, darken=0.35, label="Ruby")
     assert cli.main(["drift", "--logs", str(tmp_path / "logs"), "--pipeline-name", E2E_PIPELINE,
-                     "--output", str(tmp_path / "drift.json")]) == 0
+                     "--output", str(tmp_path / "drift.json"), "--min-predictions", "50"]) == 1  # 1: drift found
     report = json.loads((tmp_path / "drift.json").read_text())
     drifted = {a["feature"] for a in report["anomalies"]}
     assert {"brightness", "label"} <= drifted and report["drifted"]
     assert "DRIFT brightness" in capsys.readouterr().out
+
+
+def test_too_few_predictions_are_not_judged(tmp_path):
+    """One photo is 100 % of one class: no verdict under the minimum sample, and no statistics are read."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "predictions.jsonl").write_text(json.dumps({"model": "gem88", "label": "Ruby", "confidence": 0.2,
+                                                        "needs_review": True, "stats": {"brightness": 0.1}}) + "\n")
+    result = drift.check(str(logs), "no-such-pipeline", str(tmp_path), min_predictions=drift.MIN_PREDICTIONS)
+    assert result["judged"] is False and result["drifted"] is False and result["anomalies"] == []
+    assert result["logged_predictions"] == 1 and result["review_rate"] == 1.0
+    assert drift.logged_model(drift.read_logs(str(logs))) == "gem88"
 
 
 def test_no_logs_is_a_clear_error(tmp_path, capsys):

@@ -5,14 +5,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from gemstone import paths
-from gemstone import report
-from gemstone.report import EvaluationSources
+from gemstone import contract, paths
+
+if TYPE_CHECKING:
+    from gemstone.report import EvaluationSources
+# gemstone.report (TensorFlow, TFMA) is imported by the one function that needs it: `gemstone where`,
+# `runs` and `lineage` read ML Metadata alone, in about a second.
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 FINISHED = ("COMPLETE", "CACHED")  # a cached execution finished in an earlier run
@@ -80,6 +83,40 @@ def runs(store: metadata_store.MetadataStore) -> List[RunRecord]:
         started = min((e.started for e in members), default=context.create_time_since_epoch / 1000.0)
         records.append(RunRecord(context.name, started, members))
     return sorted(records, key=lambda r: r.started)
+
+
+def run_summary(store: metadata_store.MetadataStore, run: RunRecord) -> dict:
+    """What a run made of its model: blessed (None: not judged), the version pushed, test accuracy and photo count.
+
+    The blessing is the one the Pusher read (Robustness', else the Evaluator's); the
+    accuracy comes from the run's model card (model_card.json: the ModelCard's
+    artifact, or beside the pushed version for runs made before it had one).
+    """
+    outputs = {}
+    for execution in run.executions:
+        if execution.state in FINISHED and execution.component in ("Evaluator", "Robustness", "Pusher", "ModelCard"):
+            outputs[execution.component] = {key: artifact for (kind, key), artifact
+                                            in _artifacts_by_key(store, execution.id).items() if kind == "OUTPUT"}
+    blessing = outputs.get("Robustness", {}).get("blessing") or outputs.get("Evaluator", {}).get("blessing")
+    blessed = blessing.custom_properties.get("blessed") if blessing is not None else None
+    pushed = outputs.get("Pusher", {}).get("pushed_model")
+    pushed_version, cards = None, []
+    if pushed is not None and pushed.custom_properties.get("pushed") and pushed.custom_properties["pushed"].int_value:
+        pushed_version = pushed.custom_properties["pushed_version"].string_value or None
+        cards.append(pushed.custom_properties["pushed_destination"].string_value)
+    card = outputs.get("ModelCard", {}).get("card")
+    if card is not None:
+        cards.insert(0, card.uri)
+    accuracy = photos = None
+    for folder in cards:
+        path = Path(folder) / contract.MODEL_CARD_JSON_FILE
+        if path.is_file():
+            overall = json.loads(path.read_text()).get("metrics", {}).get("overall", {})
+            accuracy, photos = overall.get(contract.ACCURACY), overall.get(contract.EXAMPLE_COUNT)
+            photos = int(photos) if photos is not None else None
+            break
+    return {"blessed": bool(blessed.int_value) if blessed is not None else None,
+            "pushed_version": pushed_version, "accuracy": accuracy, "test_photos": photos}
 
 
 def lineage(store: metadata_store.MetadataStore, pushed_dir: str) -> dict:
@@ -189,6 +226,8 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
     The blessing is the one the Pusher read (Robustness' own, which folds in the
     Evaluator's); the Evaluator's when Robustness did not run on that model.
     """
+    from gemstone import report
+
     records = executions(store)
     evaluators = _finished(records, "Evaluator")
     if not evaluators:
@@ -202,6 +241,6 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
             blessing = candidate.get(("OUTPUT", "blessing"), blessing)
             break
     verdict = blessing.custom_properties.get(report.BLESSED_PROPERTY)
-    return EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
+    return report.EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
                              model=io[("INPUT", "model")].uri, examples=io[("INPUT", "examples")].uri,
                              robustness=robustness, blessed=bool(verdict.int_value) if verdict else None)

@@ -4,9 +4,15 @@
     POST /v1/models/<name>[/versions/<v>]:predict    {"instances": [{"b64": "..."}, ...]}
     GET  /                                           an upload page for people
 
-Clients written for TF Serving work unchanged. The newest numeric version under
-the base folder is served, and a new push is picked up on the next request
-without a restart. Every prediction is appended to a JSON Lines log that
+Clients written for TF Serving work unchanged: each prediction carries every
+output of the signature, the probabilities of all classes included. With
+`?output=compact` (`:predict?output=compact`) it carries gemstone.contract's
+compact record instead: label, confidence, top_k, family, needs_review (a
+tenth of the size on 88 classes).
+
+The newest numeric version under the base folder is loaded before the server
+answers (status AVAILABLE means it is ready); a new push is noticed on the next
+request, reported LOADING while it loads, and served without a restart. Every prediction is appended to a JSON Lines log that
 `gemstone drift` reads. For production scale, serve the same folder with the
 real TF Serving image (kubeflow/serving.yaml).
 """
@@ -18,6 +24,7 @@ import hmac
 import json
 import threading
 import time
+import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,11 +43,12 @@ class RequestError(Exception):
 
 
 class ModelRepository:
-    """The versions under a TF Serving base folder; loads lazily, keeps the loaded ones."""
+    """The versions under a TF Serving base folder; loads on demand, keeps the loaded ones."""
 
     def __init__(self, base_path: str):
         self.base = Path(base_path)
         self._loaded: Dict[str, Any] = {}
+        self._loading: set = set()
         self._lock = threading.Lock()
 
     def versions(self) -> List[str]:
@@ -57,8 +65,42 @@ class ModelRepository:
             if version not in self._loaded:
                 import tensorflow as tf
 
-                self._loaded[version] = tf.saved_model.load(str(self.base / version))
+                self._loading.add(version)
+                try:
+                    self._loaded[version] = tf.saved_model.load(str(self.base / version))
+                finally:
+                    self._loading.discard(version)
             return version, self._loaded[version]
+
+    def state(self, version: str) -> str:
+        """TF Serving's state of a version: AVAILABLE once loaded, LOADING while it loads, else START."""
+        if version in self._loaded:
+            return "AVAILABLE"
+        return "LOADING" if version in self._loading else "START"
+
+    def load_in_background(self, version: str) -> None:
+        """Starts loading a version that is neither loaded nor loading (a new push), without waiting."""
+        if version in self._loaded or version in self._loading:
+            return
+        self._loading.add(version)  # reported LOADING from now on; get() loads it under the lock
+        threading.Thread(target=self._quiet_get, args=(version,), daemon=True).start()
+
+    def _quiet_get(self, version: str) -> None:
+        try:
+            self.get(version)
+        except Exception as e:  # noqa: BLE001 - a request for it will say what went wrong
+            from absl import logging
+
+            logging.warning("could not load version %s: %s", version, e)
+            self._loading.discard(version)
+
+    def release(self) -> None:
+        """Lets go of the loaded models while TensorFlow is still loaded (at shutdown: see batch_infer)."""
+        import gc
+
+        with self._lock:
+            self._loaded.clear()
+        gc.collect()
 
 
 def _decode_instances(body: bytes) -> List[images.LoadedImage]:
@@ -157,6 +199,14 @@ def make_handler(repository: ModelRepository, model_name: str, api_key: Optional
                 raise RequestError(HTTPStatus.NOT_FOUND, f"unknown path {path}")
             return "model", version, action
 
+        def _compact(self) -> bool:
+            """`?output=compact`: the compact record (no per-class vectors) instead of every output."""
+            query = urllib.parse.parse_qs(self.path.partition("?")[2])
+            output = query.get("output", ["full"])[-1]
+            if output not in ("full", "compact"):
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"output={output}: expected output=compact or full")
+            return output == "compact"
+
         def _handle(self, method: str):
             try:
                 if method == "GET" and self.path in ("/", "/index.html"):
@@ -168,6 +218,7 @@ def make_handler(repository: ModelRepository, model_name: str, api_key: Optional
                 if method == "GET" and not action:
                     return self._send(HTTPStatus.OK, self._status(version))
                 if method == "POST" and action == "predict":
+                    compact = self._compact()
                     length = int(self.headers.get("Content-Length") or 0)
                     if length > MAX_BODY_BYTES:
                         raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -176,6 +227,8 @@ def make_handler(repository: ModelRepository, model_name: str, api_key: Optional
                     served_version, model = repository.get(version)
                     predictions = _predict(model, [photo.data for photo in photos])
                     log.write(model_name, served_version, photos, predictions)
+                    if compact:
+                        predictions = [contract.compact(p) for p in predictions]
                     return self._send(HTTPStatus.OK, {"predictions": predictions, "model_version": served_version})
                 raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} {self.path} is not supported")
             except RequestError as e:
@@ -186,8 +239,10 @@ def make_handler(repository: ModelRepository, model_name: str, api_key: Optional
             if version is not None and version not in available:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"version {version} not found; available: {available}")
             shown = [version] if version else list(reversed(available))
+            if shown:
+                repository.load_in_background(shown[0])  # a new push: load it now, not at the first request
             return {"model_version_status": [
-                {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                {"version": v, "state": repository.state(v), "status": {"error_code": "OK", "error_message": ""}}
                 for v in shown]}
 
         def do_GET(self):  # noqa: N802
@@ -205,13 +260,27 @@ def make_handler(repository: ModelRepository, model_name: str, api_key: Optional
 
 
 def make_server(model: str, host: str = "127.0.0.1", port: int = 8501, model_name: Optional[str] = None,
-                api_key: Optional[str] = None, log_dir: Optional[str] = None) -> ThreadingHTTPServer:
+                api_key: Optional[str] = None, log_dir: Optional[str] = None,
+                preload: bool = True) -> ThreadingHTTPServer:
+    """Binds the port (an OSError when it is taken), then loads the newest version unless not `preload`.
+
+    The server's `repository` attribute is the ModelRepository (release() it at shutdown).
+    """
     base = Path(model)
     if (base / "saved_model.pb").is_file():  # a version folder was given: serve its base
         base = base.parent
     name = model_name or base.name
-    handler = make_handler(ModelRepository(str(base)), name, api_key, PredictionLog(log_dir))
-    return ThreadingHTTPServer((host, port), handler)
+    repository = ModelRepository(str(base))
+    handler = make_handler(repository, name, api_key, PredictionLog(log_dir))
+    server = ThreadingHTTPServer((host, port), handler)
+    server.repository = repository
+    if preload and repository.versions():
+        try:
+            repository.get()
+        except BaseException:
+            server.server_close()
+            raise
+    return server
 
 
 def default_log_dir(model: str) -> str:

@@ -106,8 +106,28 @@ def test_upload_page_needs_no_key(server):
     assert "/v1/models/gems:predict" in page and "needs expert review" in page
 
 
+def test_compact_output_on_request(server):
+    url, _, data, _ = server
+    status, body = _call(f"{url}/v1/models/gems:predict?output=compact", {"instances": [{"b64": _photo(data)}]})
+    prediction = body["predictions"][0]
+    assert status == 200 and set(prediction) == {"label", "confidence", "top_k", "family", "family_confidence",
+                                                 "needs_review"}
+    assert prediction["top_k"][0]["label"] == prediction["label"] and len(prediction["top_k"]) == 3
+    assert _call(f"{url}/v1/models/gems:predict?output=tiny", {"instances": [{"b64": _photo(data)}]})[0] == 400
+
+
 def test_a_new_push_is_served_without_restart(server):
+    import time
+
     url, base, data, _ = server
     shutil.copytree(base / "1", base / "2")
+    status, body = _call(f"{url}/v1/models/gems")  # notices the push: LOADING until it is ready
+    assert status == 200 and body["model_version_status"][0]["version"] == "2"
+    assert body["model_version_status"][0]["state"] in ("LOADING", "AVAILABLE")
+    for _ in range(120):
+        if _call(f"{url}/v1/models/gems")[1]["model_version_status"][0]["state"] == "AVAILABLE":
+            break
+        time.sleep(0.5)
+    assert _call(f"{url}/v1/models/gems")[1]["model_version_status"][0]["state"] == "AVAILABLE"
     status, body = _call(f"{url}/v1/models/gems:predict", {"instances": [{"b64": _photo(data)}]})
     assert status == 200 and body["model_version"] == "2"

@@ -1,0 +1,25 @@
+"""The model card's words: what a gemmologist reads first is accuracy on how many test photos."""
+from components.model_card import component
+from gemstone import contract
+
+
+def test_metrics_are_said_in_words_with_the_photo_count():
+    lines = component.metric_lines({contract.ACCURACY: 0.6622, contract.TOP_K_ACCURACY: 0.8843,
+                                    contract.EXAMPLE_COUNT: 527.0, "loss": 1.25})
+    assert lines == [
+        "- Accuracy on 527 test photos: 66.2 % named correctly (0.662)",
+        "- Top-3 accuracy: the right variety among the first 3 named for 88.4 % of them (0.884)",
+        "- loss: 1.25",
+    ]
+
+
+def test_the_card_carries_them():
+    card = {"model": "gem88", "version": "1", "created": "2026-11-25", "intended_use": "x", "limits": "y",
+            "verdict": {"blessed": True, "pushed": True, "pushed_to": "/s/gem88/1", "reasons": []},
+            "data": {"root": "/d", "counts": {"files": 3}, "classes": ["Ruby"]},
+            "metrics": {"overall": {contract.ACCURACY: 0.5, contract.EXAMPLE_COUNT: 4.0},
+                        "weakest_classes": [{"label": "Ruby", contract.ACCURACY: 0.5, contract.EXAMPLE_COUNT: 4}]},
+            "calibration": {}, "backbone": {}, "edge_models": {}, "lineage": {}}
+    text = component.to_markdown(card)
+    assert "- Accuracy on 4 test photos: 50.0 % named correctly (0.500)" in text
+    assert "sparse_categorical_accuracy" not in text
