@@ -254,7 +254,7 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         image_of = {e["source_path"].decode(): e[contract.IMAGE_KEY] for e in shown_examples}
     for index, photos in shown.items():
         confusions[index]["thumbnails"] = [
-            {"path": p["source_path"], "confidence": p["prediction"]["confidence"], "jpeg_base64": _thumbnail(image_of[p["source_path"]])}
+            {"path": p["source_path"], "confidence": p["confidence"], "jpeg_base64": _thumbnail(image_of[p["source_path"]])}
             for p in photos if p["source_path"] in image_of]
 
     ingestion_report = _read_text(os.path.join(sources.examples, contract.INGESTION_REPORT_FILE))
