@@ -569,6 +569,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"gemstone {command}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`gemstone runs | head`): what it read was right, nothing to say. Python would
+        # complain again when it flushes stdout at exit, so stdout points at nothing from here on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     except Exception as e:  # noqa: BLE001 - one line for people; the traceback on request
         if not program:
             raise

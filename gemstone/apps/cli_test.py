@@ -415,3 +415,21 @@ def test_version_and_exit_codes_in_help(home):
     assert "1 drift found" in " ".join(result.stdout.split())
     result = gemstone(home, "--help")
     assert "Exit status: 0 done; 1" in " ".join(result.stdout.split())
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path, monkeypatch):
+    """`gemstone where | head -1`: the rest of the output has nowhere to go; that is the reader's choice."""
+    (tmp_path / "pipelines" / "demo").mkdir(parents=True)
+    monkeypatch.setenv("GEMSTONE_HOME", str(tmp_path))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    saved = os.dup(1)
+    try:
+        os.dup2(write_end, 1)
+        monkeypatch.setattr(sys, "stdout", open(1, "w", buffering=1, closefd=False))  # a terminal-like line flush
+        status = cli.main(["where", "--pipeline-name", "demo"])
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_end)
+    assert status == cli.OK
