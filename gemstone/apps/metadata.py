@@ -175,10 +175,12 @@ def latest_output_uri(store: metadata_store.MetadataStore, component: str, key: 
     The one way to find "the newest artifact" of a pipeline that ran: its ML Metadata,
     not the folder names under the pipeline root.
     """
-    finished = _finished(executions(store), component)
-    if not finished:
-        return None
-    return _io_by_key(store, finished[-1].id).get(("OUTPUT", key))
+    # A cached execution may record no events of its own; its outputs are those of an earlier one.
+    for execution in reversed(_finished(executions(store), component)):
+        uri = _io_by_key(store, execution.id).get(("OUTPUT", key))
+        if uri:
+            return uri
+    return None
 
 
 def latest_execution_inputs(store: metadata_store.MetadataStore, component: str):
@@ -233,14 +235,17 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
     if not evaluators:
         raise FileNotFoundError("no finished evaluation in this pipeline's metadata: has a run reached the Evaluator?")
     io = _artifacts_by_key(store, evaluators[-1].id)
+    # When the candidate is the baseline itself (the Trainer came from the cache and its model was blessed
+    # before), ML Metadata keeps one input event for the artifact, under `baseline_model`.
+    model = io.get(("INPUT", "model")) or io[("INPUT", "baseline_model")]
     robustness, blessing = None, io[("OUTPUT", "blessing")]
     for record in reversed(_finished(records, "Robustness")):
         candidate = _artifacts_by_key(store, record.id)
-        if candidate.get(("INPUT", "model")).uri == io[("INPUT", "model")].uri:
+        if ("INPUT", "model") in candidate and candidate[("INPUT", "model")].uri == model.uri:
             robustness = candidate[("OUTPUT", "report")].uri
             blessing = candidate.get(("OUTPUT", "blessing"), blessing)
             break
     verdict = blessing.custom_properties.get(report.BLESSED_PROPERTY)
     return report.EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
-                             model=io[("INPUT", "model")].uri, examples=io[("INPUT", "examples")].uri,
+                             model=model.uri, examples=io[("INPUT", "examples")].uri,
                              robustness=robustness, blessed=bool(verdict.int_value) if verdict else None)

@@ -1,0 +1,71 @@
+"""Reading ML Metadata as TFX leaves it, including the events a cached or baseline-equal execution records."""
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from gemstone.apps import metadata
+
+COMPLETE = metadata_store_pb2.Execution.COMPLETE
+CACHED = metadata_store_pb2.Execution.CACHED
+
+
+def _store(tmp_path):
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(tmp_path / "metadata.db")
+    return metadata_store.MetadataStore(config)
+
+
+def _artifact(store, type_name, uri, **int_properties):
+    type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(name=type_name))
+    artifact = metadata_store_pb2.Artifact(type_id=type_id, uri=uri)
+    for key, value in int_properties.items():
+        artifact.custom_properties[key].int_value = value
+    return store.put_artifacts([artifact])[0]
+
+
+def _execution(store, component, state, inputs=(), outputs=()):
+    """One execution of `component` with (key, artifact id) input and output events."""
+    type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name=f"tfx.components.{component}"))
+    [execution_id] = store.put_executions([metadata_store_pb2.Execution(type_id=type_id, last_known_state=state)])
+    events = []
+    for kind, pairs in ((metadata_store_pb2.Event.INPUT, inputs), (metadata_store_pb2.Event.OUTPUT, outputs)):
+        for key, artifact_id in pairs:
+            event = metadata_store_pb2.Event(artifact_id=artifact_id, execution_id=execution_id, type=kind)
+            event.path.steps.add().key = key
+            events.append(event)
+    store.put_events(events)
+    return execution_id
+
+
+def test_latest_evaluation_of_a_candidate_that_is_the_baseline_and_robustness_verdict(tmp_path):
+    """A run whose Trainer came from the cache: the candidate is the blessed baseline, and ML Metadata keeps its
+    one input event under `baseline_model`. The verdict is that of Robustness' newest blessing of that model."""
+    store = _store(tmp_path)
+    examples = _artifact(store, "Examples", "/examples/1")
+    model = _artifact(store, "Model", "/model/8")
+    evaluation = _artifact(store, "ModelEvaluation", "/evaluation/22")
+    evaluator_blessing = _artifact(store, "ModelBlessing", "/evaluator_blessing/22", blessed=1)
+    _execution(store, "Evaluator", COMPLETE, inputs=[("model", model), ("examples", examples)],
+               outputs=[("evaluation", evaluation), ("blessing", evaluator_blessing)])
+    _execution(store, "Robustness", COMPLETE, inputs=[("model", model)],
+               outputs=[("report", _artifact(store, "RobustnessReport", "/report/23")),
+                        ("blessing", _artifact(store, "ModelBlessing", "/blessing/23", blessed=1))])
+    # The next run: Evaluator cached on the same model (now also the baseline), Robustness re-run stricter.
+    _execution(store, "Evaluator", CACHED, inputs=[("baseline_model", model), ("examples", examples)],
+               outputs=[("evaluation", evaluation), ("blessing", evaluator_blessing)])
+    _execution(store, "Robustness", COMPLETE, inputs=[("model", model)],
+               outputs=[("report", _artifact(store, "RobustnessReport", "/report/62")),
+                        ("blessing", _artifact(store, "ModelBlessing", "/blessing/62", blessed=0))])
+
+    sources = metadata.latest_evaluation(store)
+
+    assert (sources.evaluation, sources.model, sources.examples) == ("/evaluation/22", "/model/8", "/examples/1")
+    assert (sources.robustness, sources.blessing, sources.blessed) == ("/report/62", "/blessing/62", False)
+
+
+def test_latest_output_uri_skips_executions_that_recorded_no_such_output(tmp_path):
+    store = _store(tmp_path)
+    dashboard = _artifact(store, "SliceDashboard", "/dashboard/12")
+    _execution(store, "SliceReport", COMPLETE, outputs=[("dashboard", dashboard)])
+    _execution(store, "SliceReport", CACHED)  # no events of its own
+    assert metadata.latest_output_uri(store, "SliceReport", "dashboard") == "/dashboard/12"
+    assert metadata.latest_output_uri(store, "Pusher", "pushed_model") is None
