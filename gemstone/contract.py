@@ -72,6 +72,8 @@ ACCURACY = "sparse_categorical_accuracy"
 EXAMPLE_COUNT = "example_count"
 TOP_K = 3
 TOP_K_ACCURACY = "sparse_top_k_categorical_accuracy"
+# A ModelBlessing's verdict (TFX's own key, as the Evaluator and Robustness write it): 1 = push.
+BLESSED_PROPERTY = "blessed"
 # Expected calibration error: equal-width bins of the top-1 confidence, everywhere it is shown.
 ECE_BINS = 15
 

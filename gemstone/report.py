@@ -154,12 +154,9 @@ def validation_failures(validation) -> List[str]:
     return lines
 
 
-BLESSED_PROPERTY = "blessed"  # a ModelBlessing's custom property (Evaluator, Robustness): 1 = push; the Pusher reads it
-
-
 def is_blessed(blessing) -> bool:
     """The verdict the Pusher acts on: the ModelBlessing artifact's `blessed` custom property."""
-    return blessing.get_int_custom_property(BLESSED_PROPERTY) == 1
+    return blessing.get_int_custom_property(contract.BLESSED_PROPERTY) == 1
 
 
 def robustness_failures(robustness: Optional[Dict[str, Any]]) -> List[str]:

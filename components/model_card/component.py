@@ -52,7 +52,7 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
 
     metrics = report.load_metrics(evaluation_uri)
     per_class = {name.split(":", 1)[1]: named(m["candidate"]) for name, m in metrics.items()
-                 if name.startswith("label:")}
+                 if name.startswith(f"{contract.LABEL_KEY}:")}
     return {"overall": named(metrics.get("overall", {"candidate": {}})["candidate"]), "per_class": per_class}
 
 
@@ -74,7 +74,7 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
     """`model_dir`: the SavedModel the card describes (the pushed version folder, or the candidate's)."""
     evaluation = evaluation_summary(evaluation_uri)
     data = _read_json(os.path.join(examples_uri, contract.INGESTION_REPORT_FILE))
-    weak = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1].get("sparse_categorical_accuracy", 1.0))
+    weak = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1].get(contract.ACCURACY, 1.0))
     pushed_to = (verdict.get("pushed_to") or "").rstrip("/")
     return {
         "model": os.path.basename(os.path.dirname(pushed_to)) if pushed_to else None,
@@ -128,8 +128,8 @@ def to_markdown(card: Dict[str, Any]) -> str:
              f"{len(card['data']['classes'])} classes.", "", "## Metrics (test split)", ""]
     lines += metric_lines(overall)
     lines += ["", "Weakest classes:", ""]
-    lines += [f"- {c['label']}: accuracy {c.get('sparse_categorical_accuracy', float('nan')):.3f} "
-              f"on {int(c.get('example_count', 0))} photos" for c in card["metrics"]["weakest_classes"]]
+    lines += [f"- {c['label']}: accuracy {c.get(contract.ACCURACY, float('nan')):.3f} "
+              f"on {int(c.get(contract.EXAMPLE_COUNT, 0))} photos" for c in card["metrics"]["weakest_classes"]]
     backbone = card.get("backbone") or {}
     if backbone:
         provenance = backbone.get("provenance") or {}

@@ -19,7 +19,7 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
@@ -36,16 +36,6 @@ def default_beam_args() -> List[str]:
     from pipeline import configs
 
     return ["--runner=DirectRunner", f"--direct_running_mode={configs.auto_beam_mode()}"]
-
-
-def resolve_model_dir(model: str) -> Path:
-    """A SavedModel folder, or a TF Serving base folder (then its newest numeric version)."""
-    return checks.model_version(model)
-
-
-def list_inputs(input_spec: str) -> Tuple[List[str], int]:
-    """The visible files named by a folder (recursively) or a glob; also how many hidden ones were skipped."""
-    return checks.input_files(input_spec)
 
 
 def unknown_beam_args(beam_args: Sequence[str]) -> List[str]:
@@ -159,8 +149,8 @@ def run(model: str, input_spec: str, output_dir: str, beam_args: Optional[Sequen
 
     `progress`: say on stderr how far the workers have got (every tenth of the files, every 50 to 200 photos).
     """
-    model_dir = resolve_model_dir(model)
-    files, hidden = list_inputs(input_spec)
+    model_dir = checks.model_version(model)
+    files, hidden = checks.input_files(input_spec)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     staging = output / f".staging-{uuid.uuid4().hex[:8]}"

@@ -77,4 +77,4 @@ def test_missing_model_or_input_is_a_clear_error(tmp_path, capsys):
                      str(tmp_path / "o")]) == 2
     assert "no SavedModel" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no files match"):
-        batch_infer.list_inputs(str(tmp_path / "*.jpg"))
+        checks.input_files(str(tmp_path / "*.jpg"))

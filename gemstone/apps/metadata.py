@@ -98,7 +98,7 @@ def run_summary(store: metadata_store.MetadataStore, run: RunRecord) -> dict:
             outputs[execution.component] = {key: artifact for (kind, key), artifact
                                             in _artifacts_by_key(store, execution.id).items() if kind == "OUTPUT"}
     blessing = outputs.get("Robustness", {}).get("blessing") or outputs.get("Evaluator", {}).get("blessing")
-    blessed = blessing.custom_properties.get("blessed") if blessing is not None else None
+    blessed = blessing.custom_properties.get(contract.BLESSED_PROPERTY) if blessing is not None else None
     pushed = outputs.get("Pusher", {}).get("pushed_model")
     pushed_version, cards = None, []
     if pushed is not None and pushed.custom_properties.get("pushed") and pushed.custom_properties["pushed"].int_value:
@@ -245,7 +245,7 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
             robustness = candidate[("OUTPUT", "report")].uri
             blessing = candidate.get(("OUTPUT", "blessing"), blessing)
             break
-    verdict = blessing.custom_properties.get(report.BLESSED_PROPERTY)
+    verdict = blessing.custom_properties.get(contract.BLESSED_PROPERTY)
     return report.EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
-                             model=model.uri, examples=io[("INPUT", "examples")].uri,
-                             robustness=robustness, blessed=bool(verdict.int_value) if verdict else None)
+                                    model=model.uri, examples=io[("INPUT", "examples")].uri,
+                                    robustness=robustness, blessed=bool(verdict.int_value) if verdict else None)
