@@ -24,7 +24,8 @@ import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from gemstone import contract
+from gemstone import contract  # noqa: E402
+from modules import keras2  # noqa: E402,F401 - before any model is traced
 from modules import transform  # noqa: E402
 
 SMALL_CNN = "small_cnn"
