@@ -63,7 +63,10 @@ $(STAMP): requirements.lock setup.py
 	  rm -rf $(VENV) && $$py -m venv $(VENV); \
 	fi
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip sync --quiet --python $(PY) requirements.lock
+# --compile-bytecode: the .pyc files are written once, here. Where PYTHONDONTWRITEBYTECODE is set (as on
+# these machines) Python keeps none, and every process that imports TFX compiled its 22,000 modules
+# again: `from tfx import v1` took 57 s instead of 22 s.
+	$(UV) pip sync --quiet --compile-bytecode --python $(PY) requirements.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
