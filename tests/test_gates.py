@@ -1,10 +1,13 @@
-"""The blessing the Pusher reads, on small real artifacts (fast; no pipeline, no training).
+"""The pipeline's gates on small real artifacts (no pipeline run, no training).
 
-Runs the executors of the end of the pipeline in order, as the orchestrator
-would: Robustness (on a tiny SavedModel), TFX's own Pusher, SliceReport and
-ModelCard, each output passed on through its ML Metadata proto. A model the
-robustness gate rejects must not be pushed, no step may raise, and the
-dashboard and the model card must exist and say why.
+The end: runs the executors in order, as the orchestrator would: Robustness (on
+a tiny SavedModel), TFX's own Pusher, SliceReport and ModelCard, each output
+passed on through its ML Metadata proto. A model the robustness gate rejects
+must not be pushed, no step may raise, and the dashboard and the model card
+must exist and say why.
+
+The start: ImageExampleGen, TFX's StatisticsGen and ExampleValidator, and
+DataGate, on photos with a variety the curated schema does not know.
 """
 import io
 import json
@@ -293,3 +296,50 @@ def test_the_dashboard_shows_the_photos_behind_the_worst_confusion(tmp_path):
     [thumbnail] = confusion["thumbnails"]
     assert thumbnail["path"] == "images/Ruby/0.jpg" and thumbnail["confidence"] == 0.61
     assert thumbnail["jpeg_base64"]
+
+
+@pytest.mark.slow  # Beam runs ImageExampleGen and StatisticsGen (about 20 s)
+def test_a_variety_the_schema_does_not_know_stops_the_run_at_datagate_saying_which(tmp_path):
+    """The start of the pipeline: ImageExampleGen, TFX's StatisticsGen and ExampleValidator against the curated
+    demo schema, then DataGate. An unknown variety must stop the run there, naming the split, feature and value."""
+    import shutil
+
+    from tfx.components.example_validator import executor as example_validator
+    from tfx.components.statistics_gen import executor as statistics_gen
+
+    from components.data_gate import component as data_gate
+    from components.image_example_gen import component as image_example_gen
+    from components.image_example_gen import executor as image_example_gen_executor
+    from tfx.utils import proto_utils
+
+    from gemstone import demo_data
+
+    data = Path(demo_data.make_demo_data(tmp_path / "data", per_class=3, seed=2, size=64).out_dir)
+    stranger = data / "images" / "moonstone.jpg"
+    shutil.copy(next((data / "images" / "Ruby").glob("*.jpg")), stranger)
+    with open(data / "manifest.csv", "a") as f:
+        f.write("images/moonstone.jpg,Moonstone,Feldspar,moon-1\n")
+
+    beam = {"beam_pipeline_args": ["--direct_running_mode=in_memory"], "tmp_dir": str(tmp_path / "tmp")}
+    gen = image_example_gen.ImageExampleGen(input_base=str(data), input_pattern="manifest.csv")
+    properties = {key: value if isinstance(value, (str, int)) or value is None else proto_utils.proto_to_json(value)
+                  for key, value in gen.exec_properties.items()}
+    examples = _artifact(standard_artifacts.Examples, tmp_path / "examples")
+    image_example_gen_executor.Executor(image_example_gen_executor.Executor.Context(**beam)).Do(
+        {}, {"examples": [examples]}, properties)
+    statistics = _artifact(standard_artifacts.ExampleStatistics, tmp_path / "statistics")
+    statistics_gen.Executor(statistics_gen.Executor.Context(**beam)).Do(
+        {"examples": [_published(examples)]}, {"statistics": [statistics]}, {"exclude_splits": "[]"})
+    schema = _artifact(standard_artifacts.Schema, tmp_path / "schema")
+    shutil.copy(Path(__file__).resolve().parents[1] / "schema" / "gemstone-demo" / "schema.pbtxt", schema.uri)
+    anomalies = _artifact(standard_artifacts.ExampleAnomalies, tmp_path / "anomalies")
+    example_validator.Executor().Do({"statistics": [_published(statistics)], "schema": [schema]},
+                                    {"anomalies": [anomalies]}, {"exclude_splits": "[]"})
+
+    with pytest.raises(data_gate.DataAnomaliesError) as stopped:
+        _run(data_gate.DataGate, anomalies=_published(anomalies))
+    ingestion = json.loads((Path(examples.uri) / contract.INGESTION_REPORT_FILE).read_text())
+    moonstone_split = next(f["split"] for f in ingestion["files"] if f["path"].endswith("moonstone.jpg"))
+    message = str(stopped.value)
+    assert f"split '{moonstone_split}', feature 'label': Unexpected string values" in message, message
+    assert "Moonstone" in message

@@ -2,21 +2,22 @@
 
 Runs `tfx pipeline create` and `tfx run create --engine local` (LocalDagRunner)
 as `make demo` does, checks every component's artifacts, classifies a JPEG
-with the pushed model through `serving_default`, then runs again and checks
-that the components whose inputs did not change came from the cache.
+with the pushed model through `serving_default`. Two more runs check the
+gates as the orchestrator wires them: one where only the robustness gate
+changes (what comes before it must come from the cache, and the model must not
+be pushed), one with a model worse than the blessed one and under the floor.
+The gates' other cases are tested on small artifacts in tests/test_gates.py.
 """
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.tfx_helpers import E2E_PIPELINE, REPO, TFX, tfx_cli as _tfx
+from tests.tfx_helpers import E2E_PIPELINE, tfx_cli as _tfx
 from gemstone import contract, demo_data, paths
 from gemstone.apps import metadata
 
-# Each test here reads the artifacts of a whole pipeline run (the `demo_pipeline` fixture).
+# Each test here reads the artifacts of a whole pipeline run (the `demo_pipeline` fixture), and some run it again.
 pytestmark = pytest.mark.slow
 
 PIPELINE_NAME = E2E_PIPELINE
@@ -122,37 +123,6 @@ def test_every_prediction_names_the_family_of_its_variety(pipeline_run):
     assert np.all(out["family_confidence"].numpy() >= out["confidence"].numpy() - 1e-6)
 
 
-def test_second_run_reuses_cached_components(pipeline_run):
-    home, env, first, _ = pipeline_run
-    _tfx(env, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
-    second = _executions(home)[len(first):]
-    states = dict(second)
-    for component in ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer"):
-        assert states.get(component) == "CACHED", second
-
-
-def test_unknown_label_stops_the_run_before_training(tmp_path):
-    """A variety the curated schema does not know fails the run at DataGate, saying which and where."""
-    data = demo_data.make_demo_data(tmp_path / "data", per_class=3, seed=2, size=64)
-    manifest = Path(data.out_dir) / "manifest.csv"
-    stranger = Path(data.out_dir) / "images" / "moonstone.jpg"
-    stranger.write_bytes((Path(data.out_dir) / "images" / "Ruby" / "ruby_000_0.jpg").read_bytes())
-    with open(manifest, "a") as f:
-        f.write("images/moonstone.jpg,Moonstone,Feldspar,moon-1\n")
-    name = "e2e-bad-label"
-    env = dict(os.environ, GEMSTONE_HOME=str(tmp_path), LOCAL_HOME=str(tmp_path / "tfx-cli"),
-               GEMSTONE_PIPELINE_NAME=name, GEMSTONE_DATA=str(manifest),
-               GEMSTONE_SCHEMA=str(REPO / "schema" / "gemstone-demo" / "schema.pbtxt"),
-               GEMSTONE_BACKBONE="none")  # it stops before training: no weights needed
-    _tfx(env, "pipeline", "create", "--engine", "local", "--pipeline_path", "local_runner.py")
-    result = subprocess.run([TFX, "run", "create", "--engine", "local", "--pipeline_name", name],
-                            cwd=REPO / "pipeline", env=env, capture_output=True, text=True)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "feature 'label': Unexpected string values" in output and "Moonstone" in output
-    assert not (paths.pipeline_root(name, str(tmp_path)) / "Trainer").exists()
-
-
 def test_runs_and_lineage_come_from_metadata(pipeline_run, capsys, monkeypatch):
     from gemstone.apps import cli
 
@@ -188,19 +158,6 @@ def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline
         assert report["float32"]["top1_agreement"] >= report["min_agreement"]
 
 
-def test_a_model_under_the_accuracy_floor_is_not_pushed(pipeline_run):
-    home, env, _, first = pipeline_run
-    serving = paths.serving_dir(PIPELINE_NAME, str(home))
-    before = sorted(p.name for p in serving.iterdir())
-    strict = dict(env, GEMSTONE_MIN_ACCURACY="1.01")  # no model can reach it
-    _tfx(strict, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
-    result = _tfx(strict, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
-    assert sorted(p.name for p in serving.iterdir()) == before
-    assert "was not blessed" in result.stdout + result.stderr
-    blessing = _newest_output(home, "Evaluator", "blessing")
-    assert (blessing / "NOT_BLESSED").exists()
-
-
 def test_robustness_measures_every_corruption_and_agrees_with_tfma(pipeline_run):
     from components.robustness import corruptions
     from gemstone import report
@@ -231,43 +188,29 @@ def test_each_run_writes_the_slice_dashboard(pipeline_run, capsys, monkeypatch):
     assert f"dashboard:    {newest}" in capsys.readouterr().out
 
 
-def test_a_model_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
-    """No floor (0.0) and no tolerance: an untrained model (0 epochs) must lose to the blessed one."""
-    from gemstone import report
+# The runs below change the pipeline's settings through the environment of `tfx run create`: for the local
+# engine it runs local_runner.py anew, which reads them (`tfx pipeline update` would only check the file again).
 
-    home, env, _, first = pipeline_run
-    serving = paths.serving_dir(PIPELINE_NAME, str(home))
-    before = sorted(p.name for p in serving.iterdir())
-    worse = dict(env, GEMSTONE_EPOCHS="0", GEMSTONE_FINE_TUNE_EPOCHS="0", GEMSTONE_MIN_ACCURACY="0.0",
-                 GEMSTONE_MAX_ACCURACY_DROP="0.0")
-    _tfx(worse, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
-    result = _tfx(worse, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
-    evaluation = report.load_metrics(str(_newest_output(home, "Evaluator", "evaluation")))["overall"]
-    assert evaluation["candidate"][contract.ACCURACY] < evaluation["baseline"][contract.ACCURACY], evaluation
-    assert (_newest_output(home, "Evaluator", "blessing") / "NOT_BLESSED").exists()
-    assert sorted(p.name for p in serving.iterdir()) == before
-    output = result.stdout + result.stderr
-    assert "not blessed, so it is not pushed" in output
-    assert "sparse_categorical_accuracy (candidate, change against the baseline)" in output
-
-
-@pytest.mark.slow
-def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_run_still_ends_well(pipeline_run):
-    """The Evaluator blesses, the robustness gate does not: no push, no error, and the page and the card say why."""
-    home, env, _, _ = pipeline_run
+def test_a_second_run_reuses_the_cache_and_a_robustness_rejection_holds_the_push_without_failing(pipeline_run):
+    """Only the robustness gate changes: what comes before it is taken from the cache. The Evaluator blesses,
+    the gate does not: no push, no error, and the page and the card say why."""
+    home, env, first_executions, _ = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
     before = sorted(p.name for p in serving.iterdir())
     # Each corruption must keep 100 times the clean accuracy: none can (a share of the clean accuracy is at
     # most 1 / clean accuracy, at most the number of test photos), so the gate rejects whatever was trained.
     strict = dict(env, GEMSTONE_MIN_ROBUSTNESS="100")
-    _tfx(strict, "pipeline", "update", "--engine", "local", "--pipeline_path", "local_runner.py")
-    first = len(_executions(home))
+    start = len(_executions(home))
     result = _tfx(strict, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)  # exit code 0
-    states = dict(_executions(home)[first:])
+    second = _executions(home)[start:]
+    states = dict(second)
+    for component in ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer"):
+        assert states.get(component) == "CACHED", second
     for component in ("Robustness", "Pusher", "SliceReport", "ModelCard"):
-        assert states.get(component) == "COMPLETE", states
+        assert states.get(component) == "COMPLETE", second
     assert sorted(p.name for p in serving.iterdir()) == before
 
+    assert not (_newest_output(home, "Evaluator", "blessing") / "NOT_BLESSED").exists()
     assert (_newest_output(home, "Robustness", "blessing") / "NOT_BLESSED").exists()
     gate = json.loads((_newest_output(home, "Robustness", "report") / contract.ROBUSTNESS_REPORT_FILE).read_text())["gate"]
     assert gate["min_relative_accuracy"] == 100 and gate["failures"]
@@ -280,3 +223,24 @@ def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_run_still_end
     assert verdict["blessed"] is False and verdict["pushed"] is False
     assert verdict["reasons"] == [f"Robustness gate failed: {f}" for f in gate["failures"]]
     assert "not blessed, so it is not pushed" in result.stdout + result.stderr
+
+
+def test_a_model_worse_than_the_blessed_one_and_under_the_floor_is_not_pushed(pipeline_run):
+    """An untrained model (0 epochs) against the blessed one, with no tolerance, and under a floor no model
+    can reach: the Evaluator names both failed checks, and nothing is pushed."""
+    from gemstone import report
+
+    home, env, _, _ = pipeline_run
+    serving = paths.serving_dir(PIPELINE_NAME, str(home))
+    before = sorted(p.name for p in serving.iterdir())
+    worse = dict(env, GEMSTONE_EPOCHS="0", GEMSTONE_FINE_TUNE_EPOCHS="0", GEMSTONE_MIN_ACCURACY="1.01",
+                 GEMSTONE_MAX_ACCURACY_DROP="0.0")
+    result = _tfx(worse, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
+    evaluation = report.load_metrics(str(_newest_output(home, "Evaluator", "evaluation")))["overall"]
+    assert evaluation["candidate"][contract.ACCURACY] < evaluation["baseline"][contract.ACCURACY], evaluation
+    assert (_newest_output(home, "Evaluator", "blessing") / "NOT_BLESSED").exists()
+    assert sorted(p.name for p in serving.iterdir()) == before
+    output = result.stdout + result.stderr
+    assert "not blessed, so it is not pushed" in output
+    assert "sparse_categorical_accuracy (candidate, change against the baseline)" in output
+    assert "sparse_categorical_accuracy (candidate) = " in output
