@@ -247,6 +247,7 @@ def test_real_npm_package(tmp_path):
     assert copied["check"]["median_correlation"] == pytest.approx(provenance["check"]["median_correlation"], abs=1e-3)
 
 
+@pytest.mark.slow  # a subprocess that loads TensorFlow and waits for two refused downloads (12 s)
 def test_cli_fails_with_one_line_when_no_source_works(tmp_path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "https_proxy")}

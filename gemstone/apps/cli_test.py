@@ -326,6 +326,7 @@ def test_inspect_data_is_quiet_and_says_what_it_quarantined(home, demo_photos):
     assert result.returncode == 0 and "note: 1 photos are not inside a class folder" in result.stdout, result.stderr
 
 
+@pytest.mark.slow  # a subprocess that loads TensorFlow (10-25 s); the work itself is tested in-process
 def test_batch_infer_is_quiet_and_shows_progress(home, contract_model, demo_photos):
     result = gemstone(home, "batch-infer", "--model", contract_model, "--input", demo_photos / "images",
                       "--output", home / "out")
@@ -354,6 +355,7 @@ def _call(url, body=None, key=None):
         return e.code, json.loads(e.read())
 
 
+@pytest.mark.slow  # a subprocess that loads TensorFlow (10-25 s); the work itself is tested in-process
 def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_cleanly(home, contract_model, demo_photos):
     (home / "key").write_text("s3cret\n")
     port = _free_port()
@@ -379,6 +381,7 @@ def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_clean
     assert_clean(stderr)
 
 
+@pytest.mark.slow  # a subprocess that loads TensorFlow (10-25 s); the work itself is tested in-process
 def test_kubeflow_compile_with_its_settings_is_quiet(home):
     env = _env(home, GEMSTONE_PIPELINE_NAME="gem88", GEMSTONE_DATA="/mnt/photos/gemstones-88",
                GEMSTONE_PIPELINE_ROOT="gs://b/pipelines/gem88", GEMSTONE_SERVING_DIR="gs://b/serving/gem88",
