@@ -5,7 +5,7 @@
   tests use it.
 - `demo_pipeline`: one real run of the whole pipeline through the tfx CLI
   (minutes). Only the tests that need a run's artifacts use it; they are
-  marked `slow`.
+  marked `slow`, and run on one pytest-xdist worker (`pytest_collection_modifyitems`).
 """
 import os
 
@@ -46,6 +46,16 @@ def contract_model(demo_photos, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("contract-model") / "model"
     builder.build(demo_photos, base)
     return base
+
+
+PIPELINE_RUNS = "pipeline-runs"  # the pytest-xdist group of the tests that use `demo_pipeline`
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that use `demo_pipeline` run on one pytest-xdist worker, in order: one pipeline run serves them all."""
+    for item in items:
+        if "demo_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(PIPELINE_RUNS))
 
 
 @pytest.fixture(scope="session")
