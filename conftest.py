@@ -51,6 +51,7 @@ def contract_model(demo_photos, tmp_path_factory) -> Path:
 PIPELINE_RUNS = "pipeline-runs"  # the pytest-xdist group of the tests that use `demo_pipeline`
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     """The tests that use `demo_pipeline` run on one pytest-xdist worker, in order: one pipeline run serves them all."""
     for item in items:
