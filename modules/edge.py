@@ -28,7 +28,6 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from gemstone import contract  # noqa: E402
-from modules import keras2  # noqa: E402,F401 - before any model is traced
 from modules import transform  # noqa: E402
 
 MIN_AGREEMENT = 0.99

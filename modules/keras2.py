@@ -7,8 +7,8 @@ that TFX 1.16 needs, so every trace of a Keras 2 model (each `fit`, `predict`,
 Measured on the small CNN: its first `fit` took 52 s instead of 9.5 s, `predict`
 2.1 s instead of 0.3 s, the export signatures 56 s instead of 0.9 s.
 
-Importing this module adds the missing rule; modules/model.py and
-modules/edge.py import it, so it holds wherever the project traces a model.
+Importing this module adds the missing rule. modules/model.py imports it:
+every model the project trains, exports or converts is built there.
 """
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 

@@ -308,11 +308,8 @@ def test_a_variety_the_schema_does_not_know_stops_the_run_at_datagate_saying_whi
     from tfx.components.statistics_gen import executor as statistics_gen
 
     from components.data_gate import component as data_gate
-    from components.image_example_gen import component as image_example_gen
-    from components.image_example_gen import executor as image_example_gen_executor
-    from tfx.utils import proto_utils
-
     from gemstone import demo_data
+    from tests.tfx_helpers import REPO, run_image_example_gen
 
     data = Path(demo_data.make_demo_data(tmp_path / "data", per_class=3, seed=2, size=64).out_dir)
     stranger = data / "images" / "moonstone.jpg"
@@ -320,18 +317,14 @@ def test_a_variety_the_schema_does_not_know_stops_the_run_at_datagate_saying_whi
     with open(data / "manifest.csv", "a") as f:
         f.write("images/moonstone.jpg,Moonstone,Feldspar,moon-1\n")
 
-    beam = {"beam_pipeline_args": ["--direct_running_mode=in_memory"], "tmp_dir": str(tmp_path / "tmp")}
-    gen = image_example_gen.ImageExampleGen(input_base=str(data), input_pattern="manifest.csv")
-    properties = {key: value if isinstance(value, (str, int)) or value is None else proto_utils.proto_to_json(value)
-                  for key, value in gen.exec_properties.items()}
-    examples = _artifact(standard_artifacts.Examples, tmp_path / "examples")
-    image_example_gen_executor.Executor(image_example_gen_executor.Executor.Context(**beam)).Do(
-        {}, {"examples": [examples]}, properties)
+    beam_args = ["--direct_running_mode=in_memory"]
+    examples = run_image_example_gen(data, "manifest.csv", tmp_path, beam_args=beam_args)
     statistics = _artifact(standard_artifacts.ExampleStatistics, tmp_path / "statistics")
-    statistics_gen.Executor(statistics_gen.Executor.Context(**beam)).Do(
+    statistics_gen.Executor(statistics_gen.Executor.Context(beam_pipeline_args=beam_args,
+                                                            tmp_dir=str(tmp_path / "tmp"))).Do(
         {"examples": [_published(examples)]}, {"statistics": [statistics]}, {"exclude_splits": "[]"})
     schema = _artifact(standard_artifacts.Schema, tmp_path / "schema")
-    shutil.copy(Path(__file__).resolve().parents[1] / "schema" / "gemstone-demo" / "schema.pbtxt", schema.uri)
+    shutil.copy(REPO / "schema" / "gemstone-demo" / "schema.pbtxt", schema.uri)
     anomalies = _artifact(standard_artifacts.ExampleAnomalies, tmp_path / "anomalies")
     example_validator.Executor().Do({"statistics": [_published(statistics)], "schema": [schema]},
                                     {"anomalies": [anomalies]}, {"exclude_splits": "[]"})

@@ -6,9 +6,9 @@ Runs pytest with two workers on a few generated tests that ask for a stand-in
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.tfx_helpers import REPO
+
 FILES = 8  # enough for xdist's load scheduling to use both workers
 
 CONFTEST = f'''

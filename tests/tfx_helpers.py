@@ -1,4 +1,4 @@
-"""Running the real tfx CLI from tests (used by the root conftest.py and the end-to-end tests)."""
+"""Running TFX from tests: the real tfx CLI (the root conftest.py, the end-to-end tests) and ImageExampleGen's executor."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,3 +14,22 @@ def tfx_cli(env, *args, check=True):
         assert result.returncode == 0, \
             f"tfx {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
+
+
+def run_image_example_gen(input_base, pattern: str, out_dir: Path, options=None, beam_args=None):
+    """ImageExampleGen's executor on `input_base` (as the orchestrator runs it); returns the Examples artifact."""
+    from tfx.types import standard_artifacts, standard_component_specs
+    from tfx.utils import proto_utils
+
+    from components.image_example_gen import component, executor
+
+    gen = component.ImageExampleGen(input_base=str(input_base), input_pattern=pattern, options=options)
+    exec_properties = dict(gen.exec_properties)
+    for key in (standard_component_specs.INPUT_CONFIG_KEY, standard_component_specs.OUTPUT_CONFIG_KEY):
+        if not isinstance(exec_properties[key], str):
+            exec_properties[key] = proto_utils.proto_to_json(exec_properties[key])
+    examples = standard_artifacts.Examples()
+    examples.uri = str(out_dir / "examples")
+    context = executor.Executor.Context(beam_pipeline_args=beam_args, tmp_dir=str(out_dir / "tmp"))
+    executor.Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    return examples

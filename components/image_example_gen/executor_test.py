@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components.image_example_gen import component, executor
 from gemstone import demo_data, ingestion
+from tests.tfx_helpers import run_image_example_gen
 
 
 def _read_split(examples_uri, split):
@@ -22,26 +23,13 @@ def _value(example, key):
     return example.features.feature[key].bytes_list.value[0].decode()
 
 
-def _run(input_base, pattern, tmp_path, options=None, beam_args=None):
-    gen = component.ImageExampleGen(input_base=str(input_base), input_pattern=pattern, options=options)
-    exec_properties = dict(gen.exec_properties)
-    for key in (standard_component_specs.INPUT_CONFIG_KEY, standard_component_specs.OUTPUT_CONFIG_KEY):
-        if not isinstance(exec_properties[key], str):
-            exec_properties[key] = proto_utils.proto_to_json(exec_properties[key])
-    examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "examples")
-    context = executor.Executor.Context(beam_pipeline_args=beam_args, tmp_dir=str(tmp_path / "tmp"))
-    executor.Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
-    return examples
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return demo_data.make_demo_data(tmp_path_factory.mktemp("demo"), per_class=10, seed=3, size=64)
 
 
 def test_manifest_input_keeps_stones_together_and_fills_every_split(demo, tmp_path):
-    examples = _run(demo.out_dir, "manifest.csv", tmp_path)
+    examples = run_image_example_gen(demo.out_dir, "manifest.csv", tmp_path)
     assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval", "test"]
     split_of_stone, total = {}, 0
     for split in ("train", "eval", "test"):
@@ -68,7 +56,7 @@ def test_class_folders_with_bad_files_account_for_every_file(demo, tmp_path):
     (root / "Emerald" / ".DS_Store").write_bytes(b"\0")
     (root / "loose.jpg").write_bytes(good)
 
-    examples = _run(root, "*/*", tmp_path)
+    examples = run_image_example_gen(root, "*/*", tmp_path)
     report = json.loads(Path(examples.uri, executor.REPORT_FILE_NAME).read_text())
     by_path = {f["path"]: f for f in report["files"]}
     assert len(by_path) == len(report["files"]) == demo.n_images + 4
@@ -86,7 +74,7 @@ def test_class_folders_with_bad_files_account_for_every_file(demo, tmp_path):
 
 
 def test_decoded_example_image_matches_the_source(demo, tmp_path):
-    examples = _run(demo.out_dir, "manifest.csv", tmp_path, ingestion.IngestionOptions(split_seed=7))
+    examples = run_image_example_gen(demo.out_dir, "manifest.csv", tmp_path, ingestion.IngestionOptions(split_seed=7))
     example = _read_split(examples.uri, "train")[0]
     source = Path(demo.out_dir) / _value(example, "source_path")
     decoded = tf.io.decode_image(example.features.feature["image"].bytes_list.value[0], channels=3)
@@ -110,15 +98,15 @@ def test_multi_processing_direct_runner_gives_the_same_split(demo, tmp_path):
     from pipeline import configs
 
     args = configs.PipelineConfig(beam_running_mode="multi_processing", beam_direct_workers=2).beam_pipeline_args()
-    multi = _run(demo.out_dir, "manifest.csv", tmp_path / "multi", beam_args=args)
-    single = _run(demo.out_dir, "manifest.csv", tmp_path / "single")
+    multi = run_image_example_gen(demo.out_dir, "manifest.csv", tmp_path / "multi", beam_args=args)
+    single = run_image_example_gen(demo.out_dir, "manifest.csv", tmp_path / "single")
     for split in ("train", "eval", "test"):
         assert sorted(_value(e, "source_path") for e in _read_split(multi.uri, split)) == \
             sorted(_value(e, "source_path") for e in _read_split(single.uri, split))
 
 
 def test_read_examples_keeps_only_what_it_is_asked_for(demo, tmp_path):
-    examples = _run(demo.out_dir, "manifest.csv", tmp_path)
+    examples = run_image_example_gen(demo.out_dir, "manifest.csv", tmp_path)
     every = ingestion.read_examples(examples.uri, "test", ("source_path", "label"))
     assert len(every) == len(_read_split(examples.uri, "test"))
     wanted = {e["source_path"] for e in every[::3]}
