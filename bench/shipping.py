@@ -37,6 +37,15 @@ def _photos(n: int):
     return (photos * (n // max(1, len(photos)) + 1))[:n]
 
 
+def _keras_model(version: Path):
+    """The pushed model as Keras rebuilds it from its config (the SavedModel keeps no layer traces)."""
+    import tf_keras as keras
+
+    from modules import model as model_lib  # noqa: F401 - registers the custom layers Keras rebuilds
+
+    return keras.models.load_model(str(version))
+
+
 def _flops_per_image(version: Path) -> float:
     """Forward-pass FLOPs of the network on one photo (decoding and histograms not counted).
 
@@ -44,11 +53,10 @@ def _flops_per_image(version: Path) -> float:
     model is traced for a batch of one and frozen (variables to constants, functions inlined).
     """
     import tensorflow as tf
-    import tf_keras as keras
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
     from tensorflow.python.profiler import model_analyzer, option_builder
 
-    model = keras.models.load_model(str(version))
+    model = _keras_model(version)
     specs = {i.name.split(":")[0]: tf.TensorSpec([1] + list(i.shape[1:]), i.dtype) for i in model.inputs}
     concrete = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(specs)
     _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
@@ -63,20 +71,18 @@ def _flops_per_image(version: Path) -> float:
 def _keras_predict_loop(version: Path, photos) -> float:
     """What a first script does: the Keras model, `model.predict` on one photo at a time.
 
-    The photo goes through the model's own Transform layer first, so the inputs are exactly
+    The photo goes through Transform's own preprocessing first, so the inputs are exactly
     those of serving; the seconds count the whole loop.
     """
     import tensorflow as tf
-    import tf_keras as keras
 
+    from modules import transform
 
-    model = keras.models.load_model(str(version))
+    model = _keras_model(version)
+    image_size = model.input[contract.IMAGE_XF].shape[1]
 
     def one(photo):
-        # The restored layer keeps the signature it was traced with (labels included): empty labels.
-        transformed = model.tft_layer({contract.IMAGE_KEY: tf.constant([[photo.read_bytes()]]),
-                                       contract.LABEL_KEY: tf.constant([[""]]), contract.FAMILY_KEY: tf.constant([[""]])})
-        return model.predict({k: transformed[k] for k in contract.MODEL_INPUT_KEYS}, verbose=0)
+        return model.predict(transform.model_inputs(tf.constant([photo.read_bytes()]), image_size), verbose=0)
 
     one(photos[0])  # warm up
     started = time.perf_counter()

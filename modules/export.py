@@ -24,6 +24,18 @@ from gemstone import contract  # noqa: E402
 EXAMPLES_INPUT = "examples"  # serialized tf.Examples (TFMA, BulkInferrer)
 
 
+def save(model, signatures: dict, directory: str) -> None:
+    """Writes the SavedModel: the signatures, the weights and the Keras config, without per-layer traces.
+
+    Keras' default also saves a traced call function of every layer: on
+    InceptionV3 that made saving take 22 s instead of 5, and every load
+    (serving, batch inference, the Robustness component) 7 s instead of 1.
+    Without the traces, `keras.models.load_model` rebuilds the model from its
+    config, so the custom layers of modules/model.py are registered with Keras.
+    """
+    model.save(directory, save_format="tf", signatures=signatures, save_traces=False)
+
+
 def _raw_spec(tf_transform_output, keys):
     spec = tf_transform_output.raw_feature_spec()
     return {k: spec[k] for k in keys if k in spec}

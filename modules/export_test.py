@@ -47,3 +47,23 @@ def test_needs_review_below_the_threshold_only(answers):
 def test_the_answers_depend_on_the_photo(answers):
     records, _ = answers
     assert len({tuple(np.round(r["probabilities"], 4)) for r in records}) > len(records) // 2
+
+
+def test_keras_rebuilds_the_saved_model_from_its_config_and_it_answers_as_the_signature(contract_model, demo_photos):
+    # export.save keeps no per-layer traces (loading is 7x faster); Keras must still load the model
+    # (the Tuner test and bench/shipping do), which needs the custom layers registered.
+    import tf_keras as keras
+
+    from modules import model as model_lib  # noqa: F401 - registers the custom layers
+    from modules import transform
+
+    version = str(contract_model / "1")
+    rebuilt = keras.models.load_model(version, compile=False)
+    assert rebuilt.get_layer("photo_conditions").__class__ is model_lib.RandomPhotoConditions
+    photos = sorted(demo_photos.rglob("*.jpg"))[:4]
+    images = tf.constant([p.read_bytes() for p in photos])
+    logits = rebuilt(transform.model_inputs(images, rebuilt.input[contract.IMAGE_XF].shape[1]),
+                     training=False)[contract.VARIETY_HEAD]
+    served = tf.saved_model.load(version).signatures[contract.SERVING_SIGNATURE](**{contract.SERVING_INPUT: images})
+    # The contract model is calibrated at temperature 1: the signature's probabilities are the softmax.
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), served["probabilities"].numpy(), atol=1e-5)

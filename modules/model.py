@@ -47,6 +47,7 @@ def _white_balance(shift: tf.Tensor) -> tf.Tensor:
     return tf.concat([1.0 + shift, tf.ones_like(shift), 1.0 - shift], axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="gemstone")
 class RandomColourTemperature(keras.layers.Layer):
     """Warmer or cooler light: red gain up and blue gain down by the same small factor, or the reverse.
 
@@ -80,6 +81,7 @@ def _gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
                                   columns, [1, 1, 1, 1], "VALID")
 
 
+@keras.saving.register_keras_serializable(package="gemstone")
 class RandomPhotoConditions(keras.layers.Layer):
     """Training only: photos as if taken under another lamp, out of focus or noisy; histogram recomputed.
 

@@ -103,7 +103,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
     model = trained.model
     signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
                                         trained.family_of_variety)
-    model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures)
+    export.save(model, signatures, fn_args.serving_model_dir)
     _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", "calibration.json"), calibrated)
     _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", BACKBONE_FILE), _backbone_record(config, trained))
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),

@@ -168,11 +168,16 @@ def colour_histogram(images: tf.Tensor) -> tf.Tensor:
                       histogram(uniform_lbp(images), LBP_SIZE)], axis=1)
 
 
+def model_inputs(image_bytes: tf.Tensor, image_size: int) -> dict:
+    """Encoded photos [B] -> what the model takes: the picture and its colour histogram."""
+    images = decode_and_resize(image_bytes, image_size)
+    return {contract.IMAGE_XF: images, contract.COLOUR_XF: colour_histogram(images)}
+
+
 def preprocessing_fn(inputs, custom_config):
     """tf.Transform preprocessing: raw features -> model features and label ids."""
     image_size = int(custom_config.get("image_size", DEFAULT_IMAGE_SIZE))
-    images = decode_and_resize(_flatten(inputs[contract.IMAGE_KEY]), image_size)
-    outputs = {contract.IMAGE_XF: images, contract.COLOUR_XF: colour_histogram(images)}
+    outputs = model_inputs(_flatten(inputs[contract.IMAGE_KEY]), image_size)
     # Label ids come from vocabularies computed on the train split; the
     # vocabulary files travel with the transform graph, so the exported model
     # can turn ids back into names.

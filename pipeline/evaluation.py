@@ -60,6 +60,9 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float, review_threshold:
             binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))})))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
+            # The signatures are what TFMA calls. Named, the type spares TFMA its probe, which
+            # loads each model with Keras first to find out.
+            model_type=tfma.TF_GENERIC,
             signature_name="from_examples",
             prediction_key="probabilities",
             label_key=contract.LABEL_XF,

@@ -79,7 +79,7 @@ def build(data_dir: Path, out_dir: Path) -> Path:
                 contract.FAMILY_KEY: tf.constant([[r["family"]] for r in rows])})
     version = out_dir / "1"
     signatures = export.make_signatures(model, output, REVIEW_THRESHOLD, 1.0, family_of_variety)
-    model.save(str(version), save_format="tf", signatures=signatures)
+    export.save(model, signatures, str(version))
     logits = model.predict({k: xf[k] for k in contract.MODEL_INPUT_KEYS}, verbose=0)[contract.VARIETY_HEAD]
     report = calibration.report(logits, xf[contract.LABEL_XF].numpy(), REVIEW_THRESHOLD)
     os.makedirs(version / "assets.extra", exist_ok=True)
