@@ -100,6 +100,9 @@ def create_pipeline(config: configs.PipelineConfig,
                      function="modules.transform.preprocessing_fn", function_arg="preprocessing_fn"),
         # The Trainer applies the transform graph in its input pipeline.
         materialize=False,
+        # StatisticsGen describes the raw examples already; statistics of the transformed ones
+        # would cover every pixel of every resized picture, and nothing reads them.
+        disable_statistics=True,
         custom_config={"image_size": config.image_size},
     )
     transform.add_upstream_node(data_gate)
