@@ -37,15 +37,6 @@ def _photos(n: int):
     return (photos * (n // max(1, len(photos)) + 1))[:n]
 
 
-def _keras_model(version: Path):
-    """The pushed model as Keras rebuilds it from its config (the SavedModel keeps no layer traces)."""
-    import tf_keras as keras
-
-    from modules import model as model_lib  # noqa: F401 - registers the custom layers Keras rebuilds
-
-    return keras.models.load_model(str(version))
-
-
 def _flops_per_image(version: Path) -> float:
     """Forward-pass FLOPs of the network on one photo (decoding and histograms not counted).
 
@@ -56,7 +47,9 @@ def _flops_per_image(version: Path) -> float:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
     from tensorflow.python.profiler import model_analyzer, option_builder
 
-    model = _keras_model(version)
+    from modules import export
+
+    model = export.load_keras_model(str(version))
     specs = {i.name.split(":")[0]: tf.TensorSpec([1] + list(i.shape[1:]), i.dtype) for i in model.inputs}
     concrete = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(specs)
     _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
@@ -76,9 +69,9 @@ def _keras_predict_loop(version: Path, photos) -> float:
     """
     import tensorflow as tf
 
-    from modules import transform
+    from modules import export, transform
 
-    model = _keras_model(version)
+    model = export.load_keras_model(str(version))
     image_size = model.input[contract.IMAGE_XF].shape[1]
 
     def one(photo):

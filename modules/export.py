@@ -30,10 +30,19 @@ def save(model, signatures: dict, directory: str) -> None:
     Keras' default also saves a traced call function of every layer: on
     InceptionV3 that made saving take 22 s instead of 5, and every load
     (serving, batch inference, the Robustness component) 7 s instead of 1.
-    Without the traces, `keras.models.load_model` rebuilds the model from its
-    config, so the custom layers of modules/model.py are registered with Keras.
+    Without the traces, Keras rebuilds the model from its config
+    (`load_keras_model`), with the custom layers modules/model.py registers.
     """
     model.save(directory, save_format="tf", signatures=signatures, save_traces=False)
+
+
+def load_keras_model(directory: str, compile: bool = True):
+    """The Keras model of a SavedModel `save` wrote, rebuilt from its config (serving needs only the signatures)."""
+    import tf_keras as keras
+
+    from modules import model as model_lib  # noqa: F401 - registers the custom layers Keras rebuilds
+
+    return keras.models.load_model(directory, compile=compile)
 
 
 def _raw_spec(tf_transform_output, keys):

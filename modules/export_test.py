@@ -52,13 +52,12 @@ def test_the_answers_depend_on_the_photo(answers):
 def test_keras_rebuilds_the_saved_model_from_its_config_and_it_answers_as_the_signature(contract_model, demo_photos):
     # export.save keeps no per-layer traces (loading is 7x faster); Keras must still load the model
     # (the Tuner test and bench/shipping do), which needs the custom layers registered.
-    import tf_keras as keras
-
-    from modules import model as model_lib  # noqa: F401 - registers the custom layers
+    from modules import export
+    from modules import model as model_lib
     from modules import transform
 
     version = str(contract_model / "1")
-    rebuilt = keras.models.load_model(version, compile=False)
+    rebuilt = export.load_keras_model(version, compile=False)
     assert rebuilt.get_layer("photo_conditions").__class__ is model_lib.RandomPhotoConditions
     photos = sorted(demo_photos.rglob("*.jpg"))[:4]
     images = tf.constant([p.read_bytes() for p in photos])

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-import tf_keras as keras
 from tfx.components.tuner import executor as tuner_executor
 from tfx.types import standard_artifacts
 
@@ -25,7 +24,7 @@ def _artifact(kind, uri):
 
 
 def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp_path):
-    from modules import trainer
+    from modules import export, trainer
 
     home, _, _ = demo_pipeline
     store = metadata.open_store(E2E_PIPELINE, str(home))
@@ -57,5 +56,5 @@ def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp
     used = json.loads((tmp_path / "train" / "model_run" / "config.json").read_text())
     for name, value in best["values"].items():
         assert used[name] == value, name
-    model = keras.models.load_model(fn_args.serving_model_dir, compile=False)
+    model = export.load_keras_model(fn_args.serving_model_dir, compile=False)
     assert model.get_layer("colour_dense").units == best["values"]["head_width"]
