@@ -65,7 +65,7 @@ def augmenter(colour_features: bool, seed: int):
     conditions = model_lib.RandomPhotoConditions(histogram=colour_features, seed=seed)
     geometry = model_lib.augmentation(seed)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # (traced once per batch size otherwise: seconds each)
     def augment(image, colour):
         image, colour = conditions([image, colour], training=True)
         return geometry(image, training=True), colour
@@ -76,7 +76,8 @@ def augmenter(colour_features: bool, seed: int):
 def cache(parts: model_lib.TransferParts, dataset: tf.data.Dataset, views: int, augment=None,
           keep_images: int = 0, name: str = "train") -> Cached:
     """Runs the frozen trunk (and the top blocks as they are) over `views` passes of `dataset`."""
-    @tf.function
+    # Any batch size: a split's last, smaller batch would otherwise trace the whole network again.
+    @tf.function(input_signature=[tf.TensorSpec([None, *parts.trunk.input_shape[1:]], tf.float32)])
     def trunk(image):
         cut_map, low = parts.trunk(image, training=False)
         return tf.cast(cut_map, tf.float16), low, parts.top(cut_map, training=False)
@@ -155,7 +156,8 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
 
     epochs = int(config["epochs"])
     steps = math.ceil(len(train.variety) / batch_size)
-    model_lib.compile_model(parts.head, keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps)))
+    model_lib.compile_model(parts.head, keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps)),
+                            steps_per_execution=steps)  # an epoch per call: a step here takes milliseconds
     logging.info("Stage 1: the head on frozen features, %d samples (%d views of %d photos), up to %d epochs.",
                  len(train.variety), int(config["views"]), photos, epochs)
     merge(parts.head.fit(train.head_inputs(), train.labels(), sample_weight=sample_weight, batch_size=batch_size,
