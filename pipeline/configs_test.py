@@ -46,3 +46,13 @@ def test_weights_none_means_random_weights_and_needs_no_fetch(tmp_path):
     config = configs.PipelineConfig(home=str(tmp_path), weights="none")
     assert config.weights == ""
     config.check_weights()  # nothing to find, nothing missing
+
+
+def test_beam_options_name_the_projects_dependencies_so_tfx_packages_nothing_per_component():
+    """Without a dependency option TFX builds a source package of itself for every Beam component's run."""
+    from tfx.utils import dependency_utils
+
+    args = configs.PipelineConfig().beam_pipeline_args()
+    assert dependency_utils.make_beam_dependency_flags(args) == args
+    setup_file = next(a.split("=", 1)[1] for a in args if a.startswith("--setup_file="))
+    assert "tfx" in (configs.REPO_ROOT / "setup.py").read_text() and setup_file == str(configs.REPO_ROOT / "setup.py")

@@ -37,13 +37,12 @@ def in_container(path):
 
 def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, image: str = None) -> str:
     """Writes the KFP v2 pipeline spec to `output_file` and returns its path."""
-    # The container holds the project, so the module code is imported, not uploaded.
     config = config or configs.PipelineConfig.from_env()
     weights = config.weights
     if weights == str(backbones.weights_path(config.home)):  # the default: the image has its own copy
         weights = str(backbones.weights_path(CONTAINER_HOME))
-    config = dataclasses.replace(config, installed_modules=True, schema_path=in_container(config.schema_path),
-                                 weights=weights)
+    config = dataclasses.replace(config, containerised=True, schema_path=in_container(config.schema_path),
+                                 weights=weights, setup_file=in_container(config.setup_file))
     image = image or os.environ.get("GEMSTONE_IMAGE", DEFAULT_IMAGE)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),

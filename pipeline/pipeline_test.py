@@ -94,7 +94,7 @@ def test_compiled_for_a_container_the_schema_keeps_the_hash_of_this_machines_cop
 
     local = configs.PipelineConfig(pipeline_name="gemstone-demo", home=str(tmp_path), data=str(tmp_path),
                                    backbone="none")
-    container = dataclasses.replace(local, installed_modules=True,
+    container = dataclasses.replace(local, containerised=True,
                                     schema_path=kubeflow_runner.in_container(local.schema_path))
     schema_gen = _components(container)["ImportSchemaGen"]
     assert schema_gen.exec_properties["schema_file"] == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"
@@ -130,3 +130,24 @@ def test_the_local_orchestrator_reimports_an_edited_schema_and_caches_an_unchang
     edited = original.replace(b"max: 1024", b"max: 2048", 1)
     imported = run(edited)
     assert len(imported) == 2 and edited in [p.read_bytes() for p in imported]
+
+
+def test_transform_and_trainer_run_the_installed_functions_and_key_their_cache_on_that_code(tmp_path):
+    """No module file (TFX would build and pip-install a wheel of it at every call); instead the
+    fingerprint of the code each runs is in its custom_config, so an edit still re-runs it."""
+    from gemstone import code_fingerprint
+
+    components = _components(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none"))
+    for name, function, entry in (("Transform", "preprocessing_fn", "transform.py"),
+                                  ("Trainer", "run_fn", "trainer.py")):
+        properties = components[name].exec_properties
+        assert properties[function] == f"modules.{entry[:-3]}.{function}" and not properties.get("module_file")
+        custom_config = json.loads(properties["custom_config"])
+        assert custom_config[pipeline.MODULE_CODE_KEY] == code_fingerprint.code_fingerprint(Path("modules", entry))
+    trainer_code = code_fingerprint.code_files(Path("modules", "trainer.py"))
+    # What the Trainer imports, directly or not, counts; the Transform module does too (the model
+    # builds its inputs with it); tests and the pipeline do not.
+    for covered in (("modules", "transfer.py"), ("modules", "export.py"), ("modules", "transform.py"),
+                    ("gemstone", "contract.py")):
+        assert Path(*covered) in trainer_code
+    assert not any(p.name.endswith("_test.py") or p.parts[0] == "pipeline" for p in trainer_code)

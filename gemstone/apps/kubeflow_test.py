@@ -60,6 +60,7 @@ def test_spec_uses_the_image_object_storage_and_installed_modules(compiled):
     assert "gs://stones-bucket/serving/gem88" in text
     assert "modules.trainer.run_fn" in text and "modules.transform.preprocessing_fn" in text
     assert str(REPO) not in text  # nothing points into this checkout
+    assert "--setup_file=/opt/gemstone/setup.py" in text  # the image's copy of the project, for Beam
     # The Trainer starts from the weights the image's build fetched, not from this machine's copy.
     assert "/opt/gemstone/home/backbones/inception_v3/inception_v3_notop.h5" in text and "/tmp/unused" not in text
 
