@@ -15,7 +15,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import gemstone  # noqa: E402,F401 - before TensorFlow: Keras 2 (gemstone/__init__.py)
-from tfx import v1 as tfx  # noqa: E402
+# (not tfx.v1: see pipeline.py)
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
 
 from gemstone import backbones  # noqa: E402
 from pipeline import configs  # noqa: E402
@@ -44,8 +45,8 @@ def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, im
     config = dataclasses.replace(config, containerised=True, schema_path=in_container(config.schema_path),
                                  weights=weights, setup_file=in_container(config.setup_file))
     image = image or os.environ.get("GEMSTONE_IMAGE", DEFAULT_IMAGE)
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+    runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output_file)),
         output_filename=os.path.basename(output_file),
     )

@@ -16,7 +16,9 @@ sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p 
 
 import gemstone  # noqa: E402,F401 - before TensorFlow: Keras 2 (gemstone/__init__.py)
 from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
+# (not tfx.v1: see pipeline.py)
+from tfx.orchestration import metadata  # noqa: E402
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
 from pipeline import configs  # noqa: E402
 from pipeline import pipeline as gemstone_pipeline  # noqa: E402
@@ -25,10 +27,10 @@ from pipeline import pipeline as gemstone_pipeline  # noqa: E402
 def run(config: configs.PipelineConfig = None) -> None:
     config = config or configs.PipelineConfig.from_env()
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-    tfx.orchestration.LocalDagRunner().run(
+    LocalDagRunner().run(
         gemstone_pipeline.create_pipeline(
             config,
-            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            metadata_connection_config=metadata.sqlite_metadata_connection_config(
                 config.metadata_path),
         ))
 

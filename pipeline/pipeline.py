@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import List, Optional
 
 from ml_metadata.proto import metadata_store_pb2
+# TFX's modules, not its `tfx.v1` re-exports: importing tfx.v1 imports its Google Cloud extensions
+# (google-cloud-aiplatform), 5 s of every process that builds the pipeline.
 from tfx import types
-from tfx import v1 as tfx
+from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, StatisticsGen, Trainer, Transform,
+                            Tuner)
+from tfx.components.schema_gen.import_schema_gen import component as import_schema_gen
 from tfx.dsl.components.base import base_component
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import pusher_pb2, trainer_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
@@ -35,7 +43,7 @@ class _ImportSchemaGenSpec(standard_component_specs.ImportSchemaGenSpec):
     }
 
 
-class ImportSchemaGen(tfx.components.ImportSchemaGen):
+class ImportSchemaGen(import_schema_gen.ImportSchemaGen):
     """TFX's ImportSchemaGen (same executor, same id), with the schema file's content hash as an exec property.
 
     ImportSchemaGen's cache key has the file's path, not its content: without
@@ -64,7 +72,7 @@ def _module_code(entry: str) -> str:
 
 def create_pipeline(config: configs.PipelineConfig,
                     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
-                    beam_pipeline_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+                    beam_pipeline_args: Optional[List[str]] = None) -> Pipeline:
     """Builds the TFX pipeline described by `config`."""
     if not config.containerised:  # in a container, the weights are the image's
         config.check_weights()
@@ -74,7 +82,7 @@ def create_pipeline(config: configs.PipelineConfig,
     input_base, input_pattern = ingestion.default_input_pattern(config.data)
     example_gen = ImageExampleGen(input_base=input_base, input_pattern=input_pattern)
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
 
     if config.schema_path:
         if not config.containerised and not config.schema_sha256:
@@ -82,17 +90,17 @@ def create_pipeline(config: configs.PipelineConfig,
         # On Kubeflow, schema_path is the container's copy and schema_sha256 that of this machine's.
         schema_gen = ImportSchemaGen(schema_file=config.schema_path, schema_sha256=config.schema_sha256 or "")
     else:
-        schema_gen = tfx.components.SchemaGen(
+        schema_gen = SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
 
-    example_validator = tfx.components.ExampleValidator(
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
 
     # Stops the run, saying why, when the data does not match the schema.
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
                          fail_on_anomalies=int(config.fail_on_anomalies))
 
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         # The installed package's function, not a module file: TFX would package a module file as a
@@ -111,8 +119,8 @@ def create_pipeline(config: configs.PipelineConfig,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        train_args=trainer_pb2.TrainArgs(splits=["train"]),
+        eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
         custom_config={
             "image_size": config.image_size,
             "epochs": config.epochs,
@@ -130,25 +138,25 @@ def create_pipeline(config: configs.PipelineConfig,
     )
     tuner = None
     if config.tune:
-        tuner = tfx.components.Tuner(
+        tuner = Tuner(
             tuner_fn="modules.trainer.tuner_fn",
             **training_inputs)
 
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn="modules.trainer.run_fn",
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         **training_inputs)
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+    model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=types.Channel(type=standard_artifacts.Model),
         # Robustness' blessing, the one the Pusher reads: a model the Evaluator blessed but the robustness
         # gate rejected was never pushed and must not become the baseline either.
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+        model_blessing=types.Channel(type=standard_artifacts.ModelBlessing,
                                        producer_component_id="Robustness", output_key="blessing"),
     ).with_id("latest_blessed_model_resolver")
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
@@ -163,11 +171,11 @@ def create_pipeline(config: configs.PipelineConfig,
                             model_blessing=evaluator.outputs["blessing"],
                             split=evaluation.EVAL_SPLIT, min_relative_accuracy=config.min_relative_robustness)
 
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=robustness.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)),
     )
 
     model_card = ModelCard(model=trainer.outputs["model"], evaluation=evaluator.outputs["evaluation"],
@@ -179,7 +187,7 @@ def create_pipeline(config: configs.PipelineConfig,
                                robustness=robustness.outputs["report"], pipeline_name=config.pipeline_name,
                                split=evaluation.EVAL_SPLIT)
 
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform]

@@ -151,3 +151,20 @@ def test_transform_and_trainer_run_the_installed_functions_and_key_their_cache_o
                     ("gemstone", "contract.py")):
         assert Path(*covered) in trainer_code
     assert not any(p.name.endswith("_test.py") or p.parts[0] == "pipeline" for p in trainer_code)
+
+
+def test_building_the_pipeline_does_not_import_tfx_v1_and_its_cloud_extensions(tmp_path):
+    """tfx.v1 imports google-cloud-aiplatform: 8 s of each `tfx pipeline create` and `tfx run create`."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from pipeline import configs, local_runner, pipeline\n"
+            f"pipeline.create_pipeline(configs.PipelineConfig(home={str(tmp_path)!r}, data={str(tmp_path)!r},"
+            " backbone='none'))\n"
+            "import modules.trainer\n"
+            "print(sorted(m for m in sys.modules if m == 'tfx.v1' or m.startswith('google.cloud.aiplatform')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=configs.REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
