@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from ml_metadata.proto import metadata_store_pb2
 # TFX's modules, not its `tfx.v1` re-exports: importing tfx.v1 imports its Google Cloud extensions
-# (google-cloud-aiplatform), 5 s of every process that builds the pipeline.
+# (google-cloud-aiplatform), about 8 s of every process that builds the pipeline.
 from tfx import types
 from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, StatisticsGen, Trainer, Transform,
                             Tuner)
