@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
+from gemstone.paths import REPO_ROOT as ROOT
 # Top-level packages of this project: imports of anything else (TFX, Beam, Pillow...) are not followed.
 PROJECT_PACKAGES = ("components", "gemstone", "modules")
 

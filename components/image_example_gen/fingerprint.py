@@ -24,4 +24,4 @@ def ingestion_files(root: Path = ROOT) -> List[Path]:
 
 def ingestion_fingerprint(root: Path = ROOT) -> str:
     """The fingerprint of ImageExampleGen's ingestion code and data under `root`."""
-    return code_fingerprint.fingerprint(ingestion_files(root), root)
+    return code_fingerprint.code_fingerprint(ENTRY, root, DATA_FILES)
