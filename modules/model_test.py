@@ -160,6 +160,41 @@ def test_only_the_top_blocks_and_the_head_train(transfer_parts):
         top_names | {w.name for w in transfer_parts.head.trainable_weights}
 
 
+def _softmax(logits):
+    return tf.nn.softmax(logits).numpy()
+
+
+def test_the_pretrained_models_variety_is_the_product_of_the_image_and_colour_experts(transfer_parts):
+    images = tf.random.stateless_uniform([3, TRANSFER_SIZE, TRANSFER_SIZE, 3], seed=[4, 5])
+    outputs = transfer_parts.model({contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)},
+                                   training=False)
+    product = _softmax(outputs[model_lib.IMAGE_EXPERT]) * _softmax(outputs[model_lib.COLOUR_EXPERT])
+    np.testing.assert_allclose(_softmax(outputs[contract.VARIETY_HEAD]), product / product.sum(axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+    # Without the histogram there is one expert; the small CNN keeps one fused read-out.
+    without_colour = model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE,
+                                                    colour_features=False)
+    fused = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE)
+    for model in (without_colour.model, fused):
+        assert set(model.output_names) == {contract.VARIETY_HEAD, contract.FAMILY_HEAD}
+
+
+def test_each_expert_learns_the_variety_and_the_family_head_learns_the_family(transfer_parts):
+    head = transfer_parts.head
+    variety, family = np.array([0, 4, 2]), np.array([1, 0, 1])
+    targets = model_lib.targets(head, variety, family)
+    assert set(targets) == {contract.VARIETY_HEAD, contract.FAMILY_HEAD, model_lib.IMAGE_EXPERT,
+                            model_lib.COLOUR_EXPERT}
+    assert targets[contract.FAMILY_HEAD] is family and targets[model_lib.COLOUR_EXPERT] is variety
+    rng = np.random.default_rng(0)
+    inputs = {model_lib.FEATURES_INPUT: rng.random((3, head.input[model_lib.FEATURES_INPUT].shape[1])),
+              contract.COLOUR_XF: rng.random((3, transform.COLOUR_FEATURE_SIZE))}
+    model_lib.compile_model(head, 1e-3)
+    history = head.fit(inputs, targets, epochs=1, verbose=0).history
+    for name in (model_lib.IMAGE_EXPERT, model_lib.COLOUR_EXPERT, contract.FAMILY_HEAD):
+        assert history[f"{name}_loss"][0] > 0  # each output's loss is part of what the model learns from
+
+
 @pytest.mark.slow  # builds, saves and loads InceptionV3
 def test_transfer_model_loads_a_weights_file(tmp_path):
     """The fetched no-top file (any input size) is what the trunk starts from; none given: random."""

@@ -56,8 +56,8 @@ class Cached(NamedTuple):
         return {CUT_MAP: self.cut_map[index].astype(np.float32), LOW: self.low[index],
                 contract.COLOUR_XF: self.colour[index]}
 
-    def labels(self, index=slice(None)) -> dict:
-        return {contract.VARIETY_HEAD: self.variety[index], contract.FAMILY_HEAD: self.family[index]}
+    def labels(self, model: keras.Model, index=slice(None)) -> dict:
+        return model_lib.targets(model, self.variety[index], self.family[index])
 
 
 def augmenter(colour_features: bool, seed: int):
@@ -106,9 +106,11 @@ def cache(parts: model_lib.TransferParts, dataset: tf.data.Dataset, views: int, 
 class _OneViewPerPhoto(keras.utils.Sequence):
     """Fine-tuning batches: each epoch, as many samples as there are photos, drawn from all the views."""
 
-    def __init__(self, data: Cached, photos: int, batch_size: int, sample_weights: np.ndarray, seed: int):
+    def __init__(self, model: keras.Model, data: Cached, photos: int, batch_size: int, sample_weights: np.ndarray,
+                 seed: int):
         super().__init__()
-        self.data, self.photos, self.batch_size, self.weights = data, photos, batch_size, sample_weights
+        self.model, self.data, self.photos, self.batch_size = model, data, photos, batch_size
+        self.weights = sample_weights
         self.rng = np.random.default_rng(seed)
         self.on_epoch_end()
 
@@ -121,8 +123,8 @@ class _OneViewPerPhoto(keras.utils.Sequence):
     def __getitem__(self, i):
         index = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
         weights = self.weights[index]
-        return (self.data.fine_tune_inputs(index), self.data.labels(index),
-                {contract.VARIETY_HEAD: weights, contract.FAMILY_HEAD: weights})
+        return (self.data.fine_tune_inputs(index), self.data.labels(self.model, index),
+                model_lib.targets(self.model, weights, weights))
 
 
 # What early stopping and the fine-tuning decision watch. Not the eval loss: on the 88 classes the
@@ -138,7 +140,7 @@ def _callbacks(config, log_dir: str, stage: str):
 
 
 def _accuracy(model, val: "Cached") -> float:
-    return float(model.evaluate(val.fine_tune_inputs(), val.labels(), verbose=0, return_dict=True)[
+    return float(model.evaluate(val.fine_tune_inputs(), val.labels(model), verbose=0, return_dict=True)[
         contract.VARIETY_HEAD + "_accuracy"])
 
 
@@ -147,7 +149,7 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
     """Stage 1 (head on frozen features), then stage 2 (top blocks + head); returns the merged history."""
     batch_size, learning_rate = int(config["batch_size"]), float(config["learning_rate"])
     weights = class_weights[train.variety]
-    sample_weight = {contract.VARIETY_HEAD: weights, contract.FAMILY_HEAD: weights}
+    sample_weight = model_lib.targets(parts.head, weights, weights)
     history: Dict[str, list] = {}
 
     def merge(result):
@@ -160,8 +162,9 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
                             steps_per_execution=steps)  # an epoch per call: a step here takes milliseconds
     logging.info("Stage 1: the head on frozen features, %d samples (%d views of %d photos), up to %d epochs.",
                  len(train.variety), int(config["views"]), photos, epochs)
-    merge(parts.head.fit(train.head_inputs(), train.labels(), sample_weight=sample_weight, batch_size=batch_size,
-                         epochs=epochs, validation_data=(val.head_inputs(), val.labels()), shuffle=True,
+    merge(parts.head.fit(train.head_inputs(), train.labels(parts.head), sample_weight=sample_weight,
+                         batch_size=batch_size, epochs=epochs, shuffle=True,
+                         validation_data=(val.head_inputs(), val.labels(parts.head)),
                          callbacks=_callbacks(config, log_dir, "stage1_frozen"), verbose=2))
 
     fine_tune = parts.fine_tune_model()
@@ -171,12 +174,12 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
         return history
     model_lib.compile_model(fine_tune, 0.0)
     frozen_accuracy, frozen_weights = _accuracy(fine_tune, val), fine_tune.get_weights()
-    batches = _OneViewPerPhoto(train, photos, batch_size, weights, int(config["seed"]))
+    batches = _OneViewPerPhoto(fine_tune, train, photos, batch_size, weights, int(config["seed"]))
     rate = learning_rate * float(config["fine_tune_learning_rate_factor"])
     model_lib.compile_model(fine_tune, keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches)))
     logging.info("Stage 2: fine-tuning %d top-block weights and the head at learning rate %.2g, up to %d epochs.",
                  len(parts.top.trainable_weights), rate, epochs)
-    merge(fine_tune.fit(batches, epochs=epochs, validation_data=(val.fine_tune_inputs(), val.labels()),
+    merge(fine_tune.fit(batches, epochs=epochs, validation_data=(val.fine_tune_inputs(), val.labels(fine_tune)),
                         callbacks=_callbacks(config, log_dir, "stage2_fine_tune"), verbose=2))
     tuned_accuracy = _accuracy(fine_tune, val)
     kept = tuned_accuracy > frozen_accuracy
