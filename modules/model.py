@@ -261,8 +261,9 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
     `experts`: the variety as the product of an image and a colour expert (see IMAGE_EXPERT), whose
     own logits are outputs too; otherwise one read-out of the image and colour features together.
     """
-    def dense(tensor, size, name):
-        return keras.layers.Dense(size, name=name, kernel_regularizer=keras.regularizers.l2(l2))(tensor)
+    def dense(tensor, size, name, activation=None):
+        return keras.layers.Dense(size, activation=activation, name=name,
+                                  kernel_regularizer=keras.regularizers.l2(l2))(tensor)
 
     if histogram is None:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -272,9 +273,7 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
     # bins of a stone's own colour a few hundredths): standardised, the rare bins count too.
     c = keras.layers.BatchNormalization(name="colour_norm")(histogram)
     c = keras.layers.Dropout(0.2, name="colour_input_dropout")(c)
-    c = keras.layers.Dense(head_width, activation="relu", name="colour_dense",
-                           kernel_regularizer=keras.regularizers.l2(l2))(c)
-    c = keras.layers.Dropout(0.5, name="colour_dropout")(c)
+    c = keras.layers.Dropout(0.5, name="colour_dropout")(dense(c, head_width, "colour_dense", "relu"))
     if not experts:
         fused = keras.layers.Dropout(dropout, name="dropout")(keras.layers.Concatenate(name="fuse")([x, c]))
         return {contract.VARIETY_HEAD: dense(fused, num_classes, contract.VARIETY_HEAD),
@@ -292,7 +291,7 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
 
 
 def targets(model: keras.Model, variety, family) -> dict:
-    """What each of `model`'s outputs learns from (labels, or sample weights): the experts learn the variety."""
+    """Per output of `model` (labels, sample weights or loss weights): the experts take the variety's."""
     return {name: family if name == contract.FAMILY_HEAD else variety for name in model.output_names}
 
 
