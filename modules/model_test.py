@@ -134,9 +134,9 @@ def test_a_tuned_image_size_is_resized_inside_the_model():
 TRANSFER_SIZE = 75  # InceptionV3's smallest input
 
 
-@pytest.fixture(scope="module")
-def transfer_parts():
-    return model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE)
+@pytest.fixture(scope="module", params=sorted(model_lib.TRANSFER_BACKBONES))
+def transfer_parts(request):
+    return model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, backbone=request.param)
 
 
 def test_transfer_parts_chain_to_the_exported_model(transfer_parts):
@@ -154,8 +154,9 @@ def test_transfer_parts_chain_to_the_exported_model(transfer_parts):
 def test_only_the_top_blocks_and_the_head_train(transfer_parts):
     assert not transfer_parts.trunk.trainable_weights
     top_names = {w.name for w in transfer_parts.top.trainable_weights}
-    assert top_names and all("conv2d" in name for name in top_names), top_names  # no BatchNormalization
-    assert not any("batch_normalization" in w.name for w in transfer_parts.top.trainable_weights)
+    batch_norm = {w.name for layer in transfer_parts.top.layers if isinstance(layer, keras.layers.BatchNormalization)
+                  for w in layer.weights}
+    assert top_names and batch_norm and not top_names & batch_norm  # convolutions train, BatchNormalization not
     assert {w.name for w in transfer_parts.model.trainable_weights} == \
         top_names | {w.name for w in transfer_parts.head.trainable_weights}
 
@@ -195,15 +196,17 @@ def test_each_expert_learns_the_variety_and_the_family_head_learns_the_family(tr
         assert history[f"{name}_loss"][0] > 0  # each output's loss is part of what the model learns from
 
 
-@pytest.mark.slow  # builds, saves and loads InceptionV3
-def test_transfer_model_loads_a_weights_file(tmp_path):
-    """The fetched no-top file (any input size) is what the trunk starts from; none given: random."""
-    network = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(TRANSFER_SIZE,) * 2 + (3,))
+@pytest.mark.slow  # builds, saves and loads the networks
+@pytest.mark.parametrize("backbone", sorted(model_lib.TRANSFER_BACKBONES))
+def test_transfer_model_loads_a_weights_file(tmp_path, backbone):
+    """The fetched no-top file (saved at another input size) is what the trunk starts from."""
+    network = model_lib.TRANSFER_BACKBONES[backbone].network(96)
     first_conv = next(layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D))
     first_conv.kernel.assign(tf.fill(first_conv.kernel.shape, 0.25))
-    path = str(tmp_path / "inception_v3_notop.h5")
+    path = str(tmp_path / f"{backbone}_notop.h5")
     network.save_weights(path)
-    loaded = model_lib.build_transfer_model(TRANSFER_SIZE, 3, 2, transform.COLOUR_FEATURE_SIZE, weights=path)
+    loaded = model_lib.build_transfer_model(TRANSFER_SIZE, 3, 2, transform.COLOUR_FEATURE_SIZE, weights=path,
+                                            backbone=backbone)
     kernels = [w for w in loaded.trunk.weights if w.shape == first_conv.kernel.shape]
     np.testing.assert_allclose(kernels[0].numpy(), 0.25)
     with pytest.raises(FileNotFoundError, match="gemstone backbone fetch"):

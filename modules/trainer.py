@@ -6,8 +6,9 @@ epoch is cheap, while materialised float images would take gigabytes on disk.
 The decoded images are cached in memory after the first epoch.
 
 Two ways to train, by `backbone`:
-  - `inception_v3` (default): transfer learning from ImageNet's weights on
-    cached frozen features, then fine-tuning of the top blocks (modules/transfer.py);
+  - `efficientnet_lite2` (default) or `inception_v3`: transfer learning from
+    ImageNet's weights on cached frozen features, then fine-tuning of the top
+    blocks (modules/transfer.py);
   - `none` / `small_cnn` or a `keras.applications` backbone: end to end (`_fit`).
 Both end the same way: temperature scaling on eval, the signatures of
 modules/export.py, the edge (TFLite) models.
@@ -40,11 +41,11 @@ from modules import model as model_lib  # noqa: E402
 DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
             # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
             "imbalance": "class_weight", "edge_models": True,
-            # inception_v3 (transfer learning), none / small_cnn (from scratch), or mobilenet_v2,
-            # mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random), "imagenet"
-            # (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes InceptionV3's).
-            "backbone": "inception_v3", "weights": "", "head_width": 1024, "dropout": 0.3,
-            # inception_v3: passes of the training photos through the frozen trunk (the first as they
+            # efficientnet_lite2 or inception_v3 (transfer learning), none / small_cnn (from scratch), or
+            # mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random),
+            # "imagenet" (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes them).
+            "backbone": model_lib.EFFICIENTNET_LITE2, "weights": "", "head_width": 1024, "dropout": 0.3,
+            # pretrained backbones: passes of the training photos through the frozen trunk (the first as they
             # are, the others augmented); `epochs` trains the head on frozen features, then
             # `fine_tune_epochs` the top blocks too, at learning_rate x fine_tune_learning_rate_factor
             # (0 epochs: the frozen-only ablation).
@@ -94,7 +95,7 @@ def run_fn(fn_args: FnArgs):
     config = _config(fn_args)
     keras.utils.set_random_seed(int(config["seed"]))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train_fn = _train_transfer if config["backbone"] == model_lib.INCEPTION_V3 else _train_end_to_end
+    train_fn = _train_transfer if config["backbone"] in model_lib.TRANSFER_BACKBONES else _train_end_to_end
     trained = train_fn(fn_args, tf_transform_output, config)
 
     # Temperature scaling on the eval split, baked into the exported signatures.
@@ -139,14 +140,15 @@ def _train_end_to_end(fn_args, tf_transform_output, config) -> _Trained:
 
 
 def _train_transfer(fn_args, tf_transform_output, config) -> _Trained:
-    """A pretrained InceptionV3: frozen features cached per augmented view, head, then the top blocks."""
+    """A pretrained network: frozen features cached per augmented view, head, then the top blocks."""
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
     # In file order: the cached features are shuffled, not the photos.
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, False, seed)
     val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
     weights = config["weights"] or None
     if not weights:
-        logging.warning("inception_v3 without pretrained weights: the network starts from random weights.")
+        logging.warning("%s without pretrained weights: the network starts from random weights.",
+                        config["backbone"])
     parts = _build_transfer(tf_transform_output, config, weights)
     views = max(1, int(config["views"]))
     augment = transfer.augmenter(bool(config["colour_features"]), seed)
@@ -167,12 +169,13 @@ def _build_transfer(tf_transform_output, config, weights) -> model_lib.TransferP
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     num_families = tf_transform_output.vocabulary_size_by_name(contract.FAMILY_VOCAB)
     size = _transform_image_size(tf_transform_output)
-    logging.info("Model: InceptionV3 at %dpx, %d classes, %d families, weights %s.", size, num_classes,
-                 num_families, weights or "random")
+    logging.info("Model: %s at %dpx, %d classes, %d families, weights %s.", config["backbone"], size,
+                 num_classes, num_families, weights or "random")
     return model_lib.build_transfer_model(
         size, num_classes, num_families, tf_transform_output.transformed_feature_spec()[contract.COLOUR_XF].shape[-1],
         weights=weights, learning_rate=float(config["learning_rate"]), dropout=float(config["dropout"]),
-        head_width=int(config["head_width"]), colour_features=bool(config["colour_features"]))
+        head_width=int(config["head_width"]), colour_features=bool(config["colour_features"]),
+        backbone=config["backbone"])
 
 
 def _family_of_variety(variety: np.ndarray, family: np.ndarray, num_classes: int) -> np.ndarray:

@@ -21,12 +21,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = REPO_ROOT / "schema"
 
 DEFAULT_PIPELINE_NAME = "gemstone-demo"
-DEFAULT_BACKBONE = "inception_v3"
+DEFAULT_BACKBONE = backbones.DEFAULT_BACKBONE  # efficientnet_lite2
 FROM_SCRATCH = ("none", "small_cnn")
 # Side of the square picture each kind of backbone sees by default (GEMSTONE_IMAGE_SIZE overrides).
-DEFAULT_IMAGE_SIZE = {"inception_v3": 224, "from_scratch": 64}
-PROVENANCE_KEYS = ("source", "package", "version", "tarball_sha256", "weights_sha256", "imagenet_layers",
-                   "quantization")
+DEFAULT_IMAGE_SIZE = {"efficientnet_lite2": 224, "inception_v3": 224, "from_scratch": 64}
+PROVENANCE_KEYS = ("source", "package", "version", "tarball_sha256", "wheel_sha256", "weights_sha256",
+                   "imagenet_layers", "quantization")
 NO_WEIGHTS = "none"  # GEMSTONE_WEIGHTS=none: a pretrained architecture from random weights (tests, plumbing)
 AUTO_MULTIPROCESSING_MIN_CORES = 4
 
@@ -69,9 +69,9 @@ class PipelineConfig:
         (default) picks `schema/<pipeline_name>/schema.pbtxt` when it exists.
       image_size: side in pixels of the square image the model sees (0: DEFAULT_IMAGE_SIZE of the backbone).
       epochs / batch_size: training length (an upper bound: early stopping ends sooner when
-        the eval loss stops improving). With inception_v3, `epochs` trains the head on frozen
+        the eval loss stops improving). With a pretrained backbone, `epochs` trains the head on frozen
         features and `fine_tune_epochs` then the top blocks with it (0: the backbone stays frozen).
-      views: inception_v3: passes of the training photos through the frozen trunk, the first as
+      views: pretrained backbones: passes of the training photos through the frozen trunk, the first as
         they are, the others augmented.
       min_accuracy: absolute accuracy the Evaluator requires to bless a model.
       max_accuracy_drop: how much worse than the last blessed model is tolerated.
@@ -87,9 +87,10 @@ class PipelineConfig:
       beam_args: extra Beam options, e.g. `--runner=DataflowRunner --project=...`.
       setup_file: the project's setup.py (Beam's `--setup_file`), as the machine that runs the
         pipeline sees it: what a remote runner's workers install (it requires TFX and Beam).
-      backbone: inception_v3 (default: transfer learning from ImageNet), none (a small CNN from
-        scratch; small_cnn is the same), or mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50.
-      weights: "" (inception_v3: the weights `gemstone backbone fetch` wrote; the others: none),
+      backbone: efficientnet_lite2 (default) or inception_v3 (transfer learning from ImageNet), none (a
+        small CNN from scratch; small_cnn is the same), or mobilenet_v2, mobilenet_v3_small,
+        efficientnet_b0, resnet50 (Keras' applications, trained end to end).
+      weights: "" (efficientnet_lite2, inception_v3: the weights `gemstone backbone fetch` wrote; the others: none),
         "none" (random weights), "imagenet" (Keras downloads them) or a local no-top weights file.
       backbone_provenance: where the weights came from (their provenance.json), recorded with the
         Trainer's settings in ML Metadata and on the model card.
@@ -150,10 +151,10 @@ class PipelineConfig:
             self.schema_sha256 = hashlib.sha256(Path(self.schema_path).read_bytes()).hexdigest()
         from_scratch = self.backbone in FROM_SCRATCH
         self.image_size = self.image_size or DEFAULT_IMAGE_SIZE["from_scratch" if from_scratch else self.backbone]
-        if self.backbone == DEFAULT_BACKBONE and not self.weights:
-            self.weights = str(backbones.weights_path(self.home))
+        if self.backbone in backbones.BACKBONES and not self.weights:
+            self.weights = str(backbones.weights_path(self.home, self.backbone))
             if self.backbone_provenance is None:
-                provenance = backbones.read_provenance(self.home) or {}
+                provenance = backbones.read_provenance(self.home, self.backbone) or {}
                 # What identifies the weights (not when or how fast they were fetched: the Trainer's
                 # cache key includes this, and a re-fetch of the same weights must not retrain).
                 self.backbone_provenance = {k: provenance[k] for k in PROVENANCE_KEYS if k in provenance}
@@ -164,7 +165,8 @@ class PipelineConfig:
         """Raises backbones.BackboneMissing (one line: what to do) when the pretrained weights are not there."""
         if self.weights and self.weights != "imagenet" and not os.path.isfile(self.weights):
             raise backbones.BackboneMissing(
-                f"no backbone weights at {self.weights}: run `gemstone backbone fetch` (or `make backbone`), "
+                f"no backbone weights at {self.weights}: run `gemstone backbone fetch --backbone {self.backbone}` "
+                f"(or `make backbone`), "
                 f"or set GEMSTONE_BACKBONE=none to train from scratch")
 
     @classmethod

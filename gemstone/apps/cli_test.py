@@ -436,3 +436,10 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path, monkeypatch):
         os.close(saved)
         os.close(write_end)
     assert status == cli.OK
+
+
+def test_backbone_fetch_offers_the_pretrained_backbones_default_first():
+    from gemstone import backbones
+
+    assert cli.PRETRAINED_BACKBONES[0] == backbones.DEFAULT_BACKBONE
+    assert set(cli.PRETRAINED_BACKBONES) == set(backbones.BACKBONES)

@@ -62,7 +62,7 @@ def test_spec_uses_the_image_object_storage_and_installed_modules(compiled):
     assert str(REPO) not in text  # nothing points into this checkout
     assert "--setup_file=/opt/gemstone/setup.py" in text  # the image's copy of the project, for Beam
     # The Trainer starts from the weights the image's build fetched, not from this machine's copy.
-    assert "/opt/gemstone/home/backbones/inception_v3/inception_v3_notop.h5" in text and "/tmp/unused" not in text
+    assert "/opt/gemstone/home/backbones/efficientnet_lite2/efficientnet_lite2_notop.h5" in text and "/tmp/unused" not in text
 
 
 def test_spec_carries_the_ingestion_code_fingerprint_taken_at_compile_time(compiled):
