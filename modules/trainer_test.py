@@ -59,7 +59,7 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
     contract_model.write_examples(rows, demo_photos, Path(examples.uri))
     contract_model.transform_graph(rows, demo_photos, Path(graph.uri), image_size=75)
-    config = {"backbone": "inception_v3", "weights": "", "views": 2, "epochs": 2, "fine_tune_epochs": 1,
+    config = {"backbone": "efficientnet_lite2", "weights": "", "views": 2, "epochs": 2, "fine_tune_epochs": 1,
               "batch_size": 16, "edge_models": False}
     fn_args = fn_args_utils.get_common_fn_args(
         {"examples": [examples], "transform_graph": [graph]},
@@ -72,7 +72,7 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert "fine_tuning_kept" in history  # stage 2 ran, and whether it was kept is recorded
     backbone = json.loads((tmp_path / "serving" / "assets.extra" / trainer.BACKBONE_FILE).read_text())
-    assert backbone["backbone"] == "inception_v3"
+    assert backbone["backbone"] == "efficientnet_lite2"
     signature = tf.saved_model.load(fn_args.serving_model_dir).signatures[contract.SERVING_SIGNATURE]
     photos = [(demo_photos / r["path"]).read_bytes() for r in rows[:3]]
     records = contract.prediction_records(signature(**{contract.SERVING_INPUT: tf.constant(photos)}))
