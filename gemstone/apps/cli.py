@@ -335,7 +335,10 @@ def _backbone_fetch(args) -> int:
     from gemstone import backbones
 
     try:
-        result = backbones.fetch(args.source, force=args.force, from_file=args.from_file, backbone=args.backbone)
+        from modules import efficientnet_lite  # the network the weights go into: model code
+
+        result = backbones.fetch(args.source, force=args.force, from_file=args.from_file, backbone=args.backbone,
+                                 network=efficientnet_lite)
     except backbones.BackboneError as e:
         print(f"error: {e}", file=sys.stderr)
         return NO

