@@ -375,7 +375,12 @@ def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_clean
                                                                   "family_confidence", "needs_review"}
     finally:
         server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=120)
+        try:
+            _, stderr = server.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()  # never leave a server behind the test
+            server.communicate()
+            raise
     assert server.returncode == 0, stderr
     assert "s3cret" not in " ".join(server.args) and "Stopped." in stderr
     assert_clean(stderr)
