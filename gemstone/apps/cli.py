@@ -181,13 +181,18 @@ def _api_key(args):
     return args.api_key or os.environ.get("GEMSTONE_API_KEY") or None
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (docker stop, kill, systemd) stops the server as Ctrl-C does: the models are let go of cleanly."""
+def _stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (docker stop, kill, systemd) stop the server: the models are let go of cleanly.
+
+    SIGINT is set explicitly: a process started in the background by a shell (`serve ... &`) inherits
+    SIGINT ignored, and Python then leaves it ignored, so the server would not stop on it.
+    """
     import signal
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, stop)
 
 
@@ -205,7 +210,7 @@ def _serve(args) -> int:
         if message is None:
             raise
         raise checks.UsageError(message) from None
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         _note(f"Loading version {paths.latest_version_dir(base).name} of {base} (TensorFlow)...")
         server.repository.get()  # before answering: status AVAILABLE means ready, the first predict is fast

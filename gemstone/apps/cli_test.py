@@ -359,9 +359,11 @@ def _call(url, body=None, key=None):
 def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_cleanly(home, contract_model, demo_photos):
     (home / "key").write_text("s3cret\n")
     port = _free_port()
+    # Started with SIGINT ignored, as a shell's `serve ... &` starts it: SIGINT must stop it all the same.
     server = subprocess.Popen([sys.executable, "-m", "gemstone.apps.cli", "serve", "--model", str(contract_model),
                                "--port", str(port), "--api-key-file", str(home / "key")],
-                              env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home)
+                              env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         first = server.stdout.readline()
         assert first.startswith("Serving") and "API key required" in first, server.stderr.read()
