@@ -49,6 +49,11 @@ class Block(NamedTuple):
     stride: int
 
     @property
+    def expands(self) -> bool:
+        """The block widens its input with a 1x1 convolution first (all but the first block)."""
+        return self.expanded != self.inputs
+
+    @property
     def residual(self) -> bool:
         return self.stride == 1 and self.inputs == self.outputs
 
@@ -84,7 +89,7 @@ def build(image_size: int, stages=LITE2, include_top: bool = False, classes: int
     for block in blocks(stages):
         prefix = f"block{block.index}_"
         y = x
-        if block.expanded != block.inputs:
+        if block.expands:
             y = conv_bn(y, block.expanded, 1, 1, prefix + "expand_")
         y = conv_bn(y, None, block.kernel, block.stride, prefix, depthwise=True)
         y = conv_bn(y, block.outputs, 1, 1, prefix + "project_", activation=False)
@@ -108,7 +113,7 @@ def torch_names(stages=LITE2) -> Dict[str, List[str]]:
     names = {"stem_conv": ["_conv_stem.weight"], "stem_bn": bn("_bn0.")}
     for block in blocks(stages):
         k, t = f"block{block.index}_", f"_blocks.{block.index}."
-        if block.expanded != block.inputs:
+        if block.expands:
             names[k + "expand_conv"], names[k + "expand_bn"] = [t + "_expand_conv.weight"], bn(t + "_bn0.")
         names[k + "dwconv"], names[k + "bn"] = [t + "_depthwise_conv.weight"], bn(t + "_bn1.")
         names[k + "project_conv"], names[k + "project_bn"] = [t + "_project_conv.weight"], bn(t + "_bn2.")
@@ -132,11 +137,11 @@ def to_keras(layer_name: str, array: np.ndarray) -> np.ndarray:
 def assign_state_dict(model, state_dict: Dict[str, np.ndarray], stages=LITE2) -> int:
     """Sets every layer of `model` (from `build`) that has weights; ValueError naming the layer on a
     missing or misshapen weight. Returns the number of arrays assigned."""
-    assigned = 0
+    assigned, names = 0, torch_names(stages)
     for layer in model.layers:
         if not layer.weights:
             continue
-        sources = torch_names(stages).get(layer.name)
+        sources = names.get(layer.name)
         if sources is None:
             raise ValueError(f"layer {layer.name} has no weights in the state dict's naming")
         values = []
