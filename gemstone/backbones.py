@@ -430,7 +430,9 @@ def bn_statistics_check(model, until: str = IMAGENET_UNTIL, seed: int = 0) -> di
 def classifier_check(model) -> dict:
     """EfficientNet-Lite2 with its ImageNet classifier must rank the expected classes in its top 3
     for scikit-image's coffee (espresso, cup, mug) and chelsea (a cat)."""
-    logits = model.predict(check_images(), verbose=0)
+    # Called directly: four photos need no tf.function. predict() traced one, and without
+    # modules/keras2 (the fetch does not build models there) that took 28 s of every fetch.
+    logits = np.asarray(model(check_images(), training=False))
     top3 = {name: [int(c) for c in np.argsort(-row)[:3]] for name, row in zip(CHECK_IMAGES, logits)}
     passed = all(set(top3[name]) & set(expected) for name, expected in CLASSIFIER_CHECK.items())
     return {"what": "ImageNet top-3 classes of the check photos", "top3": top3,
