@@ -59,6 +59,7 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             # The Tuner's trials: how many, and how many epochs each.
             "tuner_trials": 6, "tuner_epochs": 8}
 BACKBONE_FILE = "backbone.json"  # in the SavedModel's assets.extra
+TIMINGS_FILE = "timings.json"  # in the model run folder: seconds per stage of the Trainer
 # What the Tuner searches (keras-tuner choices); the Trainer takes the best values over the config's.
 SEARCH_SPACE = {"learning_rate": [1e-3, 2e-3, 4e-3], "head_width": [256, 512, 1024], "dropout": [0.2, 0.3, 0.5]}
 # Progressive fine-tuning of a pretrained backbone: (share of backbone layers trained from the top,
@@ -96,7 +97,8 @@ def run_fn(fn_args: FnArgs):
     keras.utils.set_random_seed(int(config["seed"]))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train_fn = _train_transfer if config["backbone"] in model_lib.TRANSFER_BACKBONES else _train_end_to_end
-    trained = train_fn(fn_args, tf_transform_output, config)
+    stopwatch = transfer.Stopwatch()
+    trained = train_fn(fn_args, tf_transform_output, config, stopwatch)
 
     # Temperature scaling on the eval split, baked into the exported signatures.
     review_threshold = float(config["review_threshold"])
@@ -104,18 +106,22 @@ def run_fn(fn_args: FnArgs):
     logging.info("Calibration: T=%.2f, ECE %.3f -> %.3f on %d eval photos.", calibrated["temperature"],
                  calibrated["ece_before"], calibrated["ece_after"], calibrated["examples"])
     model = trained.model
-    signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
-                                        trained.family_of_variety)
-    export.save(model, signatures, fn_args.serving_model_dir)
+    with stopwatch("export"):
+        signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
+                                            trained.family_of_variety)
+        export.save(model, signatures, fn_args.serving_model_dir)
     _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", "calibration.json"), calibrated)
     _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", BACKBONE_FILE), _backbone_record(config, trained))
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                 {k: [float(v) for v in vs] for k, vs in trained.history.items()})
     _write_json(os.path.join(fn_args.model_run_dir, "config.json"), config)
     if config["edge_models"]:
-        report = edge.export(model, _transform_image_size(tf_transform_output), calibrated["temperature"],
-                             trained.representative_images, trained.eval_images, fn_args.serving_model_dir)
+        with stopwatch("edge_models"):
+            report = edge.export(model, _transform_image_size(tf_transform_output), calibrated["temperature"],
+                                 trained.representative_images, trained.eval_images, fn_args.serving_model_dir)
         logging.info("Edge models: %s", json.dumps(report))
+    logging.info("Trainer stages (s): %s", json.dumps(stopwatch.seconds))
+    _write_json(os.path.join(fn_args.model_run_dir, TIMINGS_FILE), stopwatch.seconds)
 
 
 class _Trained(NamedTuple):
@@ -129,17 +135,18 @@ class _Trained(NamedTuple):
     eval_images: np.ndarray  # eval photos: the edge models' agreement is measured on them
 
 
-def _train_end_to_end(fn_args, tf_transform_output, config) -> _Trained:
+def _train_end_to_end(fn_args, tf_transform_output, config, stopwatch: transfer.Stopwatch) -> _Trained:
     train, val, class_counts, family_of_variety = _datasets(fn_args, tf_transform_output, config)
     model = _build(tf_transform_output, config)
-    history = _fit(model, train, val, config, class_counts, fn_args.model_run_dir)
+    with stopwatch("fit"):
+        history = _fit(model, train, val, config, class_counts, fn_args.model_run_dir)
     eval_inputs, eval_labels, eval_logits = _collect(model, val)
     representative = next(iter(train.unbatch().batch(transfer.REPRESENTATIVE_PHOTOS)))[0][contract.IMAGE_XF]
     return _Trained(model, history, eval_labels, eval_logits, family_of_variety, representative.numpy(),
                     eval_inputs[contract.IMAGE_XF][:transfer.AGREEMENT_PHOTOS])
 
 
-def _train_transfer(fn_args, tf_transform_output, config) -> _Trained:
+def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.Stopwatch) -> _Trained:
     """A pretrained network: frozen features cached per augmented view, head, then the top blocks."""
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
     # In file order: the cached features are shuffled, not the photos.
@@ -152,14 +159,17 @@ def _train_transfer(fn_args, tf_transform_output, config) -> _Trained:
     parts = _build_transfer(tf_transform_output, config, weights)
     views = max(1, int(config["views"]))
     augment = transfer.augmenter(bool(config["colour_features"]), seed)
-    cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train")
-    cached_val = transfer.cache(parts, val, 1, keep_images=transfer.AGREEMENT_PHOTOS, name="eval")
+    with stopwatch("features_train"):
+        cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train")
+    with stopwatch("features_eval"):
+        cached_val = transfer.cache(parts, val, 1, keep_images=transfer.AGREEMENT_PHOTOS, name="eval")
     photos = len(cached_train.variety) // views
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
     class_weights = (_class_weights(counts) if config["imbalance"] == "class_weight"
                      else np.ones(num_classes, np.float32))
-    history = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir)
+    history = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir,
+                           stopwatch)
     return _Trained(parts.model, history, cached_val.variety, transfer.eval_logits(parts, cached_val),
                     _family_of_variety(cached_train.variety, cached_train.family, num_classes),
                     cached_train.images, cached_val.images)

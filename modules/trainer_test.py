@@ -42,9 +42,9 @@ def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path
     assert len(losses) == 8 // 2 + 2 + 1  # watched from epoch 4 (0-based), stopped 2 epochs without improving
 
 
-@pytest.mark.slow  # InceptionV3 over the photos, two short training stages and an export: a minute or two
+@pytest.mark.slow  # EfficientNet-Lite2 over the photos, two short training stages and an export: a minute or two
 def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_photos, tmp_path):
-    """run_fn on the default backbone (InceptionV3 at its smallest input, random weights): the whole transfer
+    """run_fn on the default backbone (EfficientNet-Lite2 at a small input, random weights): the whole transfer
     path, from TFX's FnArgs to a SavedModel whose `serving_default` answers with the prediction record."""
     import json
 
@@ -71,6 +71,9 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
 
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert "fine_tuning_kept" in history  # stage 2 ran, and whether it was kept is recorded
+    timings = json.loads((tmp_path / "run" / trainer.TIMINGS_FILE).read_text())
+    assert list(timings) == ["features_train", "features_eval", "stage1_head", "stage2_fine_tune", "export"]
+    assert all(seconds > 0 for seconds in timings.values()), timings
     backbone = json.loads((tmp_path / "serving" / "assets.extra" / trainer.BACKBONE_FILE).read_text())
     assert backbone["backbone"] == "efficientnet_lite2"
     signature = tf.saved_model.load(fn_args.serving_model_dir).signatures[contract.SERVING_SIGNATURE]

@@ -20,9 +20,10 @@ import os
 
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
+import contextlib  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
-from typing import Dict, NamedTuple  # noqa: E402
+from typing import Dict, NamedTuple, Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -36,6 +37,21 @@ CUT_MAP, LOW = "cut_map", "low_features"
 # Photos kept from the caching pass for the edge models: the int8 calibration set, and the
 # eval photos their agreement with the SavedModel is measured on.
 REPRESENTATIVE_PHOTOS, AGREEMENT_PHOTOS = 100, 200
+
+
+class Stopwatch:
+    """Seconds per stage of the Trainer, in the order run: where its time went (timings.json)."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.monotonic() - started, 1)
 
 
 class Cached(NamedTuple):
@@ -145,8 +161,9 @@ def _accuracy(model, val: "Cached") -> float:
 
 
 def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int, config: dict,
-        class_weights: np.ndarray, log_dir: str) -> Dict[str, list]:
+        class_weights: np.ndarray, log_dir: str, stopwatch: Optional[Stopwatch] = None) -> Dict[str, list]:
     """Stage 1 (head on frozen features), then stage 2 (top blocks + head); returns the merged history."""
+    stopwatch = stopwatch or Stopwatch()
     batch_size, learning_rate = int(config["batch_size"]), float(config["learning_rate"])
     weights = class_weights[train.variety]
     sample_weight = model_lib.targets(parts.head, weights, weights)
@@ -162,26 +179,28 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
                             steps_per_execution=steps)  # an epoch per call: a step here takes milliseconds
     logging.info("Stage 1: the head on frozen features, %d samples (%d views of %d photos), up to %d epochs.",
                  len(train.variety), int(config["views"]), photos, epochs)
-    merge(parts.head.fit(train.head_inputs(), train.labels(parts.head), sample_weight=sample_weight,
-                         batch_size=batch_size, epochs=epochs, shuffle=True,
-                         validation_data=(val.head_inputs(), val.labels(parts.head)),
-                         callbacks=_callbacks(config, log_dir, "stage1_frozen"), verbose=2))
+    with stopwatch("stage1_head"):
+        merge(parts.head.fit(train.head_inputs(), train.labels(parts.head), sample_weight=sample_weight,
+                             batch_size=batch_size, epochs=epochs, shuffle=True,
+                             validation_data=(val.head_inputs(), val.labels(parts.head)),
+                             callbacks=_callbacks(config, log_dir, "stage1_frozen"), verbose=2))
 
     fine_tune = parts.fine_tune_model()
     epochs = int(config["fine_tune_epochs"])
     if epochs <= 0:
         logging.info("Stage 2 skipped: the backbone stays frozen.")
         return history
-    model_lib.compile_model(fine_tune, 0.0)
-    frozen_accuracy, frozen_weights = _accuracy(fine_tune, val), fine_tune.get_weights()
-    batches = _OneViewPerPhoto(fine_tune, train, photos, batch_size, weights, int(config["seed"]))
-    rate = learning_rate * float(config["fine_tune_learning_rate_factor"])
-    model_lib.compile_model(fine_tune, keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches)))
-    logging.info("Stage 2: fine-tuning %d top-block weights and the head at learning rate %.2g, up to %d epochs.",
-                 len(parts.top.trainable_weights), rate, epochs)
-    merge(fine_tune.fit(batches, epochs=epochs, validation_data=(val.fine_tune_inputs(), val.labels(fine_tune)),
-                        callbacks=_callbacks(config, log_dir, "stage2_fine_tune"), verbose=2))
-    tuned_accuracy = _accuracy(fine_tune, val)
+    with stopwatch("stage2_fine_tune"):
+        model_lib.compile_model(fine_tune, 0.0)
+        frozen_accuracy, frozen_weights = _accuracy(fine_tune, val), fine_tune.get_weights()
+        batches = _OneViewPerPhoto(fine_tune, train, photos, batch_size, weights, int(config["seed"]))
+        rate = learning_rate * float(config["fine_tune_learning_rate_factor"])
+        model_lib.compile_model(fine_tune, keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches)))
+        logging.info("Stage 2: fine-tuning %d top-block weights and the head at learning rate %.2g, up to %d "
+                     "epochs.", len(parts.top.trainable_weights), rate, epochs)
+        merge(fine_tune.fit(batches, epochs=epochs, validation_data=(val.fine_tune_inputs(), val.labels(fine_tune)),
+                            callbacks=_callbacks(config, log_dir, "stage2_fine_tune"), verbose=2))
+        tuned_accuracy = _accuracy(fine_tune, val)
     kept = tuned_accuracy > frozen_accuracy
     if not kept:
         fine_tune.set_weights(frozen_weights)
