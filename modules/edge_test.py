@@ -10,8 +10,26 @@ from modules import model as model_lib
 
 SIZE = 32
 
-# Four TFLite conversions, int8 through TFLite's quantization debugger: minutes on 2 cores.
-pytestmark = pytest.mark.slow
+KINDS = ["dynamic_range", "full_integer", "histogram_in_float"]
+
+
+@pytest.mark.parametrize("agreements", [(0.995,), (0.9, 0.992), (0.9, 0.8, 0.95), (0.9, 0.8, 0.991)])
+def test_int8_tries_the_next_kind_only_when_those_before_disagree_and_keeps_the_best(agreements, tmp_path,
+                                                                                      monkeypatch):
+    scores = {kind.encode(): agreement for kind, agreement in zip(KINDS, agreements)}
+    monkeypatch.setattr(edge, "_dynamic_range", lambda saved: b"dynamic_range")
+    monkeypatch.setattr(edge, "_quantise", lambda saved, representative, float_tensors=None:
+                        b"histogram_in_float" if float_tensors else b"full_integer")
+    monkeypatch.setattr(edge, "_histogram_tensors", lambda model: ["colour_histogram/floor"])
+    monkeypatch.setattr(edge, "_agreement", lambda model, images, reference: scores[model])
+
+    report = edge._int8("saved", None, None, None, str(tmp_path))
+
+    assert list(report["agreement"]) == KINDS[:len(agreements)]
+    best = max(range(len(agreements)), key=lambda i: agreements[i])
+    assert report["quantisation"] == KINDS[best] and report["kept"] == (agreements[best] >= edge.MIN_AGREEMENT)
+    written = tmp_path / "model_int8.tflite"
+    assert (written.read_bytes() == KINDS[best].encode()) if report["kept"] else not written.exists()
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +43,7 @@ def exported(tmp_path_factory):
     return model, images[12:], out / edge.FOLDER, report
 
 
+@pytest.mark.slow  # TFLite conversions, int8 perhaps through TFLite's quantization debugger: minutes on 2 cores
 def test_the_float16_model_answers_like_the_keras_model(exported):
     model, eval_images, folder, report = exported
     reference = edge.edge_model(model, SIZE, 1.5).predict(eval_images, verbose=0)
@@ -35,6 +54,7 @@ def test_the_float16_model_answers_like_the_keras_model(exported):
     assert (folder / "model_float32.tflite").exists() == (report["float16"]["top1_agreement"] < edge.MIN_AGREEMENT)
 
 
+@pytest.mark.slow
 def test_int8_is_kept_exactly_when_it_agrees_and_the_report_says_so(exported):
     _, _, folder, report = exported
     on_disk = json.loads((folder / "edge_report.json").read_text())
@@ -47,6 +67,7 @@ def test_int8_is_kept_exactly_when_it_agrees_and_the_report_says_so(exported):
         assert "why_not_kept" in int8
 
 
+@pytest.mark.slow
 def test_the_edge_model_computes_the_colour_histogram_itself(exported):
     """Same picture, same histogram: the edge model's Lambda is Transform's function."""
     model, eval_images, _, _ = exported
