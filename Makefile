@@ -19,6 +19,8 @@ export GEMSTONE_HOME ?= $(CURDIR)/.gemstone
 export LOCAL_HOME    ?= $(GEMSTONE_HOME)/tfx-cli
 # TF_USE_LEGACY_KERAS makes tf.keras Keras 2 (tf_keras), which TFX 1.16 expects.
 export TF_USE_LEGACY_KERAS := 1
+# oneDNN's kernels on AVX2 CPUs too (TensorFlow's default is AVX-512 only): see gemstone/__init__.py.
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Google client libraries warn about Python 3.10 on every import; TFX 1.16 needs it.
 export PYTHONWARNINGS ?= ignore::FutureWarning
