@@ -10,26 +10,34 @@ from modules import model as model_lib
 
 SIZE = 32
 
-KINDS = ["dynamic_range", "full_integer", "histogram_in_float"]
-
-
-@pytest.mark.parametrize("agreements", [(0.995,), (0.9, 0.992), (0.9, 0.8, 0.95), (0.9, 0.8, 0.991)])
-def test_int8_tries_the_next_kind_only_when_those_before_disagree_and_keeps_the_best(agreements, tmp_path,
-                                                                                      monkeypatch):
-    scores = {kind.encode(): agreement for kind, agreement in zip(KINDS, agreements)}
+@pytest.mark.parametrize("kind, agreements, tried", [
+    ("dynamic_range", (0.995,), ["dynamic_range"]),
+    ("dynamic_range", (0.95,), ["dynamic_range"]),
+    ("full_integer", (0.992,), ["full_integer"]),
+    ("full_integer", (0.9, 0.95), ["full_integer", "histogram_in_float"]),
+    ("full_integer", (0.9, 0.991), ["full_integer", "histogram_in_float"]),
+])
+def test_int8_makes_the_kind_asked_for_tries_the_histogram_in_float_after_a_full_integer_miss_and_keeps_the_best(
+        kind, agreements, tried, tmp_path, monkeypatch):
+    scores = {name.encode(): agreement for name, agreement in zip(tried, agreements)}
     monkeypatch.setattr(edge, "_dynamic_range", lambda saved: b"dynamic_range")
     monkeypatch.setattr(edge, "_quantise", lambda saved, representative, float_tensors=None:
                         b"histogram_in_float" if float_tensors else b"full_integer")
     monkeypatch.setattr(edge, "_histogram_tensors", lambda model: ["colour_histogram/floor"])
     monkeypatch.setattr(edge, "_agreement", lambda model, images, reference: scores[model])
 
-    report = edge._int8("saved", None, None, None, str(tmp_path))
+    report = edge._int8("saved", None, None, None, str(tmp_path), kind)
 
-    assert list(report["agreement"]) == KINDS[:len(agreements)]
+    assert list(report["agreement"]) == tried
     best = max(range(len(agreements)), key=lambda i: agreements[i])
-    assert report["quantisation"] == KINDS[best] and report["kept"] == (agreements[best] >= edge.MIN_AGREEMENT)
+    assert report["quantisation"] == tried[best] and report["kept"] == (agreements[best] >= edge.MIN_AGREEMENT)
     written = tmp_path / "model_int8.tflite"
-    assert (written.read_bytes() == KINDS[best].encode()) if report["kept"] else not written.exists()
+    assert (written.read_bytes() == tried[best].encode()) if report["kept"] else not written.exists()
+
+
+def test_an_unknown_int8_kind_is_refused_before_any_conversion(tmp_path):
+    with pytest.raises(ValueError, match="int8='int4': expected one of dynamic_range, full_integer"):
+        edge.export(None, SIZE, 1.0, None, None, str(tmp_path), int8="int4")
 
 
 @pytest.fixture(scope="module")

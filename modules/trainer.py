@@ -41,6 +41,8 @@ from modules import model as model_lib  # noqa: E402
 DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
             # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
             "imbalance": "class_weight", "edge_models": True,
+            # The int8 TFLite model: "dynamic_range" (int8 weights) or "full_integer" (Edge TPU; modules/edge.py).
+            "edge_int8": "dynamic_range",
             # efficientnet_lite2 or inception_v3 (transfer learning), none / small_cnn (from scratch), or
             # mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random),
             # "imagenet" (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes them).
@@ -118,7 +120,8 @@ def run_fn(fn_args: FnArgs):
     if config["edge_models"]:
         with stopwatch("edge_models"):
             report = edge.export(model, _transform_image_size(tf_transform_output), calibrated["temperature"],
-                                 trained.representative_images, trained.eval_images, fn_args.serving_model_dir)
+                                 trained.representative_images, trained.eval_images, fn_args.serving_model_dir,
+                                 int8=config["edge_int8"])
         logging.info("Edge models: %s", json.dumps(report))
     logging.info("Trainer stages (s): %s", json.dumps(stopwatch.seconds))
     _write_json(os.path.join(fn_args.model_run_dir, TIMINGS_FILE), stopwatch.seconds)

@@ -23,6 +23,8 @@ SCHEMA_DIR = REPO_ROOT / "schema"
 DEFAULT_PIPELINE_NAME = "gemstone-demo"
 DEFAULT_BACKBONE = backbones.DEFAULT_BACKBONE  # efficientnet_lite2
 FROM_SCRATCH = ("none", "small_cnn")
+# The int8 TFLite models the Trainer can make (modules/edge.py's INT8_KINDS; not imported: it loads TensorFlow).
+EDGE_INT8_KINDS = ("dynamic_range", "full_integer")
 # Side of the square picture each kind of backbone sees by default (GEMSTONE_IMAGE_SIZE overrides).
 DEFAULT_IMAGE_SIZE = {"efficientnet_lite2": 224, "inception_v3": 224, "from_scratch": 64}
 PROVENANCE_KEYS = ("source", "package", "version", "tarball_sha256", "wheel_sha256", "weights_sha256",
@@ -73,6 +75,9 @@ class PipelineConfig:
         features and `fine_tune_epochs` then the top blocks with it (0: the backbone stays frozen).
       views: pretrained backbones: passes of the training photos through the frozen trunk, the first as
         they are, the others augmented.
+      edge_int8: the int8 TFLite model beside float16: dynamic_range (int8 weights, float activations;
+        any TFLite CPU) or full_integer (int8 activations too, for integer-only accelerators such as the
+        Edge TPU; two calibrated conversions, slower). Kept only when it agrees with the SavedModel.
       min_accuracy: absolute accuracy the Evaluator requires to bless a model.
       max_accuracy_drop: how much worse than the last blessed model is tolerated.
       review_threshold: top-1 confidence under which a prediction is flagged
@@ -117,6 +122,7 @@ class PipelineConfig:
     epochs: int = 50
     fine_tune_epochs: int = 6
     views: int = 3
+    edge_int8: str = "dynamic_range"
     batch_size: int = 32
     min_accuracy: float = 0.5
     max_accuracy_drop: float = 0.02
@@ -137,6 +143,9 @@ class PipelineConfig:
     schema_sha256: Optional[str] = None
 
     def __post_init__(self):
+        if self.edge_int8 not in EDGE_INT8_KINDS:
+            raise ValueError(f"edge_int8 (GEMSTONE_EDGE_INT8) is {self.edge_int8!r}: expected one of "
+                             f"{', '.join(EDGE_INT8_KINDS)}")
         self.home = self.home or str(paths.gemstone_home())
         self.data = self.data or str(paths.demo_data_dir(self.home) / "manifest.csv")
         self.pipeline_root = self.pipeline_root or str(paths.pipeline_root(self.pipeline_name, self.home))
@@ -186,6 +195,7 @@ class PipelineConfig:
             epochs=int(_env("GEMSTONE_EPOCHS", str(defaults.epochs))),
             fine_tune_epochs=int(_env("GEMSTONE_FINE_TUNE_EPOCHS", str(defaults.fine_tune_epochs))),
             views=int(_env("GEMSTONE_VIEWS", str(defaults.views))),
+            edge_int8=_env("GEMSTONE_EDGE_INT8", defaults.edge_int8),
             batch_size=int(_env("GEMSTONE_BATCH_SIZE", str(defaults.batch_size))),
             min_accuracy=float(_env("GEMSTONE_MIN_ACCURACY", str(defaults.min_accuracy))),
             max_accuracy_drop=float(_env("GEMSTONE_MAX_ACCURACY_DROP", str(defaults.max_accuracy_drop))),

@@ -56,3 +56,17 @@ def test_beam_options_name_the_projects_dependencies_so_tfx_packages_nothing_per
     assert dependency_utils.make_beam_dependency_flags(args) == args
     setup_file = next(a.split("=", 1)[1] for a in args if a.startswith("--setup_file="))
     assert "tfx" in (configs.REPO_ROOT / "setup.py").read_text() and setup_file == str(configs.REPO_ROOT / "setup.py")
+
+
+def test_the_int8_edge_model_kind_is_checked_and_matches_what_the_trainer_can_make(monkeypatch, tmp_path):
+    import pytest
+
+    from modules import edge
+
+    assert configs.EDGE_INT8_KINDS == edge.INT8_KINDS
+    monkeypatch.setenv("GEMSTONE_HOME", str(tmp_path))
+    monkeypatch.setenv("GEMSTONE_EDGE_INT8", "full_integer")
+    assert configs.PipelineConfig.from_env().edge_int8 == "full_integer"
+    monkeypatch.setenv("GEMSTONE_EDGE_INT8", "int4")
+    with pytest.raises(ValueError, match="GEMSTONE_EDGE_INT8.*'int4'.*dynamic_range, full_integer"):
+        configs.PipelineConfig.from_env()
