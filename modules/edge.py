@@ -19,8 +19,8 @@ int8, of the kind `export(int8=...)` names (the Trainer's `edge_int8`), kept onl
     TPU) need, calibrated on representative train photos. When it disagrees, the
     colour histogram's ops are kept in float (floor, segment sums of a few
     hundred bins do not survive int8 arithmetic) and that one is tried too.
-    It has not been kept on any model so far (78-84 % on the 88 classes), and
-    its two conversions took 40 s of the demo's Trainer: hence on request only.
+    It has not been kept on any 88-class model so far (84 % at best), and its
+    two conversions took 40 s of the demo's Trainer: hence on request only.
 """
 import json
 import os

@@ -10,6 +10,7 @@ from modules import model as model_lib
 
 SIZE = 32
 
+
 @pytest.mark.parametrize("kind, agreements, tried", [
     ("dynamic_range", (0.995,), ["dynamic_range"]),
     ("dynamic_range", (0.95,), ["dynamic_range"]),
