@@ -146,9 +146,11 @@ def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline
     assert (version / "tflite" / "model_float16.tflite").stat().st_size == report["float16"]["bytes"]
     int8 = report["int8"]
     assert (version / "tflite" / "model_int8.tflite").exists() == int8["kept"]
+    if "agreement" in int8:  # absent only when the conversion failed (then said in why_not_kept)
+        assert list(int8["agreement"]) == ["dynamic_range"]  # the default kind, and no other tried
     if int8["kept"]:
         assert int8["top1_agreement"] >= report["min_agreement"]
-        assert int8["quantisation"] in ("full_integer", "histogram_in_float")
+        assert int8["quantisation"] == "dynamic_range"
     else:
         assert "not kept" in int8["why_not_kept"] or "conversion failed" in int8["why_not_kept"]
     # float16 that disagrees is backed by a float32 model that agrees
