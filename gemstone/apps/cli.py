@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "--api-key-file")
     serve.add_argument("--log-dir", help="where predictions are logged for drift checks "
                                          "(default: $GEMSTONE_HOME/serving-logs/<model name>)")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_serve, ends_without_finalising=True)  # see _end_without_finalising
 
     drift = command("drift", "compare served photos with the training data",
                     description="Compare the photos `gemstone serve` logged with the newest training statistics. "
@@ -592,7 +592,7 @@ def main(argv=None) -> int:
                                      getattr(args, "backbone_command", None)]))
     try:
         status = _dispatch(parser, args, extra)
-        if program and args.command == "serve":
+        if program and getattr(args, "ends_without_finalising", False):
             _end_without_finalising(status)
         return status
     except checks.UsageError as e:
