@@ -105,6 +105,21 @@ def test_blur_and_noise_change_image_and_histogram_together():
     np.testing.assert_allclose(noisy_colour, transform.colour_histogram(tf.constant(noisy)).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("sigma", [1.0, 5.4])  # 5.4: the widest blur at 224 px (33 taps)
+def test_gaussian_blur_is_a_separable_gaussian_with_reflected_edges(sigma):
+    """Against numpy. The 224 px kernel crashed TensorFlow on AVX-512 CPUs as a depthwise convolution."""
+    images = np.random.default_rng(0).random((2, 224, 224, 3)).astype(np.float32)
+    radius = int(round(3 * sigma))
+    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
+    taps /= taps.sum()
+    expected = np.pad(images.astype(np.float64), [(0, 0), (radius, radius), (radius, radius), (0, 0)], mode="reflect")
+    for axis in (1, 2):
+        expected = np.apply_along_axis(lambda line: np.convolve(line, taps, mode="valid"), axis, expected)
+    blurred = model_lib._gaussian_blur(tf.constant(images), sigma).numpy()
+    assert blurred.shape == images.shape
+    np.testing.assert_allclose(blurred, expected, atol=1e-5)
+
+
 def test_staged_unfreezing_trains_the_top_first():
     model = model_lib.build_model(SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, backbone_name="mobilenet_v3_small")
     assert model_lib.set_trainable_top(model, 0.0) == 0
