@@ -180,10 +180,15 @@ def _softmax(logits):
     return tf.nn.softmax(logits).numpy()
 
 
-def test_the_pretrained_models_variety_is_the_product_of_the_image_and_colour_experts(transfer_parts):
+def _log_softmax(logits):
+    return tf.nn.log_softmax(logits).numpy()
+
+
+def test_the_pretrained_models_variety_is_the_product_of_the_image_and_colour_experts():
+    parts = model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, members=1)
     images = tf.random.stateless_uniform([3, TRANSFER_SIZE, TRANSFER_SIZE, 3], seed=[4, 5])
-    outputs = transfer_parts.model({contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)},
-                                   training=False)
+    outputs = parts.model({contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)},
+                          training=False)
     product = _softmax(outputs[model_lib.IMAGE_EXPERT]) * _softmax(outputs[model_lib.COLOUR_EXPERT])
     np.testing.assert_allclose(_softmax(outputs[contract.VARIETY_HEAD]), product / product.sum(axis=1, keepdims=True),
                                rtol=1e-4, atol=1e-6)
@@ -195,19 +200,40 @@ def test_the_pretrained_models_variety_is_the_product_of_the_image_and_colour_ex
         assert set(model.output_names) == {contract.VARIETY_HEAD, contract.FAMILY_HEAD}
 
 
+def test_an_ensemble_answers_the_geometric_mean_of_its_members_products(transfer_parts):
+    members = model_lib.ENSEMBLE_MEMBERS
+    assert members > 1  # the default: what the Trainer builds
+    images = tf.random.stateless_uniform([3, TRANSFER_SIZE, TRANSFER_SIZE, 3], seed=[4, 5])
+    outputs = transfer_parts.model({contract.IMAGE_XF: images,
+                                    contract.COLOUR_XF: transform.colour_histogram(images)}, training=False)
+    answers = []
+    for member in range(members):
+        def name(output):
+            return model_lib.member_name(output, member, members)
+        product = _log_softmax(outputs[name(model_lib.IMAGE_EXPERT)]) + _log_softmax(outputs[name(model_lib.COLOUR_EXPERT)])
+        np.testing.assert_allclose(outputs[name(contract.VARIETY_HEAD)], _log_softmax(product), atol=1e-5)
+        answers.append(_log_softmax(product))
+    assert np.abs(answers[0] - answers[1]).max() > 1e-3  # members start from their own weights
+    np.testing.assert_allclose(_softmax(outputs[contract.VARIETY_HEAD]), _softmax(np.mean(answers, axis=0)),
+                               rtol=1e-4, atol=1e-6)
+
+
 def test_each_expert_learns_the_variety_and_the_family_head_learns_the_family(transfer_parts):
     head = transfer_parts.head
     variety, family = np.array([0, 4, 2]), np.array([1, 0, 1])
     targets = model_lib.targets(head, variety, family)
-    assert set(targets) == {contract.VARIETY_HEAD, contract.FAMILY_HEAD, model_lib.IMAGE_EXPERT,
-                            model_lib.COLOUR_EXPERT}
-    assert targets[contract.FAMILY_HEAD] is family and targets[model_lib.COLOUR_EXPERT] is variety
+    members = model_lib.ENSEMBLE_MEMBERS
+    learners = {model_lib.member_name(output, member, members) for member in range(members)
+                for output in (model_lib.IMAGE_EXPERT, model_lib.COLOUR_EXPERT, contract.VARIETY_HEAD)}
+    assert set(targets) == learners | {contract.VARIETY_HEAD, contract.FAMILY_HEAD}
+    assert targets[contract.FAMILY_HEAD] is family
+    assert all(targets[name] is variety for name in learners)
     rng = np.random.default_rng(0)
     inputs = {model_lib.FEATURES_INPUT: rng.random((3, head.input[model_lib.FEATURES_INPUT].shape[1])),
               contract.COLOUR_XF: rng.random((3, transform.COLOUR_FEATURE_SIZE))}
     model_lib.compile_model(head, 1e-3)
     history = head.fit(inputs, targets, epochs=1, verbose=0).history
-    for name in (model_lib.IMAGE_EXPERT, model_lib.COLOUR_EXPERT, contract.FAMILY_HEAD):
+    for name in learners | {contract.FAMILY_HEAD}:
         assert history[f"{name}_loss"][0] > 0  # each output's loss is part of what the model learns from
 
 

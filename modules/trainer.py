@@ -52,6 +52,9 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             # `fine_tune_epochs` the top blocks too, at learning_rate x fine_tune_learning_rate_factor
             # (0 epochs: the frozen-only ablation).
             "views": 3, "fine_tune_epochs": 6, "fine_tune_learning_rate_factor": 0.1,
+            # Pretrained backbones: pairs of experts in the head, learning side by side, whose answers are
+            # averaged (an ensemble; model.ENSEMBLE_MEMBERS).
+            "ensemble_members": model_lib.ENSEMBLE_MEMBERS,
             # False trains on the picture alone (the benchmark's ablation).
             "colour_features": True,
             # With pretrained weights: FINE_TUNE_STAGES (True) or everything at once (the ablation).
@@ -188,7 +191,7 @@ def _build_transfer(tf_transform_output, config, weights) -> model_lib.TransferP
         size, num_classes, num_families, tf_transform_output.transformed_feature_spec()[contract.COLOUR_XF].shape[-1],
         weights=weights, learning_rate=float(config["learning_rate"]), dropout=float(config["dropout"]),
         head_width=int(config["head_width"]), colour_features=bool(config["colour_features"]),
-        backbone=config["backbone"])
+        backbone=config["backbone"], members=int(config["ensemble_members"]))
 
 
 def _family_of_variety(variety: np.ndarray, family: np.ndarray, num_classes: int) -> np.ndarray:
