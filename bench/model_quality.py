@@ -279,7 +279,7 @@ def retrained(split, photos, family_map, overrides: dict, baseline_right=None) -
 RETRAINED = {
     "seed1": ("pipeline model, seed 1 (Trainer only)", {"seed": 1}),
     "frozen": ("ablation: frozen backbone, no fine-tuning (Trainer only)", {"fine_tune_epochs": 0}),
-    "one_pair": ("ablation: one pair of experts, no ensemble (Trainer only)", {"ensemble_members": 1}),
+    "ensemble": ("three pairs of experts, averaged (Trainer only)", {"ensemble_members": 3}),
     "scratch": ("from scratch: small CNN, 64 px, no pretrained weights (Trainer only)",
                 {"backbone": "none", "weights": "", "image_size": 64}),
     # The pretrained backbone before EfficientNet-Lite2 (its weights: `gemstone backbone fetch --backbone inception_v3`).

@@ -52,8 +52,8 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             # `fine_tune_epochs` the top blocks too, at learning_rate x fine_tune_learning_rate_factor
             # (0 epochs: the frozen-only ablation).
             "views": 3, "fine_tune_epochs": 6, "fine_tune_learning_rate_factor": 0.1,
-            # Pretrained backbones: pairs of experts in the head, learning side by side, whose answers are
-            # averaged (an ensemble; model.ENSEMBLE_MEMBERS).
+            # Pretrained backbones: pairs of experts in the head; more than one learn side by side and their
+            # answers are averaged (an ensemble; model.ENSEMBLE_MEMBERS says why the default is one).
             "ensemble_members": model_lib.ENSEMBLE_MEMBERS,
             # False trains on the picture alone (the benchmark's ablation).
             "colour_features": True,
