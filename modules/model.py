@@ -285,7 +285,7 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
     `experts`: the variety as the product of an image and a colour expert (see IMAGE_EXPERT), whose
     own logits are outputs too; otherwise one read-out of the image and colour features together.
     `members` (with `experts`): that many pairs of experts, each with its own weights and dropout,
-    learning side by side; the variety is the geometric mean of their answers (see ENSEMBLE).
+    learning side by side; the variety is the geometric mean of their answers (see ENSEMBLE_MEMBERS).
     """
     def dense(tensor, size, name, activation=None):
         return keras.layers.Dense(size, activation=activation, name=name,
