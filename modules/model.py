@@ -308,7 +308,7 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
         fused = keras.layers.Dropout(dropout, name="dropout")(keras.layers.Concatenate(name="fuse")([x, c]))
         return {contract.VARIETY_HEAD: dense(fused, num_classes, contract.VARIETY_HEAD),
                 contract.FAMILY_HEAD: dense(fused, num_families, contract.FAMILY_HEAD)}
-    outputs, answers = {}, []
+    outputs, products = {}, []
     for member in range(members):
         def named(name):
             return member_name(name, member, members)
@@ -320,14 +320,17 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
         log_probabilities = [keras.layers.Activation(tf.nn.log_softmax, name=f"{name}_log_softmax")(logits)
                              for name, logits in expert_logits.items()]
         outputs.update(expert_logits)
-        if members == 1:
-            outputs[contract.VARIETY_HEAD] = keras.layers.Add(name=contract.VARIETY_HEAD)(log_probabilities)
-            break
+        product = contract.VARIETY_HEAD if members == 1 else f"{named(contract.VARIETY_HEAD)}_product"
+        products.append(keras.layers.Add(name=product)(log_probabilities))
+    if members == 1:
+        outputs[contract.VARIETY_HEAD] = products[0]
+    else:
         # Each member's own answer learns from the labels too (an output), as one model trained alone would.
-        answer = keras.layers.Add(name=f"{named(contract.VARIETY_HEAD)}_product")(log_probabilities)
-        answers.append(keras.layers.Activation(tf.nn.log_softmax, name=named(contract.VARIETY_HEAD))(answer))
-        outputs[named(contract.VARIETY_HEAD)] = answers[-1]
-    if members > 1:
+        answers = [keras.layers.Activation(tf.nn.log_softmax, name=member_name(contract.VARIETY_HEAD, member,
+                                                                               members))(product)
+                   for member, product in enumerate(products)]
+        outputs.update({member_name(contract.VARIETY_HEAD, member, members): answer
+                        for member, answer in enumerate(answers)})
         outputs[contract.VARIETY_HEAD] = keras.layers.Average(name=contract.VARIETY_HEAD)(answers)
     # An auxiliary task (see compile_model): the family shown is the variety's.
     fused = keras.layers.Concatenate(name="fuse")([image_features, c])
