@@ -59,7 +59,8 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             "colour_features": True,
             # With pretrained weights: FINE_TUNE_STAGES (True) or everything at once (the ablation).
             "progressive_unfreezing": True,
-            # Epochs without a better eval loss before early stopping (the best weights are kept).
+            # Early stopping (the best weights are kept): epochs without a better eval loss (end-to-end
+            # models) or eval accuracy (fine-tuning). The pretrained head's stage 1 runs all its epochs.
             "patience": 10,
             # The Tuner's trials: how many, and how many epochs each.
             "tuner_trials": 6, "tuner_epochs": 8}

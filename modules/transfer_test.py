@@ -53,5 +53,17 @@ def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, tmp_pat
     assert len(stage2) == 2 and max(stage2) < max(stage1), history[transfer.MONITOR]  # the premise: it got worse
     fine_tune = parts.fine_tune_model()
     model_lib.compile_model(fine_tune, 0.0)
-    # Stage 1 keeps its best epoch's weights; those are what the model has again.
-    assert transfer._accuracy(fine_tune, val) == max(stage1)
+    # Stage 1 keeps its last epoch's weights; those are what the model has again.
+    assert transfer._accuracy(fine_tune, val) == stage1[-1]
+
+
+@pytest.mark.slow  # trains
+def test_the_head_trains_every_epoch_of_its_schedule_and_keeps_the_last_weights(parts, tmp_path):
+    """No early stopping in stage 1: with patience 1 it would stop once the eval accuracy stalls."""
+    train = transfer.cache(parts, _photos(8), views=2, augment=transfer.augmenter(True, seed=1))
+    val = transfer.cache(parts, _photos(8, seed=1), views=1)
+    config = {**trainer.DEFAULTS, "epochs": 6, "fine_tune_epochs": 0, "batch_size": 4, "patience": 1}
+    history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path))
+    assert len(history[transfer.MONITOR]) == 6
+    last_loss = parts.head.evaluate(val.head_inputs(), val.labels(parts.head), verbose=0, return_dict=True)["loss"]
+    assert last_loss == pytest.approx(history["val_loss"][-1], rel=1e-5)
