@@ -109,7 +109,7 @@ run: export GEMSTONE_PIPELINE_NAME := $(PIPELINE_NAME)
 run: export GEMSTONE_DATA = $(abspath $(DATA))
 # A curated schema named by a relative path is relative to where make runs, not to pipeline/ (the tfx CLI's).
 ifneq ($(filter-out none,$(GEMSTONE_SCHEMA)),)
-run: export GEMSTONE_SCHEMA := $(abspath $(GEMSTONE_SCHEMA))
+run: override export GEMSTONE_SCHEMA := $(abspath $(GEMSTONE_SCHEMA))
 endif
 run: setup backbone
 	@if [ "$(DATA)" = "$(DEMO_DATA)/manifest.csv" ]; then $(VENV)/bin/gemstone make-demo-data $(DEMO_DATA); fi
