@@ -1,4 +1,5 @@
 """The model: backbones, weights from a local file, augmentation that keeps colour, staged unfreezing."""
+import functools
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -176,6 +177,12 @@ def test_only_the_top_blocks_and_the_head_train(transfer_parts):
         top_names | {w.name for w in transfer_parts.head.trainable_weights}
 
 
+@functools.lru_cache(maxsize=None)
+def _pretrained(members: int) -> model_lib.TransferParts:
+    """The default backbone with `members` pairs of experts, built once for the tests below."""
+    return model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, members=members)
+
+
 def _softmax(logits):
     return tf.nn.softmax(logits).numpy()
 
@@ -185,7 +192,7 @@ def _log_softmax(logits):
 
 
 def test_the_pretrained_models_variety_is_the_product_of_the_image_and_colour_experts():
-    parts = model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, members=1)
+    parts = _pretrained(members=1)
     images = tf.random.stateless_uniform([3, TRANSFER_SIZE, TRANSFER_SIZE, 3], seed=[4, 5])
     outputs = parts.model({contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)},
                           training=False)
@@ -202,7 +209,7 @@ def test_the_pretrained_models_variety_is_the_product_of_the_image_and_colour_ex
 
 def test_an_ensemble_answers_the_geometric_mean_of_its_members_products():
     members = 3
-    parts = model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, members=members)
+    parts = _pretrained(members)
     images = tf.random.stateless_uniform([3, TRANSFER_SIZE, TRANSFER_SIZE, 3], seed=[4, 5])
     outputs = parts.model({contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)},
                           training=False)
@@ -220,7 +227,7 @@ def test_an_ensemble_answers_the_geometric_mean_of_its_members_products():
 
 @pytest.mark.parametrize("members", [1, 3])
 def test_each_expert_learns_the_variety_and_the_family_head_learns_the_family(members):
-    head = model_lib.build_transfer_model(TRANSFER_SIZE, 5, 2, transform.COLOUR_FEATURE_SIZE, members=members).head
+    head = _pretrained(members).head
     variety, family = np.array([0, 4, 2]), np.array([1, 0, 1])
     targets = model_lib.targets(head, variety, family)
     learners = {model_lib.member_name(output, member, members) for member in range(members)

@@ -28,6 +28,13 @@ def parts():
     return model_lib.build_transfer_model(SIZE, 2, 2, transform.COLOUR_FEATURE_SIZE)
 
 
+@pytest.fixture(scope="module")
+def train_and_val(parts):
+    """Two views of 8 training photos and one of 8 eval photos, as the trunk gives them."""
+    return (transfer.cache(parts, _photos(8), views=2, augment=transfer.augmenter(True, seed=1)),
+            transfer.cache(parts, _photos(8, seed=1), views=1))
+
+
 @pytest.mark.slow  # runs InceptionV3 over every view
 def test_each_view_is_a_pass_of_every_photo_and_only_the_later_views_are_augmented(parts):
     cached = transfer.cache(parts, _photos(6), views=3, augment=transfer.augmenter(True, seed=1), keep_images=4)
@@ -41,10 +48,9 @@ def test_each_view_is_a_pass_of_every_photo_and_only_the_later_views_are_augment
 
 
 @pytest.mark.slow  # trains
-def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, tmp_path):
+def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, train_and_val, tmp_path):
     """An absurd learning rate ruins the top blocks: the model after stage 1 must come back."""
-    train = transfer.cache(parts, _photos(8), views=2, augment=transfer.augmenter(True, seed=1))
-    val = transfer.cache(parts, _photos(8, seed=1), views=1)
+    train, val = train_and_val
     config = {**trainer.DEFAULTS, "epochs": 2, "fine_tune_epochs": 2, "batch_size": 4, "patience": 5,
               "fine_tune_learning_rate_factor": 1e5}
     history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path))
@@ -58,10 +64,9 @@ def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, tmp_pat
 
 
 @pytest.mark.slow  # trains
-def test_the_head_trains_every_epoch_of_its_schedule_and_keeps_the_last_weights(parts, tmp_path):
+def test_the_head_trains_every_epoch_of_its_schedule_and_keeps_the_last_weights(parts, train_and_val, tmp_path):
     """No early stopping in stage 1: with patience 1 it would stop once the eval accuracy stalls."""
-    train = transfer.cache(parts, _photos(8), views=2, augment=transfer.augmenter(True, seed=1))
-    val = transfer.cache(parts, _photos(8, seed=1), views=1)
+    train, val = train_and_val
     config = {**trainer.DEFAULTS, "epochs": 6, "fine_tune_epochs": 0, "batch_size": 4, "patience": 1}
     history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path))
     assert len(history[transfer.MONITOR]) == 6
