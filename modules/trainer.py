@@ -52,6 +52,9 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             # `fine_tune_epochs` the top blocks too, at learning_rate x fine_tune_learning_rate_factor
             # (0 epochs: the frozen-only ablation).
             "views": 3, "fine_tune_epochs": 6, "fine_tune_learning_rate_factor": 0.1,
+            # Pretrained backbones: after calibration and the fine-tuning decision, the head learns again on
+            # the training and eval photos together (transfer.fit's stage 3); False keeps eval held out.
+            "refit_with_eval": True,
             # Pretrained backbones: pairs of experts in the head; more than one learn side by side and their
             # answers are averaged (an ensemble; model.ENSEMBLE_MEMBERS says why the default is one).
             "ensemble_members": model_lib.ENSEMBLE_MEMBERS,
@@ -168,16 +171,19 @@ def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.St
     augment = transfer.augmenter(bool(config["colour_features"]), seed)
     with stopwatch("features_train"):
         cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train")
+    # With the refit (transfer.fit's stage 3), the eval photos get as many views as the training ones.
+    eval_views = views if config["refit_with_eval"] else 1
     with stopwatch("features_eval"):
-        cached_val = transfer.cache(parts, val, 1, keep_images=transfer.AGREEMENT_PHOTOS, name="eval")
+        eval_all_views = transfer.cache(parts, val, eval_views, augment, transfer.AGREEMENT_PHOTOS, "eval")
+    cached_val = eval_all_views.first_view(len(eval_all_views.variety) // eval_views)
     photos = len(cached_train.variety) // views
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
     class_weights = (_class_weights(counts) if config["imbalance"] == "class_weight"
                      else np.ones(num_classes, np.float32))
-    history = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir,
-                           stopwatch)
-    return _Trained(parts.model, history, cached_val.variety, transfer.eval_logits(parts, cached_val),
+    fitted = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir,
+                          stopwatch, refit_on=eval_all_views if config["refit_with_eval"] else None)
+    return _Trained(parts.model, fitted.history, cached_val.variety, fitted.eval_logits,
                     _family_of_variety(cached_train.variety, cached_train.family, num_classes),
                     cached_train.images, cached_val.images)
 

@@ -53,7 +53,7 @@ def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, train_a
     train, val = train_and_val
     config = {**trainer.DEFAULTS, "epochs": 2, "fine_tune_epochs": 2, "batch_size": 4, "patience": 5,
               "fine_tune_learning_rate_factor": 1e5}
-    history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path))
+    history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path)).history
     assert history["fine_tuning_kept"] == [False]
     stage1, stage2 = history[transfer.MONITOR][:2], history[transfer.MONITOR][2:]
     assert len(stage2) == 2 and max(stage2) < max(stage1), history[transfer.MONITOR]  # the premise: it got worse
@@ -68,7 +68,36 @@ def test_the_head_trains_every_epoch_of_its_schedule_and_keeps_the_last_weights(
     """No early stopping in stage 1: with patience 1 it would stop once the eval accuracy stalls."""
     train, val = train_and_val
     config = {**trainer.DEFAULTS, "epochs": 6, "fine_tune_epochs": 0, "batch_size": 4, "patience": 1}
-    history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path))
+    history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path)).history
     assert len(history[transfer.MONITOR]) == 6
     last_loss = parts.head.evaluate(val.head_inputs(), val.labels(parts.head), verbose=0, return_dict=True)["loss"]
     assert last_loss == pytest.approx(history["val_loss"][-1], rel=1e-5)
+
+
+@pytest.mark.slow  # trains
+def test_the_refit_learns_from_the_eval_photos_and_calibration_reads_the_head_from_before_it(
+        parts, train_and_val, tmp_path):
+    """Training photos are all red (class 0), eval photos red and blue: only the refit sees a blue one."""
+    train, val = train_and_val
+    red = np.flatnonzero(train.variety == 0)
+    red_only = train._replace(**{key: getattr(train, key)[red] for key in ("cut_map", "low", "high", "colour",
+                                                                          "variety", "family")})
+    config = {**trainer.DEFAULTS, "epochs": 8, "fine_tune_epochs": 0, "batch_size": 4}
+    fitted = transfer.fit(parts, red_only, val, 4, config, np.ones(2, np.float32), str(tmp_path), refit_on=val)
+
+    assert (fitted.eval_logits.argmax(axis=1) == 0).all()  # the held-out head never saw blue
+    refit = parts.head.predict(val.head_inputs(), verbose=0)[contract.VARIETY_HEAD].argmax(axis=1)
+    assert (refit == val.variety).mean() >= 0.75, (refit, val.variety)
+    assert len(fitted.history["refit_loss"]) == 8 and len(fitted.history[transfer.MONITOR]) == 8
+
+
+def test_first_view_keeps_the_photos_as_they_are():
+    """Views are stacked view-major: the first `photos` rows of every column are the first view."""
+    rows = np.arange(6)  # 3 photos x 2 views
+    cached = transfer.Cached(rows.reshape(6, 1, 1, 1).astype(np.float16), rows[:, None] * 1.0, rows[:, None] * 2.0,
+                             rows[:, None] * 3.0, rows % 3, rows % 3, np.zeros((2, 4, 4, 3), np.float32))
+    first = cached.first_view(3)
+    for column in ("cut_map", "low", "high", "colour", "variety", "family"):
+        assert len(getattr(first, column)) == 3, column
+    np.testing.assert_array_equal(first.low[:, 0], [0, 1, 2])
+    assert len(first.images) == 2  # the kept photos stay as they were
