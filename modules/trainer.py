@@ -8,7 +8,7 @@ The decoded images are cached in memory after the first epoch.
 Two ways to train, by `backbone`:
   - `efficientnet_lite2` (default) or `inception_v3`: transfer learning from
     ImageNet's weights on cached frozen features, then fine-tuning of the top
-    blocks (modules/transfer.py);
+    blocks, then the head again on the training and eval photos (modules/transfer.py);
   - `none` / `small_cnn` or a `keras.applications` backbone: end to end (`_fit`).
 Both end the same way: temperature scaling on eval, the signatures of
 modules/export.py, the edge (TFLite) models.
@@ -341,6 +341,7 @@ def _backbone_record(config, trained) -> dict:
               "provenance": config.get("backbone_provenance") or {}}
     if "fine_tuning_kept" in trained.history:
         record["fine_tuning_kept"] = bool(trained.history["fine_tuning_kept"][-1])
+    record["refit_with_eval"] = "refit_loss" in trained.history
     return record
 
 

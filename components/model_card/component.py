@@ -142,6 +142,9 @@ def to_markdown(card: Dict[str, Any]) -> str:
         if "fine_tuning_kept" in backbone:
             lines += ["Fine-tuning of the top blocks was " + ("kept (it raised the eval accuracy)."
                       if backbone["fine_tuning_kept"] else "dropped (it did not raise the eval accuracy): frozen.")]
+        if backbone.get("refit_with_eval"):
+            lines += ["The head was then trained again on the training and eval photos together; the calibration "
+                      "below was measured on the eval photos before that, while they were held out."]
     calibration = card["calibration"]
     if calibration:
         lines += ["", "## Calibration", "", f"Temperature {calibration['temperature']:.3f}; ECE "

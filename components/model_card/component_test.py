@@ -23,3 +23,15 @@ def test_the_card_carries_them():
     text = component.to_markdown(card)
     assert "- Accuracy on 4 test photos: 50.0 % named correctly (0.500)" in text
     assert "sparse_categorical_accuracy" not in text
+
+
+def test_the_card_says_when_the_head_learnt_from_the_eval_photos_after_calibration():
+    card = {"model": "gem88", "version": "1", "created": "2026-11-27", "intended_use": "x", "limits": "y",
+            "verdict": {"blessed": True, "pushed": True, "pushed_to": "/s/gem88/1", "reasons": []},
+            "data": {"root": "/d", "counts": {"files": 3}, "classes": ["Ruby"]},
+            "metrics": {"overall": {contract.ACCURACY: 0.5, contract.EXAMPLE_COUNT: 4.0}, "weakest_classes": []},
+            "calibration": {}, "edge_models": {}, "lineage": {},
+            "backbone": {"backbone": "efficientnet_lite2", "weights": "/w.h5", "fine_tuning_kept": False}}
+    assert "trained again on the training and eval photos" not in component.to_markdown(card)
+    card["backbone"]["refit_with_eval"] = True
+    assert "trained again on the training and eval photos" in component.to_markdown(card)
