@@ -261,7 +261,7 @@ def build_model(image_size: int, num_classes: int, num_families: int, colour_siz
 # on its own (these outputs), so neither leans on the other. Measured on gem88's cached InceptionV3
 # features (test split, seeds 0 / 1): one fused read-out 0.677 / 0.685 top-1, two experts 0.715 /
 # 0.713. The small CNN stays fused: trained from scratch, side-by-side heads measured no better
-# (0.628 against 0.632-0.639; README, "How the model got here").
+# (0.628 against 0.632-0.639; bench/HISTORY.md, "How the model got here").
 IMAGE_EXPERT, COLOUR_EXPERT = contract.VARIETY_HEAD + "_image", contract.VARIETY_HEAD + "_colour"
 # How many pairs of experts the pretrained model's head holds. More than one: each pair has its own
 # weights and dropout and learns from the labels on its own (and the average from them all); the

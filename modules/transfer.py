@@ -190,7 +190,7 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
     # the seed, on a noisy figure (529 eval photos). On gem88's cached features (one pair of experts,
     # seeds 0-3), test top-1: 0.750-0.795 (mean 0.773, ECE 0.037) so; 0.784-0.797 (mean 0.790, ECE 0.028)
     # with the whole schedule. In the whole pipeline, where the seed changes the views too, it was level:
-    # 0.787 and 0.776 (seeds 0, 1; README, eighth run).
+    # 0.787 and 0.776 (seeds 0, 1; bench/HISTORY.md, eighth run).
     with stopwatch("stage1_head"):
         _merge(history, _train_head(parts.head, train.head_inputs(), train.variety, train.family, class_weights,
                                     config, validation_data=(val.head_inputs(), val.labels(parts.head)),
@@ -220,8 +220,9 @@ def _train_head(head: keras.Model, inputs: dict, variety: np.ndarray, family: np
                                                                          max(1, epochs * steps)),
                             steps_per_execution=steps)  # an epoch per call: a step here takes milliseconds
     weights = class_weights[variety]
-    return head.fit(inputs, model_lib.targets(head, variety, family), sample_weight=model_lib.targets(head, weights, weights),
-                    batch_size=batch_size, epochs=epochs, shuffle=True, verbose=2, **fit_args)
+    return head.fit(inputs, model_lib.targets(head, variety, family),
+                    sample_weight=model_lib.targets(head, weights, weights), batch_size=batch_size, epochs=epochs,
+                    shuffle=True, verbose=2, **fit_args)
 
 
 def _fine_tune(parts, train: Cached, val: Cached, photos: int, config: dict, class_weights: np.ndarray, log_dir: str,
