@@ -15,7 +15,8 @@ it never trains. So the Trainer:
      model stands, and the log says so;
   4. stage 3, refit: once the eval split has done its work (the calibration's
      logits, the fine-tuning decision), the head learns again from its first
-     weights on the training and eval views together: a fifth more photos.
+     weights on the training and eval views together (a fifth more photos),
+     for as many steps as stage 1 (see _refit).
 Each stage: cosine decay of the learning rate, rare classes weighted up. Stages
 1 and 3 run their whole schedule and keep their last weights (see fit);
 stage 2 stops early on the eval accuracy and keeps its best epoch (MONITOR).
