@@ -1,4 +1,6 @@
 """Transfer learning on cached features: what the trunk's pass keeps, and when fine-tuning is kept."""
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -102,3 +104,22 @@ def test_first_view_keeps_the_photos_as_they_are():
         assert len(getattr(first, column)) == 3, column
     np.testing.assert_array_equal(first.low[:, 0], [0, 1, 2])
     assert len(first.images) == 2  # the kept photos stay as they were
+
+
+@pytest.mark.slow  # runs the top blocks
+def test_after_kept_fine_tuning_the_refit_reads_the_top_blocks_as_they_are_now(parts, train_and_val, monkeypatch):
+    """The cached top-block features are the frozen ones; once fine-tuning was kept they are stale."""
+    train, _ = train_and_val
+    stale = train._replace(high=np.zeros_like(train.high))
+    seen = {}
+    def train_head(head, inputs, *args):  # what the head would be trained on, without training it
+        seen.update(inputs)
+        return types.SimpleNamespace(history={"loss": []})
+
+    monkeypatch.setattr(transfer, "_train_head", train_head)
+    low = train.low.shape[1]
+    transfer._refit(parts, [stale], parts.head.get_weights(), trainer.DEFAULTS, np.ones(2, np.float32), tuned=False)
+    assert not seen[model_lib.FEATURES_INPUT][:, low:].any()  # frozen: the cached features as they are
+    transfer._refit(parts, [stale], parts.head.get_weights(), trainer.DEFAULTS, np.ones(2, np.float32), tuned=True)
+    np.testing.assert_allclose(seen[model_lib.FEATURES_INPUT][:, low:],
+                               parts.top.predict(stale.cut_map.astype(np.float32), verbose=0), rtol=1e-4, atol=1e-4)
