@@ -172,7 +172,8 @@ def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.St
     with stopwatch("features_train"):
         cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train")
     # With the refit (transfer.fit's stage 3), the eval photos get as many views as the training ones.
-    eval_views = views if config["refit_with_eval"] else 1
+    refit = bool(config["refit_with_eval"])
+    eval_views = views if refit else 1
     with stopwatch("features_eval"):
         eval_all_views = transfer.cache(parts, val, eval_views, augment, transfer.AGREEMENT_PHOTOS, "eval")
     cached_val = eval_all_views.first_view(len(eval_all_views.variety) // eval_views)
@@ -182,7 +183,7 @@ def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.St
     class_weights = (_class_weights(counts) if config["imbalance"] == "class_weight"
                      else np.ones(num_classes, np.float32))
     fitted = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir,
-                          stopwatch, refit_on=eval_all_views if config["refit_with_eval"] else None)
+                          stopwatch, refit_on=eval_all_views if refit else None)
     return _Trained(parts.model, fitted.history, cached_val.variety, fitted.eval_logits,
                     _family_of_variety(cached_train.variety, cached_train.family, num_classes),
                     cached_train.images, cached_val.images)

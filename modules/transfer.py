@@ -80,9 +80,13 @@ class Cached(NamedTuple):
     def labels(self, model: keras.Model, index=slice(None)) -> dict:
         return model_lib.targets(model, self.variety[index], self.family[index])
 
+    def rows(self, index) -> "Cached":
+        """These rows of every column (the kept photos stay as they are)."""
+        return self._replace(**{key: getattr(self, key)[index] for key in Cached._fields if key != "images"})
+
     def first_view(self, photos: int) -> "Cached":
         """The photos as they are: the first view's `photos` rows."""
-        return self._replace(**{key: getattr(self, key)[:photos] for key in Cached._fields if key != "images"})
+        return self.rows(slice(photos))
 
 
 class Fitted(NamedTuple):
@@ -277,8 +281,8 @@ def _refit(parts, splits, first_weights, config: dict, class_weights: np.ndarray
         maps = tf.data.Dataset.from_tensor_slices(cached.cut_map).batch(64).map(lambda m: tf.cast(m, tf.float32))
         return parts.top.predict(maps, verbose=0)
 
-    inputs = {model_lib.FEATURES_INPUT: np.concatenate([np.concatenate([c.low, pooled(c)], axis=1) for c in splits]),
-              contract.COLOUR_XF: np.concatenate([c.colour for c in splits])}
+    each = [c._replace(high=pooled(c)).head_inputs() for c in splits]
+    inputs = {key: np.concatenate([split[key] for split in each]) for key in each[0]}
     variety, family = np.concatenate([c.variety for c in splits]), np.concatenate([c.family for c in splits])
     epochs = max(1, round(int(config["epochs"]) * len(splits[0].variety) / len(variety)))
     logging.info("Stage 3: the head again from its first weights, on %d samples (training and eval views), "

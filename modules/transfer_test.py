@@ -82,8 +82,7 @@ def test_the_refit_learns_from_the_eval_photos_and_calibration_reads_the_head_fr
     """Training photos are all red (class 0), eval photos red and blue: only the refit sees a blue one."""
     train, val = train_and_val
     red = np.flatnonzero(train.variety == 0)
-    red_only = train._replace(**{key: getattr(train, key)[red] for key in ("cut_map", "low", "high", "colour",
-                                                                          "variety", "family")})
+    red_only = train.rows(red)
     config = {**trainer.DEFAULTS, "epochs": 8, "fine_tune_epochs": 0, "batch_size": 4}
     fitted = transfer.fit(parts, red_only, val, 4, config, np.ones(2, np.float32), str(tmp_path), refit_on=val)
 
