@@ -119,6 +119,8 @@ def metrics(probabilities: np.ndarray, classes, labels, family_map, seconds: flo
         "family_accuracy": round(float(np.mean([family(p) == family(t) for p, t in zip(predicted, labels)])), 3),
         "macro_f1": round(float(f1_score(y, ranked[:, 0], average="macro")), 3),
         "ece": round(calibration.expected_calibration_error(probabilities, y), 3),
+        # What a perfectly calibrated model with the same confidences would show on these photos, 19 times in 20.
+        "ece_by_chance_p95": round(calibration.ece_by_chance(probabilities.max(axis=1))["p95"], 3),
         "train_seconds": round(seconds, 1),
     }
     if baseline_right is not None:
@@ -372,7 +374,9 @@ def run():
     return common.record("model_quality", rows, notes=(
         f"gemstones-88, test split of the pipeline ({len(test_labels)} photos; near-duplicate groups kept "
         f"together); {os.cpu_count()} cores. train_seconds: whole `make run` for the pipeline model (ingestion "
-        f"to dashboard), training and export for the ablations, fit only for the forests."))
+        f"to dashboard), training and export for the ablations, fit only for the forests. ece_by_chance_p95: "
+        f"the ECE a perfectly calibrated model with the same confidences stays under 19 times in 20 on these "
+        f"photos (an ECE below it is indistinguishable from chance)."))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_the_figures_hang_together(dashboard):
             assert abs(row["accuracy"] - row["recall"]) < 1e-6
     calibrated = data["calibration"]
     assert sum(b["photos"] for b in calibrated["buckets"]) == matrix.sum()
-    assert 0.0 <= calibrated["ece"] <= 1.0
+    assert 0.0 <= calibrated["ece"] <= 1.0 and 0.0 < calibrated["ece_by_chance_p95"] < 1.0
     assert {r["slice"] for r in data["families"]} == {r["family"] for r in data["per_class"]}
     assert sum(r["photos"] for r in data["size_buckets"]) == matrix.sum()
     for confusion in data["worst_confusions"]:
@@ -120,3 +120,15 @@ def test_robustness_predictions_of_old_and_new_runs_are_read_alike():
     old = {"source_path": "Ruby/1.jpg", "label": "Ruby", "predicted": "Spinel", "confidence": 0.4, "top_k": []}
     assert report._per_photo(new) == report._per_photo(old) == {
         "source_path": "Ruby/1.jpg", "label": "Ruby", "predicted": "Spinel", "confidence": 0.4}
+
+
+def test_ece_by_chance_is_what_luck_alone_gives_a_calibrated_model_and_shrinks_with_more_photos():
+    # 100 photos at confidence 0.5: the share right is 0.5 +- 0.05, so 19 draws in 20 stay within about 0.1.
+    few = report.ece_by_chance_p95([{"photos": 100, "confidence": 0.5}])
+    many = report.ece_by_chance_p95([{"photos": 10000, "confidence": 0.5}])
+    assert 0.08 < few < 0.12
+    assert 8 < few / many < 12
+    # At confidence 0.99 luck leaves little room: 0.02 on 100 photos (97 right in 100).
+    assert report.ece_by_chance_p95([{"photos": 100, "confidence": 0.99}]) < 0.03
+    shown = report.reliability([(100, 50, 50, 0.4), (0, 0, 0, 0.6)])
+    assert shown["ece"] == 0 and shown["ece_by_chance_p95"] == few

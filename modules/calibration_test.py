@@ -49,3 +49,20 @@ def test_report_says_what_calibration_changed():
     assert report["examples"] == 1000 and report["ece_after"] < report["ece_before"]
     assert 0.65 < report["accuracy"] < 0.75
     assert 0.0 < report["review_rate"] < 1.0
+
+
+def test_ece_by_chance_is_what_a_perfectly_calibrated_model_shows_and_shrinks_with_more_photos():
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.5, 1.0, 500)  # two classes: the first is always the answer
+    few, many = calibration.ece_by_chance(confidence), calibration.ece_by_chance(np.tile(confidence, 16))
+    # A model that is calibrated by construction: right with probability its confidence.
+    right = rng.random(500) < confidence
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    observed = calibration.expected_calibration_error(probabilities, np.where(right, 0, 1))
+    assert 0.01 < few["mean"] < few["p95"] < 0.1
+    assert observed < few["p95"] + 0.02
+    # Sixteen times the photos: the chance ECE falls about four-fold (one over the square root of the count).
+    assert 2.5 < few["mean"] / many["mean"] < 6
+    # A model that says 0.99 and is right 70 % of the time is far above chance.
+    assert calibration.expected_calibration_error(np.tile([0.99, 0.01], (500, 1)), (rng.random(500) > 0.7).astype(int)) \
+        > 10 * calibration.ece_by_chance(np.full(500, 0.99))["p95"]
