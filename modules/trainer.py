@@ -169,19 +169,22 @@ def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.St
     parts = _build_transfer(tf_transform_output, config, weights)
     views = max(1, int(config["views"]))
     augment = transfer.augmenter(bool(config["colour_features"]), seed)
+    # The top blocks' input maps are kept only for fine-tuning (stage 2) to read.
+    fine_tuning = int(config["fine_tune_epochs"]) > 0
     with stopwatch("features_train"):
-        cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train")
+        cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train",
+                                      keep_cut_maps=fine_tuning)
     # With the refit (transfer.fit's stage 3), the eval photos get as many views as the training ones.
     refit = bool(config["refit_with_eval"])
     eval_views = views if refit else 1
     with stopwatch("features_eval"):
-        eval_all_views = transfer.cache(parts, val, eval_views, augment, transfer.AGREEMENT_PHOTOS, "eval")
+        eval_all_views = transfer.cache(parts, val, eval_views, augment, transfer.AGREEMENT_PHOTOS, "eval",
+                                        keep_cut_maps=fine_tuning)
     cached_val = eval_all_views.first_view(len(eval_all_views.variety) // eval_views)
     photos = len(cached_train.variety) // views
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
-    class_weights = (_class_weights(counts) if config["imbalance"] == "class_weight"
-                     else np.ones(num_classes, np.float32))
+    class_weights = transfer_class_weights(config, counts)
     fitted = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir,
                           stopwatch, refit_on=eval_all_views if refit else None)
     return _Trained(parts.model, fitted.history, cached_val.variety, fitted.eval_logits,
@@ -350,6 +353,11 @@ def _write_json(path, value):
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(value, f, indent=1)
+
+
+def transfer_class_weights(config: dict, counts: np.ndarray) -> np.ndarray:
+    """A pretrained head's per-class loss weights from the training photos' class counts (`imbalance`)."""
+    return _class_weights(counts) if config["imbalance"] == "class_weight" else np.ones(len(counts), np.float32)
 
 
 def _class_weights(counts):

@@ -108,8 +108,12 @@ def augmenter(colour_features: bool, seed: int):
 
 
 def cache(parts: model_lib.TransferParts, dataset: tf.data.Dataset, views: int, augment=None,
-          keep_images: int = 0, name: str = "train") -> Cached:
-    """Runs the frozen trunk (and the top blocks as they are) over `views` passes of `dataset`."""
+          keep_images: int = 0, name: str = "train", keep_cut_maps: bool = True) -> Cached:
+    """Runs the frozen trunk (and the top blocks as they are) over `views` passes of `dataset`.
+
+    `keep_cut_maps`: False when nothing will be fine-tuned; the maps are the bulk of the cache (Lite2 at
+    224 px: 47 kB a view, against 14 kB for all the pooled features), and `cut_map` is then empty.
+    """
     # Any batch size: a split's last, smaller batch would otherwise trace the whole network again.
     @tf.function(input_signature=[tf.TensorSpec([None, *parts.trunk.input_shape[1:]], tf.float32)])
     def trunk(image):
@@ -124,6 +128,8 @@ def cache(parts: model_lib.TransferParts, dataset: tf.data.Dataset, views: int, 
             if view > 0:
                 image, colour = augment(image, colour)
             cut_map, low, high = trunk(image)
+            if not keep_cut_maps:
+                cut_map = tf.zeros([tf.shape(cut_map)[0], 0], tf.float16)
             for key, value in (("cut_map", cut_map), ("low", low), ("high", high), ("colour", colour),
                                ("variety", y[contract.VARIETY_HEAD]), ("family", y[contract.FAMILY_HEAD])):
                 columns[key].append(value.numpy())
@@ -204,7 +210,7 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
     kept = _fine_tune(parts, train, val, photos, config, class_weights, log_dir, stopwatch, history)
     if kept is not None:
         history["fine_tuning_kept"] = [kept]
-    held_out_logits = _eval_logits(parts, val)
+    held_out_logits = _eval_logits(parts, val, tuned=bool(kept))
     if refit_on is not None:
         with stopwatch("stage3_refit"):
             history["refit_loss"] = _refit(parts, [train, refit_on], first_weights, config, class_weights,
@@ -292,7 +298,14 @@ def _refit(parts, splits, first_weights, config: dict, class_weights: np.ndarray
     return [float(loss) for loss in result.history["loss"]]
 
 
-def _eval_logits(parts: model_lib.TransferParts, val: Cached) -> np.ndarray:
-    """Variety logits of the cached eval photos (the exported model gives the same from the pictures)."""
-    outputs = parts.fine_tune_model().predict(val.fine_tune_inputs(), batch_size=64, verbose=0)
+def _eval_logits(parts: model_lib.TransferParts, val: Cached, tuned: bool) -> np.ndarray:
+    """Variety logits of the cached eval photos (the exported model gives the same from the pictures).
+
+    `tuned`: the top blocks were fine-tuned, so they run again over the cut maps; otherwise the cached
+    pooled features are theirs already.
+    """
+    if tuned:
+        outputs = parts.fine_tune_model().predict(val.fine_tune_inputs(), batch_size=64, verbose=0)
+    else:
+        outputs = parts.head.predict(val.head_inputs(), batch_size=256, verbose=0)
     return outputs[contract.VARIETY_HEAD]

@@ -122,3 +122,14 @@ def test_after_kept_fine_tuning_the_refit_reads_the_top_blocks_as_they_are_now(p
     transfer._refit(parts, [stale], parts.head.get_weights(), trainer.DEFAULTS, np.ones(2, np.float32), tuned=True)
     np.testing.assert_allclose(seen[model_lib.FEATURES_INPUT][:, low:],
                                parts.top.predict(stale.cut_map.astype(np.float32), verbose=0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow  # runs the trunk
+def test_without_fine_tuning_no_cut_maps_are_kept_and_the_eval_logits_are_the_same(parts, train_and_val):
+    """Calibration's logits from the cached pooled features equal those of the top blocks run over the maps."""
+    _, val = train_and_val
+    light = transfer.cache(parts, _photos(8, seed=1), views=1, keep_cut_maps=False)
+    assert light.cut_map.size == 0 and len(light.cut_map) == 8
+    np.testing.assert_array_equal(light.high, val.high)
+    np.testing.assert_allclose(transfer._eval_logits(parts, light, tuned=False),
+                               transfer._eval_logits(parts, val, tuned=True), rtol=1e-2, atol=1e-2)
