@@ -1,0 +1,125 @@
+"""The pretrained model's head, trained several ways on the Trainer's own cached features, over seeds.
+
+A change to the head (stage 1, the refit, their schedules) moves test top-1
+by about 0.02, as much as the seed does; a whole pipeline run per seed and per
+variant takes a quarter of an hour. This benchmark runs the Trainer's own
+steps once up to the frozen features (its `_dataset`, `_build_transfer`,
+`transfer.cache`: the training and eval photos with their augmented views, the
+test photos as they are) on the newest run's inputs, then `transfer.fit` for
+each variant and seed on those features, a few minutes each. Only the head's
+seed varies (its first weights, dropout, shuffling); the views are those of
+the run's seed. Fine-tuning (stage 2) is left out: it was dropped in 10 of 11
+runs, and it needs the backbone again.
+
+Each variant is a set of overrides of the Trainer's custom_config. Test split:
+top-1, top-3, ECE after the Trainer's calibration (the temperature from the
+held-out eval logits), and the ECE a perfectly calibrated model would stay
+under 19 times in 20 (modules/calibration.py's ece_by_chance).
+
+    BENCH_PIPELINE_NAME=gem88-r2 BENCH_SEEDS=0,1 python -m bench head_variants
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from bench import common
+
+PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88"
+SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0,1").split(",") if s]
+# name -> overrides of the run's custom_config.
+VARIANTS = {
+    "stage 1 only (eval held out)": {"refit_with_eval": False},
+    "stage 1, then the refit on train + eval (default)": {"refit_with_eval": True},
+    "the default, every photo weighing the same": {"imbalance": "none"},
+    "the default, dropout 0.5 in the head": {"dropout": 0.5},
+}
+
+
+def _features(fn_args, config):
+    """(tf_transform_output, {split: transfer.Cached}, views): the Trainer's frozen features of each split."""
+    import tensorflow_transform as tft
+    import tf_keras as keras
+
+    from modules import trainer, transfer
+
+    keras.utils.set_random_seed(int(config["seed"]))
+    transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    parts = trainer._build_transfer(transform_output, config, config["weights"] or None)
+    views, seed = max(1, int(config["views"])), int(config["seed"])
+    augment = transfer.augmenter(bool(config["colour_features"]), seed)
+    files = {"train": fn_args.train_files, "eval": fn_args.eval_files,
+             "test": [f.replace("Split-train", "Split-test") for f in fn_args.train_files]}
+    cached = {}
+    for split, pattern in files.items():
+        dataset = trainer._dataset(fn_args, pattern, transform_output, int(config["batch_size"]), False, seed)
+        cached[split] = transfer.cache(parts, dataset, 1 if split == "test" else views, augment, 0, split)
+    return transform_output, cached, views
+
+
+def _scores(logits, labels, temperature) -> dict:
+    from modules import calibration
+
+    probabilities = calibration.softmax(logits, temperature)
+    ranked = np.argsort(-probabilities, axis=1)
+    return {"top1": round(float((ranked[:, 0] == labels).mean()), 3),
+            "top3": round(float((ranked[:, :3] == labels[:, None]).any(axis=1).mean()), 3),
+            "ece": round(calibration.expected_calibration_error(probabilities, labels), 3),
+            "ece_by_chance_p95": round(calibration.ece_by_chance(probabilities.max(axis=1))["p95"], 3)}
+
+
+def head_variant(transform_output, cached, views: int, config: dict, seed: int, work: str) -> dict:
+    """One variant at one seed: the Trainer's transfer.fit on the cached features; its test scores."""
+    import tf_keras as keras
+
+    from gemstone import contract
+    from modules import calibration, trainer, transfer
+
+    keras.utils.set_random_seed(seed)
+    parts = trainer._build_transfer(transform_output, config, config["weights"] or None)
+    train, eval_all_views, test = cached["train"], cached["eval"], cached["test"]
+    held_out = eval_all_views.first_view(len(eval_all_views.variety) // views)
+    photos = len(train.variety) // views
+    counts = np.bincount(train.variety[:photos], minlength=transform_output.vocabulary_size_by_name(
+        contract.LABEL_VOCAB)).astype(float)
+    started = time.time()
+    fitted = transfer.fit(parts, train, held_out, photos, config, trainer.transfer_class_weights(config, counts), work,
+                          refit_on=eval_all_views if config["refit_with_eval"] else None)
+    seconds = time.time() - started
+    temperature = calibration.fit_temperature(fitted.eval_logits, held_out.variety)
+    logits = parts.head.predict(test.head_inputs(), batch_size=256, verbose=0)[contract.VARIETY_HEAD]
+    return {**_scores(logits, test.variety, temperature), "temperature": round(temperature, 2),
+            "fit_seconds": round(seconds, 1)}
+
+
+def run():
+    from gemstone.apps import metadata
+    from modules import trainer
+
+    try:
+        store = metadata.open_store(PIPELINE_NAME)
+    except FileNotFoundError as error:
+        print(f"head_variants: skipped, {error} (`make run` first, or BENCH_PIPELINE_NAME=<a run>)")
+        return None
+    with tempfile.TemporaryDirectory(prefix="head-variants-") as work:
+        fn_args = metadata.trainer_fn_args(store, work, {"fine_tune_epochs": 0})
+        config = trainer._config(fn_args)
+        transform_output, cached, views = _features(fn_args, config)
+        rows = []
+        for name, overrides in VARIANTS.items():
+            scores = [head_variant(transform_output, cached, views, {**config, **overrides}, seed, work)
+                      for seed in SEEDS]
+            rows += [{"variant": name, "seed": seed, **s} for seed, s in zip(SEEDS, scores)]
+            rows.append({"variant": name, "seed": "mean", **{key: round(float(np.mean([s[key] for s in scores])), 3)
+                                                             for key in ("top1", "top3", "ece", "fit_seconds")}})
+    return common.record("head_variants", rows, notes=(
+        f"{PIPELINE_NAME}'s Trainer inputs; frozen features cached once ({views} views of the training and eval "
+        f"photos, the run's seed); the head trained per variant and seed (no fine-tuning); test split "
+        f"({len(cached['test'].variety)} photos). {os.cpu_count()} cores."))
+
+
+if __name__ == "__main__":
+    run()
