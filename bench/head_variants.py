@@ -35,7 +35,7 @@ VARIANTS = {
     "stage 1 only (eval held out)": {"refit_with_eval": False},
     "stage 1, then the refit on train + eval (default)": {"refit_with_eval": True},
     "the default, every photo weighing the same": {"imbalance": "none"},
-    "the default, dropout 0.5 in the head": {"dropout": 0.5},
+    "the default, image expert's dropout 0.3 (before 2026-11-27)": {"image_expert_dropout": 0.3},
 }
 
 
