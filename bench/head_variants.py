@@ -56,7 +56,8 @@ def _features(fn_args, config):
     cached = {}
     for split, pattern in files.items():
         dataset = trainer._dataset(fn_args, pattern, transform_output, int(config["batch_size"]), False, seed)
-        cached[split] = transfer.cache(parts, dataset, 1 if split == "test" else views, augment, 0, split)
+        cached[split] = transfer.cache(parts, dataset, 1 if split == "test" else views, augment, 0, split,
+                                       keep_cut_maps=False)  # no fine-tuning here
     return transform_output, cached, views
 
 
