@@ -281,13 +281,7 @@ def _refit(parts, splits, first_weights, config: dict, class_weights: np.ndarray
     `tuned`: the top blocks were fine-tuned, so their pooled features are computed again from the
     cached maps. The calibration's temperature, measured before on the held-out eval photos, stays.
     """
-    def pooled(cached: Cached) -> np.ndarray:
-        if not tuned:
-            return cached.high
-        maps = tf.data.Dataset.from_tensor_slices(cached.cut_map).batch(64).map(lambda m: tf.cast(m, tf.float32))
-        return parts.top.predict(maps, verbose=0)
-
-    each = [c._replace(high=pooled(c)).head_inputs() for c in splits]
+    each = [_as_now(parts, c, tuned).head_inputs() for c in splits]
     inputs = {key: np.concatenate([split[key] for split in each]) for key in each[0]}
     variety, family = np.concatenate([c.variety for c in splits]), np.concatenate([c.family for c in splits])
     epochs = max(1, round(int(config["epochs"]) * len(splits[0].variety) / len(variety)))
@@ -298,14 +292,19 @@ def _refit(parts, splits, first_weights, config: dict, class_weights: np.ndarray
     return [float(loss) for loss in result.history["loss"]]
 
 
-def _eval_logits(parts: model_lib.TransferParts, val: Cached, tuned: bool) -> np.ndarray:
-    """Variety logits of the cached eval photos (the exported model gives the same from the pictures).
+def _as_now(parts: model_lib.TransferParts, cached: Cached, tuned: bool) -> Cached:
+    """`cached` with the top blocks' pooled features as the blocks are now.
 
     `tuned`: the top blocks were fine-tuned, so they run again over the cut maps; otherwise the cached
     pooled features are theirs already.
     """
-    if tuned:
-        outputs = parts.fine_tune_model().predict(val.fine_tune_inputs(), batch_size=64, verbose=0)
-    else:
-        outputs = parts.head.predict(val.head_inputs(), batch_size=256, verbose=0)
+    if not tuned:
+        return cached
+    maps = tf.data.Dataset.from_tensor_slices(cached.cut_map).batch(64).map(lambda m: tf.cast(m, tf.float32))
+    return cached._replace(high=parts.top.predict(maps, verbose=0))
+
+
+def _eval_logits(parts: model_lib.TransferParts, val: Cached, tuned: bool) -> np.ndarray:
+    """Variety logits of the cached eval photos (the exported model gives the same from the pictures)."""
+    outputs = parts.head.predict(_as_now(parts, val, tuned).head_inputs(), batch_size=256, verbose=0)
     return outputs[contract.VARIETY_HEAD]
