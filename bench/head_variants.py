@@ -16,7 +16,7 @@ top-1, top-3, ECE after the Trainer's calibration (the temperature from the
 held-out eval logits), and the ECE a perfectly calibrated model would stay
 under 19 times in 20 (modules/calibration.py's ece_by_chance).
 
-    BENCH_PIPELINE_NAME=gem88-r2 BENCH_SEEDS=0,1 python -m bench head_variants
+    BENCH_PIPELINE_NAME=gem88-r2 BENCH_SEEDS=0,1 BENCH_VARIANTS=default,smoothing0.1 python -m bench head_variants
 """
 from __future__ import annotations
 
@@ -30,13 +30,16 @@ from bench import common
 
 PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88"
 SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0,1").split(",") if s]
-# name -> overrides of the run's custom_config.
+# key -> (what it is, overrides of the run's custom_config).
 VARIANTS = {
-    "stage 1 only (eval held out)": {"refit_with_eval": False},
-    "stage 1, then the refit on train + eval (default)": {"refit_with_eval": True},
-    "the default, every photo weighing the same": {"imbalance": "none"},
-    "the default, image expert's dropout 0.3 (before 2026-11-27)": {"image_expert_dropout": 0.3},
+    "stage1": ("stage 1 only (eval held out)", {"refit_with_eval": False}),
+    "default": ("stage 1, then the refit on train + eval (default)", {"refit_with_eval": True}),
+    "unweighted": ("the default, every photo weighing the same", {"imbalance": "none"}),
+    "dropout0.3": ("the default, image expert's dropout 0.3 (before 2026-11-27)", {"image_expert_dropout": 0.3}),
+    "smoothing0.1": ("the default, labels smoothed by 0.1", {"label_smoothing": 0.1}),
 }
+# Which variants to run (BENCH_VARIANTS=default,smoothing0.1); all by default.
+CHOSEN = [v for v in os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)).split(",") if v]
 
 
 def _features(fn_args, config):
@@ -100,6 +103,9 @@ def run():
     from gemstone.apps import metadata
     from modules import trainer
 
+    unknown = sorted(set(CHOSEN) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"head_variants: unknown BENCH_VARIANTS {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
     try:
         store = metadata.open_store(PIPELINE_NAME)
     except FileNotFoundError as error:
@@ -110,7 +116,8 @@ def run():
         config = trainer._config(fn_args)
         transform_output, cached, views = _features(fn_args, config)
         rows = []
-        for name, overrides in VARIANTS.items():
+        for key in CHOSEN:
+            name, overrides = VARIANTS[key]
             scores = [head_variant(transform_output, cached, views, {**config, **overrides}, seed, work)
                       for seed in SEEDS]
             rows += [{"variant": name, "seed": seed, **s} for seed, s in zip(SEEDS, scores)]

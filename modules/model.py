@@ -343,13 +343,33 @@ def targets(model: keras.Model, variety, family) -> dict:
     return {name: family if name == contract.FAMILY_HEAD else variety for name in model.output_names}
 
 
-def compile_model(model: keras.Model, learning_rate, steps_per_execution: int = 1) -> None:
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of logits against integer labels smoothed towards uniform (Keras' own smoothing
+    needs one-hot labels): the target is 1 - s on the label and s / classes on every class."""
+
+    def __init__(self, label_smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), tf.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=True,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_model(model: keras.Model, learning_rate, steps_per_execution: int = 1,
+                  label_smoothing: float = 0.0) -> None:
     """(Re)compiles: needed after changing which layers train. `learning_rate`: a float or a schedule.
 
     `steps_per_execution`: training steps per call into TensorFlow; more saves Python's per-step
     overhead where a step itself is cheap (a head on cached features), with the same updates.
+    `label_smoothing`: the share of each label spread over all classes (0: plain cross-entropy).
     """
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = (SmoothedSparseCrossentropy(label_smoothing) if label_smoothing
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.compile(
         steps_per_execution=steps_per_execution,
         optimizer=keras.optimizers.Adam(learning_rate),

@@ -230,7 +230,8 @@ def _train_head(head: keras.Model, inputs: dict, variety: np.ndarray, family: np
     steps = math.ceil(len(variety) / batch_size)
     model_lib.compile_model(head, keras.optimizers.schedules.CosineDecay(float(config["learning_rate"]),
                                                                          max(1, epochs * steps)),
-                            steps_per_execution=steps)  # an epoch per call: a step here takes milliseconds
+                            steps_per_execution=steps,  # an epoch per call: a step here takes milliseconds
+                            label_smoothing=float(config["label_smoothing"]))
     weights = class_weights[variety]
     return head.fit(inputs, model_lib.targets(head, variety, family),
                     sample_weight=model_lib.targets(head, weights, weights), batch_size=batch_size, epochs=epochs,
@@ -251,7 +252,8 @@ def _fine_tune(parts, train: Cached, val: Cached, photos: int, config: dict, cla
         batches = _OneViewPerPhoto(fine_tune, train, photos, int(config["batch_size"]),
                                    class_weights[train.variety], int(config["seed"]))
         rate = float(config["learning_rate"]) * float(config["fine_tune_learning_rate_factor"])
-        model_lib.compile_model(fine_tune, keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches)))
+        model_lib.compile_model(fine_tune, keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches)),
+                                label_smoothing=float(config["label_smoothing"]))
         logging.info("Stage 2: fine-tuning %d top-block weights and the head at learning rate %.2g, up to %d "
                      "epochs.", len(parts.top.trainable_weights), rate, epochs)
         _merge(history, fine_tune.fit(batches, epochs=epochs,
