@@ -3,13 +3,13 @@
 A change to the head (stage 1, the refit, their schedules) moves test top-1
 by about 0.02, as much as the seed does; a whole pipeline run per seed and per
 variant takes a quarter of an hour. This benchmark runs the Trainer's own
-steps once up to the frozen features (its `_dataset`, `_build_transfer`,
-`transfer.cache`: the training and eval photos with their augmented views, the
-test photos as they are) on the newest run's inputs, then `transfer.fit` for
-each variant and seed on those features, a few minutes each. Only the head's
-seed varies (its first weights, dropout, shuffling); the views are those of
-the run's seed. Fine-tuning (stage 2) is left out: it was dropped in 10 of 11
-runs, and it needs the backbone again.
+first step once (`trainer.transfer_features`: the training and eval photos
+with their augmented views through the frozen network; the test photos as
+they are) on a run's inputs, then `transfer.fit` for each variant and seed on
+those features, a few minutes each. Only the head's seed varies (its first
+weights, dropout, shuffling); the views are those of the run's seed.
+Fine-tuning (stage 2) is left out: it was kept in 2 of 12 runs, and it needs
+the backbone again.
 
 Each variant is a set of overrides of the Trainer's custom_config. Test split:
 top-1, top-3, ECE after the Trainer's calibration (the temperature from the
@@ -43,7 +43,7 @@ CHOSEN = [v for v in os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)).split(
 
 
 def _features(fn_args, config):
-    """(tf_transform_output, {split: transfer.Cached}, views): the Trainer's frozen features of each split."""
+    """(tf_transform_output, the Trainer's TransferFeatures, the test photos' features, views)."""
     import tensorflow_transform as tft
     import tf_keras as keras
 
@@ -51,17 +51,13 @@ def _features(fn_args, config):
 
     keras.utils.set_random_seed(int(config["seed"]))
     transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    parts = trainer._build_transfer(transform_output, config, config["weights"] or None)
-    views, seed = max(1, int(config["views"])), int(config["seed"])
-    augment = transfer.augmenter(bool(config["colour_features"]), seed)
-    files = {"train": fn_args.train_files, "eval": fn_args.eval_files,
-             "test": [f.replace("Split-train", "Split-test") for f in fn_args.train_files]}
-    cached = {}
-    for split, pattern in files.items():
-        dataset = trainer._dataset(fn_args, pattern, transform_output, int(config["batch_size"]), False, seed)
-        cached[split] = transfer.cache(parts, dataset, 1 if split == "test" else views, augment, 0, split,
-                                       keep_cut_maps=False)  # no fine-tuning here
-    return transform_output, cached, views
+    # Every eval view, whichever way the run went: the variants may refit.
+    features = trainer.transfer_features(fn_args, transform_output, {**config, "refit_with_eval": True})
+    test_files = [f.replace("Split-train", "Split-test") for f in fn_args.train_files]
+    test = transfer.cache(features.parts, trainer.input_dataset(fn_args, test_files, transform_output,
+                                                                int(config["batch_size"]), False, int(config["seed"])),
+                          1, None, 0, "test", keep_cut_maps=False)
+    return transform_output, features, test, max(1, int(config["views"]))
 
 
 def _scores(logits, labels, temperature) -> dict:
@@ -75,7 +71,7 @@ def _scores(logits, labels, temperature) -> dict:
             "ece_by_chance_p95": round(calibration.ece_by_chance(probabilities.max(axis=1))["p95"], 3)}
 
 
-def head_variant(transform_output, cached, views: int, config: dict, seed: int, work: str) -> dict:
+def head_variant(transform_output, features, test, config: dict, seed: int, work: str) -> dict:
     """One variant at one seed: the Trainer's transfer.fit on the cached features; its test scores."""
     import tf_keras as keras
 
@@ -83,20 +79,24 @@ def head_variant(transform_output, cached, views: int, config: dict, seed: int, 
     from modules import calibration, trainer, transfer
 
     keras.utils.set_random_seed(seed)
-    parts = trainer._build_transfer(transform_output, config, config["weights"] or None)
-    train, eval_all_views, test = cached["train"], cached["eval"], cached["test"]
-    held_out = eval_all_views.first_view(len(eval_all_views.variety) // views)
-    photos = len(train.variety) // views
-    counts = np.bincount(train.variety[:photos], minlength=transform_output.vocabulary_size_by_name(
-        contract.LABEL_VOCAB)).astype(float)
+    parts = trainer.build_transfer(transform_output, config)  # the head's first weights: this seed's
     started = time.time()
-    fitted = transfer.fit(parts, train, held_out, photos, config, trainer.transfer_class_weights(config, counts), work,
-                          refit_on=eval_all_views if config["refit_with_eval"] else None)
+    fitted = transfer.fit(parts, features.train, features.eval, features.photos, config,
+                          trainer.transfer_class_weights(config, _counts(features, transform_output)), work,
+                          refit_on=features.eval_all_views if config["refit_with_eval"] else None)
     seconds = time.time() - started
-    temperature = calibration.fit_temperature(fitted.eval_logits, held_out.variety)
+    temperature = calibration.fit_temperature(fitted.eval_logits, features.eval.variety)
     logits = parts.head.predict(test.head_inputs(), batch_size=256, verbose=0)[contract.VARIETY_HEAD]
     return {**_scores(logits, test.variety, temperature), "temperature": round(temperature, 2),
             "fit_seconds": round(seconds, 1)}
+
+
+def _counts(features, transform_output) -> np.ndarray:
+    """Training photos per variety id (a variant may weigh them differently from the run)."""
+    from gemstone import contract
+
+    return np.bincount(features.train.variety[:features.photos], minlength=transform_output.vocabulary_size_by_name(
+        contract.LABEL_VOCAB)).astype(float)
 
 
 def run():
@@ -113,12 +113,12 @@ def run():
         return None
     with tempfile.TemporaryDirectory(prefix="head-variants-") as work:
         fn_args = metadata.trainer_fn_args(store, work, {"fine_tune_epochs": 0})
-        config = trainer._config(fn_args)
-        transform_output, cached, views = _features(fn_args, config)
+        config = trainer.effective_config(fn_args)
+        transform_output, features, test, views = _features(fn_args, config)
         rows = []
         for key in CHOSEN:
             name, overrides = VARIANTS[key]
-            scores = [head_variant(transform_output, cached, views, {**config, **overrides}, seed, work)
+            scores = [head_variant(transform_output, features, test, {**config, **overrides}, seed, work)
                       for seed in SEEDS]
             rows += [{"variant": name, "seed": seed, **s} for seed, s in zip(SEEDS, scores)]
             rows.append({"variant": name, "seed": "mean", **{key: round(float(np.mean([s[key] for s in scores])), 3)
@@ -126,7 +126,7 @@ def run():
     return common.record("head_variants", rows, notes=(
         f"{PIPELINE_NAME}'s Trainer inputs; frozen features cached once ({views} views of the training and eval "
         f"photos, the run's seed); the head trained per variant and seed (no fine-tuning); test split "
-        f"({len(cached['test'].variety)} photos). {os.cpu_count()} cores."))
+        f"({len(test.variety)} photos). {os.cpu_count()} cores."))
 
 
 if __name__ == "__main__":

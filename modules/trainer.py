@@ -29,7 +29,7 @@ from tfx.components.tuner.component import TunerFnResult  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 import math  # noqa: E402
-from typing import NamedTuple  # noqa: E402
+from typing import NamedTuple, Optional  # noqa: E402
 
 import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
@@ -85,7 +85,7 @@ SEARCH_SPACE = {"learning_rate": [1e-3, 2e-3, 4e-3], "head_width": [256, 512, 10
 FINE_TUNE_STAGES = ((0.0, 1.0, 0.3), (0.3, 0.1, 0.35), (1.0, 0.01, 0.35))
 
 
-def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, seed):
+def input_dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, seed):
     """(features, labels) batches: raw examples -> Transform graph -> model inputs."""
     raw = fn_args.data_accessor.tf_dataset_factory(
         file_pattern,
@@ -111,7 +111,7 @@ def _dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, s
 
 def run_fn(fn_args: FnArgs):
     """Trains on the train split, validates on eval, exports the SavedModel."""
-    config = _config(fn_args)
+    config = effective_config(fn_args)
     keras.utils.set_random_seed(int(config["seed"]))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train_fn = _train_transfer if config["backbone"] in model_lib.TRANSFER_BACKBONES else _train_end_to_end
@@ -167,15 +167,39 @@ def _train_end_to_end(fn_args, tf_transform_output, config, stopwatch: transfer.
 
 def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.Stopwatch) -> _Trained:
     """A pretrained network: frozen features cached per augmented view, head, then the top blocks."""
+    features = transfer_features(fn_args, tf_transform_output, config, stopwatch)
+    train, held_out = features.train, features.eval
+    fitted = transfer.fit(features.parts, train, held_out, features.photos, config, features.class_weights,
+                          fn_args.model_run_dir, stopwatch,
+                          refit_on=features.eval_all_views if config["refit_with_eval"] else None)
+    num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
+    return _Trained(features.parts.model, fitted.history, held_out.variety, fitted.eval_logits,
+                    _family_of_variety(train.variety, train.family, num_classes), train.images, held_out.images)
+
+
+class TransferFeatures(NamedTuple):
+    """What the pretrained model's stages learn from: the frozen network's outputs, cached (transfer.cache)."""
+    parts: model_lib.TransferParts
+    train: transfer.Cached  # `views` views of each training photo, view by view
+    eval_all_views: transfer.Cached  # as many views of each eval photo with the refit, else one
+    eval: transfer.Cached  # each eval photo as it is: held out for calibration and the fine-tuning decision
+    photos: int  # training photos
+    class_weights: np.ndarray  # per variety id
+
+
+def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[transfer.Stopwatch] = None
+                      ) -> TransferFeatures:
+    """The training and eval photos through the frozen part of the network, each view once.
+
+    The Trainer's first step with a pretrained backbone; public so that bench/head_variants can
+    train heads on exactly the features a run's Trainer learnt from.
+    """
+    stopwatch = stopwatch or transfer.Stopwatch()
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
     # In file order: the cached features are shuffled, not the photos.
-    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, False, seed)
-    val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
-    weights = config["weights"] or None
-    if not weights:
-        logging.warning("%s without pretrained weights: the network starts from random weights.",
-                        config["backbone"])
-    parts = _build_transfer(tf_transform_output, config, weights)
+    train = input_dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, False, seed)
+    val = input_dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
+    parts = build_transfer(tf_transform_output, config)
     views = max(1, int(config["views"]))
     augment = transfer.augmenter(bool(config["colour_features"]), seed)
     # The top blocks' input maps are kept only for fine-tuning (stage 2) to read.
@@ -184,24 +208,24 @@ def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.St
         cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train",
                                       keep_cut_maps=fine_tuning)
     # With the refit (transfer.fit's stage 3), the eval photos get as many views as the training ones.
-    refit = bool(config["refit_with_eval"])
-    eval_views = views if refit else 1
+    eval_views = views if config["refit_with_eval"] else 1
     with stopwatch("features_eval"):
         eval_all_views = transfer.cache(parts, val, eval_views, augment, transfer.AGREEMENT_PHOTOS, "eval",
                                         keep_cut_maps=fine_tuning)
-    cached_val = eval_all_views.first_view(len(eval_all_views.variety) // eval_views)
     photos = len(cached_train.variety) // views
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
-    class_weights = transfer_class_weights(config, counts)
-    fitted = transfer.fit(parts, cached_train, cached_val, photos, config, class_weights, fn_args.model_run_dir,
-                          stopwatch, refit_on=eval_all_views if refit else None)
-    return _Trained(parts.model, fitted.history, cached_val.variety, fitted.eval_logits,
-                    _family_of_variety(cached_train.variety, cached_train.family, num_classes),
-                    cached_train.images, cached_val.images)
+    return TransferFeatures(parts, cached_train, eval_all_views,
+                            eval_all_views.first_view(len(eval_all_views.variety) // eval_views), photos,
+                            transfer_class_weights(config, counts))
 
 
-def _build_transfer(tf_transform_output, config, weights) -> model_lib.TransferParts:
+def build_transfer(tf_transform_output, config) -> model_lib.TransferParts:
+    """The pretrained model (model.build_transfer_model) for this Transform output and config."""
+    weights = config["weights"] or None
+    if not weights:
+        logging.warning("%s without pretrained weights: the network starts from random weights.",
+                        config["backbone"])
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     num_families = tf_transform_output.vocabulary_size_by_name(contract.FAMILY_VOCAB)
     size = _transform_image_size(tf_transform_output)
@@ -221,7 +245,7 @@ def _family_of_variety(variety: np.ndarray, family: np.ndarray, num_classes: int
     return pairs.argmax(axis=1)
 
 
-def _config(fn_args) -> dict:
+def effective_config(fn_args) -> dict:
     """DEFAULTS, then the pipeline's custom_config, then the Tuner's best hyperparameters (if it ran)."""
     config = {**DEFAULTS, **(fn_args.custom_config or {})}
     hyperparameters = getattr(fn_args, "hyperparameters", None)
@@ -235,8 +259,8 @@ def _config(fn_args) -> dict:
 def _datasets(fn_args, tf_transform_output, config):
     """Train and eval datasets, how many train photos each class has, and each variety's family id."""
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
-    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, True, seed)
-    val = _dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
+    train = input_dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, True, seed)
+    val = input_dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     variety, family = [], []
     for _, labels in train:  # also fills the in-memory cache
