@@ -66,3 +66,22 @@ def test_keras_rebuilds_the_saved_model_from_its_config_and_it_answers_as_the_si
     served = tf.saved_model.load(version).signatures[contract.SERVING_SIGNATURE](**{contract.SERVING_INPUT: images})
     # The contract model is calibrated at temperature 1: the signature's probabilities are the softmax.
     np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), served["probabilities"].numpy(), atol=1e-5)
+
+
+@pytest.mark.slow  # builds, saves and reloads a pretrained network
+@pytest.mark.parametrize("members", [1, 3])
+def test_keras_rebuilds_the_pretrained_model_with_its_experts(tmp_path, members):
+    # The experts' log-probabilities are Activation layers: their function must be one Keras can name in
+    # the config (bench/shipping's Keras loop loads the pushed model; tf.nn.log_softmax could not be rebuilt).
+    from modules import export, transform
+    from modules import model as model_lib
+
+    size = 75
+    parts = model_lib.build_transfer_model(size, 5, 2, transform.COLOUR_FEATURE_SIZE, members=members)
+    export.save(parts.model, None, str(tmp_path))
+    rebuilt = export.load_keras_model(str(tmp_path), compile=False)
+    images = tf.random.stateless_uniform([2, size, size, 3], seed=[6, 7])
+    inputs = {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)}
+    for head in (contract.VARIETY_HEAD, contract.FAMILY_HEAD):
+        np.testing.assert_allclose(rebuilt(inputs, training=False)[head].numpy(),
+                                   parts.model(inputs, training=False)[head].numpy(), atol=1e-5)

@@ -317,7 +317,7 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
         c = colour_branch(named("colour"))
         expert_logits = {named(IMAGE_EXPERT): dense(image_features, num_classes, named(IMAGE_EXPERT)),
                          named(COLOUR_EXPERT): dense(c, num_classes, named(COLOUR_EXPERT))}
-        log_probabilities = [keras.layers.Activation(tf.nn.log_softmax, name=f"{name}_log_softmax")(logits)
+        log_probabilities = [keras.layers.Activation("log_softmax", name=f"{name}_log_softmax")(logits)
                              for name, logits in expert_logits.items()]
         outputs.update(expert_logits)
         product = contract.VARIETY_HEAD if members == 1 else f"{named(contract.VARIETY_HEAD)}_product"
@@ -326,7 +326,7 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
         outputs[contract.VARIETY_HEAD] = products[0]
     else:
         # Each member's own answer learns from the labels too (an output), as one model trained alone would.
-        answers = [keras.layers.Activation(tf.nn.log_softmax, name=member_name(contract.VARIETY_HEAD, member,
+        answers = [keras.layers.Activation("log_softmax", name=member_name(contract.VARIETY_HEAD, member,
                                                                                members))(product)
                    for member, product in enumerate(products)]
         outputs.update({member_name(contract.VARIETY_HEAD, member, members): answer
