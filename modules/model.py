@@ -343,6 +343,7 @@ def targets(model: keras.Model, variety, family) -> dict:
     return {name: family if name == contract.FAMILY_HEAD else variety for name in model.output_names}
 
 
+@keras.saving.register_keras_serializable(package="gemstone")  # a compiled model's loss, rebuilt on load
 class SmoothedSparseCrossentropy(keras.losses.Loss):
     """Cross-entropy of logits against integer labels smoothed towards uniform (Keras' own smoothing
     needs one-hot labels): the target is 1 - s on the label and s / classes on every class."""

@@ -272,3 +272,5 @@ def test_smoothed_crossentropy_moves_a_share_of_the_label_to_every_class():
     target[[0, 1], [0, 2]] += 0.9
     expected = -(target * log_p).sum(axis=1).mean()
     np.testing.assert_allclose(model_lib.SmoothedSparseCrossentropy(0.1)(labels, logits), expected, rtol=1e-6)
+    rebuilt = keras.losses.deserialize(keras.losses.serialize(model_lib.SmoothedSparseCrossentropy(0.1)))
+    np.testing.assert_allclose(rebuilt(labels, logits), expected, rtol=1e-6)  # as Keras reloads a compiled model
