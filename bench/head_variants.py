@@ -88,21 +88,13 @@ def head_variant(transform_output, features, test, config: dict, seed: int, work
     parts = trainer.build_transfer(transform_output, config)  # the head's first weights: this seed's
     started = time.time()
     fitted = transfer.fit(parts, features.train, features.eval, features.photos, config,
-                          trainer.transfer_class_weights(config, _counts(features, transform_output)), work,
+                          trainer.transfer_class_weights(config, features.class_counts), work,
                           refit_on=features.eval_all_views if config["refit_with_eval"] else None)
     seconds = time.time() - started
     temperature = calibration.fit_temperature(fitted.eval_logits, features.eval.variety)
     logits = parts.head.predict(test.head_inputs(), batch_size=256, verbose=0)[contract.VARIETY_HEAD]
     return {**_scores(logits, test.variety, temperature), "temperature": round(temperature, 2),
             "fit_seconds": round(seconds, 1)}
-
-
-def _counts(features, transform_output) -> np.ndarray:
-    """Training photos per variety id (a variant may weigh them differently from the run)."""
-    from gemstone import contract
-
-    return np.bincount(features.train.variety[:features.photos], minlength=transform_output.vocabulary_size_by_name(
-        contract.LABEL_VOCAB)).astype(float)
 
 
 def run():

@@ -170,12 +170,12 @@ def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.St
     """A pretrained network: frozen features cached per augmented view, head, then the top blocks."""
     features = transfer_features(fn_args, tf_transform_output, config, stopwatch)
     train, held_out = features.train, features.eval
-    fitted = transfer.fit(features.parts, train, held_out, features.photos, config, features.class_weights,
-                          fn_args.model_run_dir, stopwatch,
+    fitted = transfer.fit(features.parts, train, held_out, features.photos, config,
+                          transfer_class_weights(config, features.class_counts), fn_args.model_run_dir, stopwatch,
                           refit_on=features.eval_all_views if config["refit_with_eval"] else None)
-    num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     return _Trained(features.parts.model, fitted.history, held_out.variety, fitted.eval_logits,
-                    _family_of_variety(train.variety, train.family, num_classes), train.images, held_out.images)
+                    _family_of_variety(train.variety, train.family, len(features.class_counts)), train.images,
+                    held_out.images)
 
 
 class TransferFeatures(NamedTuple):
@@ -185,12 +185,13 @@ class TransferFeatures(NamedTuple):
     eval_all_views: transfer.Cached  # as many views of each eval photo with the refit, else one
     eval: transfer.Cached  # each eval photo as it is: held out for calibration and the fine-tuning decision
     photos: int  # training photos
-    class_weights: np.ndarray  # per variety id
+    class_counts: np.ndarray  # training photos per variety id (transfer_class_weights weighs them)
 
 
 def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[transfer.Stopwatch] = None
                       ) -> TransferFeatures:
-    """The training and eval photos through the frozen part of the network, each view once.
+    """The training and eval photos through the frozen part of the network, each view once, and how many
+    training photos each variety has.
 
     The Trainer's first step with a pretrained backbone; public so that bench/head_variants can
     train heads on exactly the features a run's Trainer learnt from.
@@ -217,8 +218,7 @@ def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
     return TransferFeatures(parts, cached_train, eval_all_views,
-                            eval_all_views.first_view(len(eval_all_views.variety) // eval_views), photos,
-                            transfer_class_weights(config, counts))
+                            eval_all_views.first_view(len(eval_all_views.variety) // eval_views), photos, counts)
 
 
 def build_transfer(tf_transform_output, config) -> model_lib.TransferParts:
