@@ -37,6 +37,7 @@ VARIANTS = {
     "unweighted": ("the default, every photo weighing the same", {"imbalance": "none"}),
     "dropout0.3": ("the default, image expert's dropout 0.3 (before 2026-11-27)", {"image_expert_dropout": 0.3}),
     "smoothing0.1": ("the default, labels smoothed by 0.1", {"label_smoothing": 0.1}),
+    "members3": ("the default with three pairs of experts, averaged", {"ensemble_members": 3}),
 }
 # The figures averaged over seeds.
 MEAN_OF = ("top1", "top3", "macro_f1", "ece", "fit_seconds")

@@ -269,7 +269,9 @@ IMAGE_EXPERT, COLOUR_EXPERT = contract.VARIETY_HEAD + "_image", contract.VARIETY
 # (test split, three seeds each) three pairs were ahead: 0.791 top-1 (0.782-0.799) against 0.757
 # (0.751-0.761). In the pipeline, side by side (bench/model_quality, gem88-e3), they were not: three
 # pairs 0.778 / 0.795 (seeds 0 / 1), one pair 0.795 (seed 0); and float16 TFLite then agreed on
-# 98 % only, so float32 shipped. One pair stays the default until an ensemble wins there.
+# 98 % only, so float32 shipped. With today's head (the refit, dropout 0.5) on gem88-r2's cached
+# features (bench/head_variants, seeds 0 / 1): three pairs 0.812 / 0.820 against one pair's 0.808 /
+# 0.814, for 2.4 times the head's training time. One pair stays the default until an ensemble wins there.
 ENSEMBLE_MEMBERS = 1
 
 
