@@ -64,18 +64,10 @@ def _features(fn_args, config):
 
 
 def _scores(logits, labels, temperature) -> dict:
-    from sklearn.metrics import f1_score
-
+    from bench import model_quality
     from modules import calibration
 
-    probabilities = calibration.softmax(logits, temperature)
-    ranked = np.argsort(-probabilities, axis=1)
-    return {"top1": round(float((ranked[:, 0] == labels).mean()), 3),
-            "top3": round(float((ranked[:, :3] == labels[:, None]).any(axis=1).mean()), 3),
-            # Rare varieties count as much as common ones here: what class weights are for.
-            "macro_f1": round(float(f1_score(labels, ranked[:, 0], average="macro")), 3),
-            "ece": round(calibration.expected_calibration_error(probabilities, labels), 3),
-            "ece_by_chance_p95": round(calibration.ece_by_chance(probabilities.max(axis=1))["p95"], 3)}
+    return model_quality.label_scores(calibration.softmax(logits, temperature), labels)
 
 
 def head_variant(transform_output, features, test, config: dict, seed: int, work: str) -> dict:

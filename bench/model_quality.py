@@ -101,30 +101,37 @@ def paired(right: np.ndarray, baseline_right: np.ndarray) -> dict:
     return {"vs_forest": f"+{wins} / -{losses}", "mcnemar_p": float(f"{p_value:.2g}")}
 
 
-def metrics(probabilities: np.ndarray, classes, labels, family_map, seconds: float, baseline_right=None) -> dict:
-    """The table's figures for one method; with baseline_right, also its paired comparison with the forest."""
+def label_scores(probabilities: np.ndarray, y: np.ndarray) -> dict:
+    """Top-1, top-3, macro-F1 and ECE of [n, classes] probabilities against label ids `y`."""
     from sklearn.metrics import f1_score
 
     from modules import calibration
 
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[label] for label in labels])
     # Stable, so that among tied probabilities (common in a forest's votes) the first class wins, as with argmax.
     ranked = np.argsort(-probabilities, axis=1, kind="stable")
-    predicted = [classes[i] for i in ranked[:, 0]]
-    family = lambda name: taxonomy.family_of(name, family_map)  # noqa: E731
-    row = {
+    return {
         "top1": round(float((ranked[:, 0] == y).mean()), 3),
         "top3": round(float((ranked[:, :3] == y[:, None]).any(axis=1).mean()), 3),
-        "family_accuracy": round(float(np.mean([family(p) == family(t) for p, t in zip(predicted, labels)])), 3),
+        # Rare varieties count as much as common ones here: what class weights are for.
         "macro_f1": round(float(f1_score(y, ranked[:, 0], average="macro")), 3),
         "ece": round(calibration.expected_calibration_error(probabilities, y), 3),
         # What a perfectly calibrated model with the same confidences would show on these photos, 19 times in 20.
         "ece_by_chance_p95": round(calibration.ece_by_chance(probabilities.max(axis=1))["p95"], 3),
-        "train_seconds": round(seconds, 1),
     }
+
+
+def metrics(probabilities: np.ndarray, classes, labels, family_map, seconds: float, baseline_right=None) -> dict:
+    """The table's figures for one method; with baseline_right, also its paired comparison with the forest."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[label] for label in labels])
+    predicted = np.argmax(probabilities, axis=1)  # the first of tied classes, as label_scores ranks them
+    family = lambda name: taxonomy.family_of(name, family_map)  # noqa: E731
+    family_right = [family(classes[p]) == family(t) for p, t in zip(predicted, labels)]
+    scores = label_scores(probabilities, y)
+    row = {"top1": scores.pop("top1"), "top3": scores.pop("top3"),  # the table's columns, in order
+           "family_accuracy": round(float(np.mean(family_right)), 3), **scores, "train_seconds": round(seconds, 1)}
     if baseline_right is not None:
-        row.update(paired(ranked[:, 0] == y, baseline_right))
+        row.update(paired(predicted == y, baseline_right))
     return row
 
 
