@@ -36,6 +36,7 @@ VARIANTS = {
     "default": ("stage 1, then the refit on train + eval (default)", {"refit_with_eval": True}),
     "unweighted": ("the default, every photo weighing the same", {"imbalance": "none"}),
     "dropout0.3": ("the default, image expert's dropout 0.3 (before 2026-11-27)", {"image_expert_dropout": 0.3}),
+    "dropout0.7": ("the default, image expert's dropout 0.7", {"image_expert_dropout": 0.7}),
     "smoothing0.1": ("the default, labels smoothed by 0.1", {"label_smoothing": 0.1}),
     "members3": ("the default with three pairs of experts, averaged", {"ensemble_members": 3}),
 }
