@@ -102,7 +102,7 @@ def paired(right: np.ndarray, baseline_right: np.ndarray) -> dict:
 
 
 def label_scores(probabilities: np.ndarray, y: np.ndarray) -> dict:
-    """Top-1, top-3, macro-F1 and ECE of [n, classes] probabilities against label ids `y`."""
+    """Top-1, top-3, macro-F1, ECE and the ECE by chance of [n, classes] probabilities against label ids `y`."""
     from sklearn.metrics import f1_score
 
     from modules import calibration
