@@ -185,8 +185,12 @@ class TransferFeatures(NamedTuple):
     train: transfer.Cached  # `views` views of each training photo, view by view
     eval_all_views: transfer.Cached  # as many views of each eval photo with the refit, else one
     eval: transfer.Cached  # each eval photo as it is: held out for calibration and the fine-tuning decision
-    photos: int  # training photos
     class_counts: np.ndarray  # training photos per variety id (transfer_class_weights weighs them)
+
+    @property
+    def photos(self) -> int:
+        """Training photos (each has `views` rows in `train`)."""
+        return int(self.class_counts.sum())
 
 
 def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[transfer.Stopwatch] = None
@@ -219,7 +223,7 @@ def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     counts = np.bincount(cached_train.variety[:photos], minlength=num_classes).astype(float)
     return TransferFeatures(parts, cached_train, eval_all_views,
-                            eval_all_views.first_view(len(eval_all_views.variety) // eval_views), photos, counts)
+                            eval_all_views.first_view(len(eval_all_views.variety) // eval_views), counts)
 
 
 def build_transfer(tf_transform_output, config) -> model_lib.TransferParts:
