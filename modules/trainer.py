@@ -17,6 +17,7 @@ import os
 
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
+import hashlib  # noqa: E402
 import json  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
@@ -26,7 +27,6 @@ from absl import logging  # noqa: E402
 # (not tfx.v1, whose Google Cloud extensions take about 8 s to import: see pipeline/pipeline.py)
 from tfx.components.trainer.fn_args_utils import FnArgs  # noqa: E402
 from tfx.components.tuner.component import TunerFnResult  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
 
 import math  # noqa: E402
 from typing import NamedTuple, Optional  # noqa: E402
@@ -87,13 +87,43 @@ SEARCH_SPACE = {"learning_rate": [1e-3, 2e-3, 4e-3], "head_width": [256, 512, 10
 FINE_TUNE_STAGES = ((0.0, 1.0, 0.3), (0.3, 0.1, 0.35), (1.0, 0.01, 0.35))
 
 
-def input_dataset(fn_args, file_pattern, tf_transform_output, batch_size, training, seed):
-    """(features, labels) batches: raw examples -> Transform graph -> model inputs."""
-    raw = fn_args.data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=False),
-        tf_transform_output.raw_metadata.schema,
-    )
+def content_ordered(file_patterns) -> tf.data.Dataset:
+    """A split's serialized tf.Examples, ordered by a hash of what the model reads from each (_content_key).
+
+    Beam writes a split's examples in no fixed order (two runs of the same pipeline wrote the
+    demo's test split in two orders), and the Trainer's augmented views, batches and shuffling
+    follow the order the photos come in, so the same photos in another order make another model
+    (fresh clones of nearly the same code pushed demo models at 0.891, 0.913 and 0.935 test
+    top-1). A hash order is the same every time and
+    mixes the varieties (the representative photos for TFLite are the first few). The split is
+    held in memory as it is stored (gem88's training split: 47 MB of compressed photos).
+    """
+    patterns = [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
+    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no examples match {', '.join(patterns)}")
+    records = [record for f in files for record in tf.data.TFRecordDataset(
+        f, compression_type="GZIP" if f.endswith(".gz") else "").as_numpy_iterator()]
+    records.sort(key=_content_key)
+    return tf.data.Dataset.from_generator(lambda: iter(records), output_signature=tf.TensorSpec([], tf.string))
+
+
+def _content_key(record: bytes) -> bytes:
+    """sha256 of the example's photo, variety and family: not of the record's bytes, which are not canonical
+    (a tf.Example's features are a map, and equal examples serialize in different orders)."""
+    feature = tf.train.Example.FromString(record).features.feature
+    digest = hashlib.sha256()
+    for key in contract.EVAL_RAW_KEYS:
+        for value in feature[key].bytes_list.value:
+            digest.update(len(value).to_bytes(8, "little") + value)
+    return digest.digest()
+
+
+def input_dataset(file_patterns, tf_transform_output, batch_size, training, seed):
+    """(features, labels) batches: raw examples (content_ordered) -> Transform graph -> model inputs."""
+    raw_spec = tf_transform_output.raw_feature_spec()
+    raw = content_ordered(file_patterns).batch(batch_size).map(
+        lambda serialized: tf.io.parse_example(serialized, {k: raw_spec[k] for k in contract.EVAL_RAW_KEYS}))
     tft_layer = tf_transform_output.transform_features_layer()
 
     def to_model_io(raw_batch):
@@ -204,8 +234,8 @@ def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[
     stopwatch = stopwatch or transfer.Stopwatch()
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
     # In file order: the cached features are shuffled, not the photos.
-    train = input_dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, False, seed)
-    val = input_dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
+    train = input_dataset(fn_args.train_files, tf_transform_output, batch_size, False, seed)
+    val = input_dataset(fn_args.eval_files, tf_transform_output, batch_size, False, seed)
     parts = build_transfer(tf_transform_output, config)
     views = max(1, int(config["views"]))
     augment = transfer.augmenter(bool(config["colour_features"]), seed)
@@ -265,8 +295,8 @@ def effective_config(fn_args) -> dict:
 def _datasets(fn_args, tf_transform_output, config):
     """Train and eval datasets, how many train photos each class has, and each variety's family id."""
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
-    train = input_dataset(fn_args, fn_args.train_files, tf_transform_output, batch_size, True, seed)
-    val = input_dataset(fn_args, fn_args.eval_files, tf_transform_output, batch_size, False, seed)
+    train = input_dataset(fn_args.train_files, tf_transform_output, batch_size, True, seed)
+    val = input_dataset(fn_args.eval_files, tf_transform_output, batch_size, False, seed)
     num_classes = tf_transform_output.vocabulary_size_by_name(contract.LABEL_VOCAB)
     variety, family = [], []
     for _, labels in train:  # also fills the in-memory cache

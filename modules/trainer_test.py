@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 import tf_keras as keras
 
 from gemstone import contract
@@ -83,3 +84,30 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     records = contract.prediction_records(signature(**{contract.SERVING_INPUT: tf.constant(photos)}))
     families = {r["label"]: r["family"] for r in rows}
     assert len(records) == 3 and all(r["family"] == families[r["label"]] for r in records)
+
+
+def test_input_dataset_gives_the_same_photos_in_the_same_order_however_the_split_was_written(demo_photos, tmp_path):
+    """Beam writes a split's examples in no fixed order; the Trainer reads them in one order (content_ordered)."""
+    from tests import contract_model
+
+    rows = contract_model.rows_of(demo_photos)
+    contract_model.transform_graph(rows, demo_photos, tmp_path / "graph", image_size=SIZE)
+    transform_output = tft.TFTransformOutput(str(tmp_path / "graph"))
+    # The same photos in two orders, the second also in two files.
+    contract_model.write_examples(rows, demo_photos, tmp_path / "written", splits=("train",))
+    contract_model.write_examples(rows[::-1][:5], demo_photos, tmp_path / "rewritten", splits=("train",))
+    (tmp_path / "rewritten" / "Split-train" / "data.gz").rename(tmp_path / "rewritten" / "Split-train" / "a.gz")
+    contract_model.write_examples(rows[::-1][5:], demo_photos, tmp_path / "rewritten", splits=("train",))
+
+    def read(folder):
+        batches = list(trainer.input_dataset([str(folder / "Split-train" / "*")], transform_output, 4, False, 0))
+        return (np.concatenate([y[contract.VARIETY_HEAD].numpy() for _, y in batches]),
+                np.concatenate([x[contract.COLOUR_XF].numpy() for x, _ in batches]))
+
+    labels, colours = read(tmp_path / "written")
+    labels_again, colours_again = read(tmp_path / "rewritten")
+    assert len(labels) == len(rows)  # every photo, once
+    np.testing.assert_array_equal(labels, labels_again)
+    np.testing.assert_array_equal(colours, colours_again)
+    # Not the order written: the varieties are mixed, not one after the other.
+    assert not np.array_equal(labels, np.sort(labels)) and not np.array_equal(labels, np.sort(labels)[::-1])
