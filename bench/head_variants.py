@@ -47,7 +47,7 @@ CHOSEN = [v for v in os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)).split(
 
 
 def _features(fn_args, config):
-    """(tf_transform_output, the Trainer's TransferFeatures, the test photos' features, views)."""
+    """(tf_transform_output, the Trainer's TransferFeatures, the test photos' features)."""
     import tensorflow_transform as tft
     import tf_keras as keras
 
@@ -61,7 +61,7 @@ def _features(fn_args, config):
     test = transfer.cache(features.parts, trainer.input_dataset(test_files, transform_output,
                                                                 int(config["batch_size"]), False, int(config["seed"])),
                           1, None, 0, "test", keep_cut_maps=False)
-    return transform_output, features, test, max(1, int(config["views"]))
+    return transform_output, features, test
 
 
 def _scores(logits, labels, temperature) -> dict:
@@ -106,7 +106,7 @@ def run():
     with tempfile.TemporaryDirectory(prefix="head-variants-") as work:
         fn_args = metadata.trainer_fn_args(store, work, {"fine_tune_epochs": 0})
         config = trainer.effective_config(fn_args)
-        transform_output, features, test, views = _features(fn_args, config)
+        transform_output, features, test = _features(fn_args, config)
         rows = []
         for key in CHOSEN:
             name, overrides = VARIANTS[key]
@@ -116,9 +116,9 @@ def run():
             rows.append({"variant": name, "seed": "mean",
                          **{key: round(float(np.mean([s[key] for s in scores])), 3) for key in MEAN_OF}})
     return common.record("head_variants", rows, notes=(
-        f"{PIPELINE_NAME}'s Trainer inputs; frozen features cached once ({views} views of the training and eval "
-        f"photos, the run's seed); the head trained per variant and seed (no fine-tuning); test split "
-        f"({len(test.variety)} photos). {os.cpu_count()} cores."))
+        f"{PIPELINE_NAME}'s Trainer inputs; frozen features cached once ({max(1, int(config['views']))} views of the "
+        f"training and eval photos, the run's seed); the head trained per variant and seed (no fine-tuning); "
+        f"test split ({len(test.variety)} photos). {os.cpu_count()} cores."))
 
 
 if __name__ == "__main__":
