@@ -58,9 +58,9 @@ def _features(fn_args, config):
     # Every eval view, whichever way the run went: the variants may refit.
     features = trainer.transfer_features(fn_args, transform_output, {**config, "refit_with_eval": True})
     test_files = [f.replace("Split-train", "Split-test") for f in fn_args.train_files]
-    test = transfer.cache(features.parts, trainer.input_dataset(test_files, transform_output,
-                                                                int(config["batch_size"]), False, int(config["seed"])),
-                          1, None, 0, "test", keep_cut_maps=False)
+    test_photos = trainer.input_dataset(test_files, transform_output, int(config["batch_size"]), False,
+                                        int(config["seed"]))
+    test = transfer.cache(features.parts, test_photos, 1, None, 0, "test", keep_cut_maps=False)
     return transform_output, features, test
 
 
