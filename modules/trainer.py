@@ -94,9 +94,9 @@ def content_ordered(file_patterns) -> tf.data.Dataset:
     demo's test split in two orders), and the Trainer's augmented views, batches and shuffling
     follow the order the photos come in, so the same photos in another order make another model
     (fresh clones of nearly the same code pushed demo models at 0.891, 0.913 and 0.935 test
-    top-1). A hash order is the same every time and
-    mixes the varieties (the representative photos for TFLite are the first few). The split is
-    held in memory as it is stored (gem88's training split: 47 MB of compressed photos).
+    top-1). A hash order is the same every time and mixes the varieties (the representative
+    photos for TFLite are the first few). The split is held in memory as it is stored (gem88's
+    training split: 47 MB of compressed photos).
     """
     patterns = [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
     files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
