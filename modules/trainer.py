@@ -87,7 +87,7 @@ SEARCH_SPACE = {"learning_rate": [1e-3, 2e-3, 4e-3], "head_width": [256, 512, 10
 FINE_TUNE_STAGES = ((0.0, 1.0, 0.3), (0.3, 0.1, 0.35), (1.0, 0.01, 0.35))
 
 
-def content_ordered(file_patterns) -> tf.data.Dataset:
+def content_ordered(file_patterns: list) -> tf.data.Dataset:
     """A split's serialized tf.Examples, ordered by a hash of what the model reads from each (_content_key).
 
     Beam writes a split's examples in no fixed order (two runs of the same pipeline wrote the
@@ -98,10 +98,9 @@ def content_ordered(file_patterns) -> tf.data.Dataset:
     photos for TFLite are the first few). The split is held in memory as it is stored (gem88's
     training split: 47 MB of compressed photos).
     """
-    patterns = [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
-    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no examples match {', '.join(patterns)}")
+        raise FileNotFoundError(f"no examples match {', '.join(file_patterns)}")
     records = [record for f in files for record in tf.data.TFRecordDataset(
         f, compression_type="GZIP" if f.endswith(".gz") else "").as_numpy_iterator()]
     records.sort(key=_content_key)
@@ -127,7 +126,7 @@ def input_dataset(file_patterns, tf_transform_output, batch_size, training, seed
     tft_layer = tf_transform_output.transform_features_layer()
 
     def to_model_io(raw_batch):
-        xf = tft_layer({k: raw_batch[k] for k in contract.EVAL_RAW_KEYS})
+        xf = tft_layer(raw_batch)  # (parsed with EVAL_RAW_KEYS alone)
         return (
             {k: xf[k] for k in contract.MODEL_INPUT_KEYS},
             {contract.VARIETY_HEAD: xf[contract.LABEL_XF], contract.FAMILY_HEAD: xf[contract.FAMILY_XF]},
@@ -233,7 +232,7 @@ def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[
     """
     stopwatch = stopwatch or transfer.Stopwatch()
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
-    # In file order: the cached features are shuffled, not the photos.
+    # In content order (input_dataset): the cached features are shuffled, not the photos.
     train = input_dataset(fn_args.train_files, tf_transform_output, batch_size, False, seed)
     val = input_dataset(fn_args.eval_files, tf_transform_output, batch_size, False, seed)
     parts = build_transfer(tf_transform_output, config)
