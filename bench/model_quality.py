@@ -21,6 +21,8 @@ examples, same Transform graph) with one setting changed:
 The pipeline model's row also has its Trainer's time (from ML Metadata), its
 batch-inference rate (`gemstone batch-infer`, Beam RunInference, on the test
 photos) and its TFLite models' sizes and agreement (its edge_report.json).
+Each pretrained row says whether its Trainer kept the fine-tuned top blocks
+(`fine_tuning_kept`, from the model's assets.extra/backbone.json).
 
 Runs `make run DATA=<photos> PIPELINE_NAME=gem88` first (through the tfx CLI),
 timing it, unless BENCH_SKIP_RUN=1 reuses the last run (its wall time then
@@ -279,8 +281,19 @@ def retrained(split, photos, family_map, overrides: dict, baseline_right=None) -
         seconds = time.time() - started
         model = PushedModel(fn_args.serving_model_dir)
         probabilities = model.probabilities(photos["test"])
-    return metrics(probabilities, model.classes, [label for _, label in split["test"]], family_map, seconds,
-                   baseline_right)
+        decision = fine_tuning_decision(fn_args.serving_model_dir)
+    return {**metrics(probabilities, model.classes, [label for _, label in split["test"]], family_map, seconds,
+                      baseline_right), **decision}
+
+
+def fine_tuning_decision(saved_model_dir) -> dict:
+    """{"fine_tuning_kept": bool} as the Trainer recorded it in the model (stage 2's keep-or-drop rule), or {}
+    where stage 2 did not run (frozen-only, from scratch) or the model has no such record."""
+    from modules import trainer
+
+    path = Path(saved_model_dir) / "assets.extra" / trainer.BACKBONE_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return {"fine_tuning_kept": record["fine_tuning_kept"]} if "fine_tuning_kept" in record else {}
 
 
 # The Trainer-only rows: name -> (method, custom_config overrides). Each retrains the model (minutes
@@ -366,7 +379,7 @@ def run():
          **metrics(probabilities, model.classes, test_labels, family_map, seconds, forest_right),
          "trainer_seconds": round(_trainer_seconds(), 1), "serving_photos_per_s": round(serving_rate, 1),
          **batch_inference_rate(version, [path for path, _ in split["test"]]), **edge_summary(version),
-         "model_version": version.name},
+         **fine_tuning_decision(version), "model_version": version.name},
         *_retrained_rows(split, photos, family_map, forest_right),
         *({"method": name, **metrics(clean[name], forest.classes, test_labels, family_map, forest.fit_seconds,
                                       None if name == FOREST else forest_right)}
