@@ -46,7 +46,7 @@ MEAN_OF = ("top1", "top3", "macro_f1", "ece", "fit_seconds")
 CHOSEN = [v for v in os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)).split(",") if v]
 
 
-def _features(fn_args, config):
+def _features(fn_args, config, test_files):
     """(tf_transform_output, the Trainer's TransferFeatures, the test photos' features)."""
     import tensorflow_transform as tft
     import tf_keras as keras
@@ -57,7 +57,6 @@ def _features(fn_args, config):
     transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     # Every eval view, whichever way the run went: the variants may refit.
     features = trainer.transfer_features(fn_args, transform_output, {**config, "refit_with_eval": True})
-    test_files = [f.replace("Split-train", "Split-test") for f in fn_args.train_files]
     test_photos = trainer.input_dataset(test_files, transform_output, int(config["batch_size"]), False,
                                         int(config["seed"]))
     test = transfer.cache(features.parts, test_photos, 1, None, 0, "test", keep_cut_maps=False)
@@ -106,7 +105,7 @@ def run():
     with tempfile.TemporaryDirectory(prefix="head-variants-") as work:
         fn_args = metadata.trainer_fn_args(store, work, {"fine_tune_epochs": 0})
         config = trainer.effective_config(fn_args)
-        transform_output, features, test = _features(fn_args, config)
+        transform_output, features, test = _features(fn_args, config, metadata.trainer_split_files(store, "test"))
         rows = []
         for key in CHOSEN:
             name, overrides = VARIANTS[key]

@@ -201,6 +201,16 @@ def latest_execution_inputs(store: metadata_store.MetadataStore, component: str)
     return inputs, properties
 
 
+def trainer_split_files(store: metadata_store.MetadataStore, split: str) -> list:
+    """File patterns of one split of the newest Trainer's examples, as FnArgs has them for train and eval: e.g.
+    the test split, which the Trainer never reads and a benchmark of its model does."""
+    from tfx.types import artifact_utils
+    from tfx.utils import io_utils
+
+    inputs, _ = latest_execution_inputs(store, "Trainer")
+    return [io_utils.all_files_pattern(artifact_utils.get_split_uri([inputs["examples"]], split))]
+
+
 def trainer_fn_args(store: metadata_store.MetadataStore, work_dir: str, overrides: Optional[dict] = None):
     """FnArgs to run the Trainer module (or the Tuner's tuner_fn) again on the newest Trainer's inputs.
 

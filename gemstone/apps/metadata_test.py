@@ -69,3 +69,16 @@ def test_latest_output_uri_skips_executions_that_recorded_no_such_output(tmp_pat
     _execution(store, "SliceReport", CACHED)  # no events of its own
     assert metadata.latest_output_uri(store, "SliceReport", "dashboard") == "/dashboard/12"
     assert metadata.latest_output_uri(store, "Pusher", "pushed_model") is None
+
+
+def test_trainer_split_files_point_into_the_split_of_the_newest_trainers_examples(tmp_path):
+    store = _store(tmp_path)
+    for run in (1, 2):
+        type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(
+            name="Examples", properties={"split_names": metadata_store_pb2.STRING}))
+        examples = metadata_store_pb2.Artifact(type_id=type_id, uri=f"/transform/transformed_examples/{run}")
+        examples.properties["split_names"].string_value = '["train", "eval", "test"]'
+        _execution(store, "Trainer", COMPLETE, inputs=[("examples", store.put_artifacts([examples])[0])])
+
+    assert metadata.trainer_split_files(store, "test") == ["/transform/transformed_examples/2/Split-test/*"]
+    assert metadata.trainer_split_files(store, "train") == ["/transform/transformed_examples/2/Split-train/*"]
