@@ -73,9 +73,9 @@ def test_latest_output_uri_skips_executions_that_recorded_no_such_output(tmp_pat
 
 def test_trainer_split_files_point_into_the_split_of_the_newest_trainers_examples(tmp_path):
     store = _store(tmp_path)
+    type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(
+        name="Examples", properties={"split_names": metadata_store_pb2.STRING}))
     for run in (1, 2):
-        type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(
-            name="Examples", properties={"split_names": metadata_store_pb2.STRING}))
         examples = metadata_store_pb2.Artifact(type_id=type_id, uri=f"/transform/transformed_examples/{run}")
         examples.properties["split_names"].string_value = '["train", "eval", "test"]'
         _execution(store, "Trainer", COMPLETE, inputs=[("examples", store.put_artifacts([examples])[0])])
