@@ -22,7 +22,7 @@ The pipeline model's row also has its Trainer's time (from ML Metadata), its
 batch-inference rate (`gemstone batch-infer`, Beam RunInference, on the test
 photos) and its TFLite models' sizes and agreement (its edge_report.json).
 Each pretrained row says whether its Trainer kept the fine-tuned top blocks
-(`fine_tuning_kept`, from the model's assets.extra/backbone.json).
+(`fine_tuning_kept`, from the model's backbone.json in assets.extra).
 
 Runs `make run DATA=<photos> PIPELINE_NAME=gem88` first (through the tfx CLI),
 timing it, unless BENCH_SKIP_RUN=1 reuses the last run (its wall time then
@@ -289,9 +289,7 @@ def retrained(split, photos, family_map, overrides: dict, baseline_right=None) -
 def fine_tuning_decision(saved_model_dir) -> dict:
     """{"fine_tuning_kept": bool} as the Trainer recorded it in the model (stage 2's keep-or-drop rule), or {}
     where stage 2 did not run (frozen-only, from scratch) or the model has no such record."""
-    from modules import trainer
-
-    path = Path(saved_model_dir) / "assets.extra" / trainer.BACKBONE_FILE
+    path = Path(saved_model_dir) / contract.MODEL_ASSETS_DIR / contract.BACKBONE_FILE
     record = json.loads(path.read_text()) if path.is_file() else {}
     return {"fine_tuning_kept": record["fine_tuning_kept"]} if "fine_tuning_kept" in record else {}
 

@@ -78,7 +78,6 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             "patience": 10,
             # The Tuner's trials: how many, and how many epochs each.
             "tuner_trials": 6, "tuner_epochs": 8}
-BACKBONE_FILE = "backbone.json"  # in the SavedModel's assets.extra
 TIMINGS_FILE = "timings.json"  # in the model run folder: seconds per stage of the Trainer
 # What the Tuner searches (keras-tuner choices); the Trainer takes the best values over the config's.
 SEARCH_SPACE = {"learning_rate": [1e-3, 2e-3, 4e-3], "head_width": [256, 512, 1024], "dropout": [0.2, 0.3, 0.5]}
@@ -159,8 +158,9 @@ def run_fn(fn_args: FnArgs):
         signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
                                             trained.family_of_variety)
         export.save(model, signatures, fn_args.serving_model_dir)
-    _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", "calibration.json"), calibrated)
-    _write_json(os.path.join(fn_args.serving_model_dir, "assets.extra", BACKBONE_FILE), _backbone_record(config, trained))
+    assets = os.path.join(fn_args.serving_model_dir, contract.MODEL_ASSETS_DIR)
+    _write_json(os.path.join(assets, contract.CALIBRATION_FILE), calibrated)
+    _write_json(os.path.join(assets, contract.BACKBONE_FILE), _backbone_record(config, trained))
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                 {k: [float(v) for v in vs] for k, vs in trained.history.items()})
     _write_json(os.path.join(fn_args.model_run_dir, "config.json"), config)

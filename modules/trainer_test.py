@@ -77,7 +77,7 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     assert list(timings) == ["features_train", "features_eval", "stage1_head", "stage2_fine_tune", "stage3_refit",
                              "export"]
     assert all(seconds > 0 for seconds in timings.values()), timings
-    backbone = json.loads((tmp_path / "serving" / "assets.extra" / trainer.BACKBONE_FILE).read_text())
+    backbone = json.loads((tmp_path / "serving" / contract.MODEL_ASSETS_DIR / contract.BACKBONE_FILE).read_text())
     assert backbone["backbone"] == "efficientnet_lite2"
     signature = tf.saved_model.load(fn_args.serving_model_dir).signatures[contract.SERVING_SIGNATURE]
     photos = [(demo_photos / r["path"]).read_bytes() for r in rows[:3]]

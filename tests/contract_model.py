@@ -82,8 +82,8 @@ def build(data_dir: Path, out_dir: Path) -> Path:
     export.save(model, signatures, str(version))
     logits = model.predict({k: xf[k] for k in contract.MODEL_INPUT_KEYS}, verbose=0)[contract.VARIETY_HEAD]
     report = calibration.report(logits, xf[contract.LABEL_XF].numpy(), REVIEW_THRESHOLD)
-    os.makedirs(version / "assets.extra", exist_ok=True)
-    (version / "assets.extra" / "calibration.json").write_text(json.dumps(report))
+    os.makedirs(version / contract.MODEL_ASSETS_DIR, exist_ok=True)
+    (version / contract.MODEL_ASSETS_DIR / contract.CALIBRATION_FILE).write_text(json.dumps(report))
     return version
 
 

@@ -87,8 +87,8 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
                  "classes": sorted(data.get("per_class", {}))},
         "metrics": {"overall": evaluation["overall"],
                     "weakest_classes": [{"label": k, **v} for k, v in weak[:5]]},
-        "calibration": _read_json(os.path.join(model_dir, "assets.extra", "calibration.json")),
-        "backbone": _read_json(os.path.join(model_dir, "assets.extra", "backbone.json")),
+        "calibration": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.CALIBRATION_FILE)),
+        "backbone": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.BACKBONE_FILE)),
         "edge_models": _read_json(os.path.join(model_dir, "tflite", "edge_report.json")),
         "lineage": {"examples": examples_uri, "model": model_uri, "evaluation": evaluation_uri},
     }

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from gemstone import image_stats, paths
+from gemstone import contract, image_stats, paths
 from gemstone.apps import metadata
 
 JSD_THRESHOLD = 0.2
@@ -130,7 +130,7 @@ def _reference_confidence(pipeline_name: str, home: Optional[str], rows) -> Opti
     base = paths.serving_dir(pipeline_name, home)
     version = max(set(versions), key=versions.count) if versions else None
     folder = base / version if version else paths.latest_version_dir(base)
-    path = folder / "assets.extra" / "calibration.json" if folder else None
+    path = folder / contract.MODEL_ASSETS_DIR / contract.CALIBRATION_FILE if folder else None
     if not path or not path.is_file():
         return None
     calibration = json.loads(path.read_text())
