@@ -45,6 +45,7 @@ from bench import common
 from components.robustness import corruptions
 from gemstone import backbones, contract, paths, taxonomy
 from gemstone.apps import metadata
+from pipeline import configs
 
 PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88"
 # Review thresholds whose coverage/accuracy trade-off is reported (the pipeline's default is 0.6).
@@ -74,7 +75,7 @@ def _run_pipeline() -> float:
     return time.time() - started
 
 
-def _test_split():
+def photo_splits():
     """(paths, labels) of the test split and (paths, labels) of train, from the newest ingestion report."""
     examples = metadata.latest_output_uri(metadata.open_store(PIPELINE_NAME), "ImageExampleGen", "examples")
     report = json.loads((Path(examples) / contract.INGESTION_REPORT_FILE).read_text())
@@ -299,6 +300,9 @@ def fine_tuning_decision(saved_model_dir) -> dict:
 RETRAINED = {
     "seed1": ("pipeline model, seed 1 (Trainer only)", {"seed": 1}),
     "frozen": ("ablation: frozen backbone, no fine-tuning (Trainer only)", {"fine_tune_epochs": 0}),
+    # GEMSTONE_PROFILE=thorough's Trainer: the whole network fine-tuned on fresh views (pipeline/configs.PROFILES).
+    "thorough": ("thorough profile: the whole network fine-tuned, seed 0 (Trainer only)", configs.PROFILES["thorough"]),
+    "thorough_seed1": ("thorough profile, seed 1 (Trainer only)", {**configs.PROFILES["thorough"], "seed": 1}),
     "ensemble": ("three pairs of experts, averaged (Trainer only)", {"ensemble_members": 3}),
     "scratch": ("from scratch: small CNN, 64 px, no pretrained weights (Trainer only)",
                 {"backbone": "none", "weights": "", "image_size": 64}),
@@ -356,7 +360,7 @@ def run():
         print(f"model_quality: skipped, real photos not found at {common.REAL_DATA}")
         return None
     seconds = _last_run_seconds() if os.environ.get("BENCH_SKIP_RUN") == "1" else _run_pipeline()
-    split = _test_split()
+    split = photo_splits()
     family_map = taxonomy.load_family_map()
     photos = _photos(split)
     test_labels = [label for _, label in split["test"]]

@@ -67,6 +67,7 @@ PREDICTION_LOG_FILE = "predictions.jsonl"  # serving's log of answers (read by d
 MODEL_ASSETS_DIR = "assets.extra"  # in the SavedModel: what the Trainer records beside the graph
 CALIBRATION_FILE = "calibration.json"  # in it: temperature, ECE before/after, review trade-off
 BACKBONE_FILE = "backbone.json"  # in it: the weights the model started from, the fine-tuning decision
+NOVELTY_FILE = "novelty.json"  # in it: how the open-set scores were fitted, their thresholds and eval flag rates
 
 # --- Metrics ------------------------------------------------------------------------------------
 
@@ -90,6 +91,15 @@ PREDICTION_OUTPUTS = ("label", "confidence", "top_k_labels", "top_k_scores", "fa
 # The probabilities of every class: what TF Serving's clients expect, dropped from compact records.
 FULL_OUTPUTS = ("probabilities", "classes")
 
+# Open set: does the photo look like anything the model learned (modules/novelty.py)? Two questions, one
+# score each in `novelty` ([B, 2], in this order), scaled so that 0 is a typical eval photo and 1 the
+# threshold: above 1, the answer to that question is yes. Models exported before these outputs lack them.
+NOT_A_GEMSTONE, UNFAMILIAR_VARIETY, LOW_CONFIDENCE = "not_a_gemstone", "unfamiliar_variety", "low_confidence"
+NOVELTY_QUESTIONS = (NOT_A_GEMSTONE, UNFAMILIAR_VARIETY)
+# Why a photo needs review, first reason first: known is false for either of the first two.
+REVIEW_REASONS = (NOT_A_GEMSTONE, UNFAMILIAR_VARIETY, LOW_CONFIDENCE)
+NOVELTY_OUTPUTS = ("novelty", "known", "review_reason")
+
 
 def _plain(value: Any) -> Any:
     """A tensor, numpy value or bytes as JSON-ready Python."""
@@ -107,19 +117,30 @@ def _plain(value: Any) -> Any:
 def prediction_records(outputs: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """`serving_default`'s batch outputs (tensors or arrays) as one plain record per photo.
 
-    The record has the signature's output names (TF Serving's row format); missing
-    outputs mean a model that does not follow the export contract.
+    The record has the signature's output names (TF Serving's row format), `review_reason` None when
+    there is none; missing outputs mean a model that does not follow the export contract, but for the
+    open-set outputs, which models exported before them lack (`has_novelty` tells).
     """
     missing = [name for name in PREDICTION_OUTPUTS if name not in outputs]
     if missing:
         raise ValueError(f"the model's {SERVING_SIGNATURE} lacks outputs {missing}: was it exported by this project?")
-    columns = {name: _plain(outputs[name]) for name in PREDICTION_OUTPUTS}
-    return [{name: columns[name][i] for name in PREDICTION_OUTPUTS} for i in range(len(columns["label"]))]
+    names = PREDICTION_OUTPUTS + tuple(name for name in NOVELTY_OUTPUTS if name in outputs)
+    columns = {name: _plain(outputs[name]) for name in names}
+    records = [{name: columns[name][i] for name in names} for i in range(len(columns["label"]))]
+    for record in records:
+        if "review_reason" in record:
+            record["review_reason"] = record["review_reason"] or None
+    return records
+
+
+def has_novelty(record: Mapping[str, Any]) -> bool:
+    """Whether a prediction record carries the open-set verdict (models exported since it exists do)."""
+    return "known" in record
 
 
 def compact(record: Mapping[str, Any], digits: int = 5) -> Dict[str, Any]:
     """A prediction record without the per-class vectors: what logs and batch outputs keep."""
-    return {
+    result = {
         "label": record["label"],
         "confidence": round(float(record["confidence"]), digits),
         "top_k": [{"label": label, "score": round(float(score), digits)}
@@ -128,3 +149,22 @@ def compact(record: Mapping[str, Any], digits: int = 5) -> Dict[str, Any]:
         "family_confidence": round(float(record["family_confidence"]), digits),
         "needs_review": bool(record["needs_review"]),
     }
+    if has_novelty(record):
+        result.update(known=bool(record["known"]),
+                      novelty={question: round(float(score), digits)
+                               for question, score in zip(NOVELTY_QUESTIONS, record["novelty"])},
+                      review_reason=record["review_reason"])
+    return result
+
+
+def verdict(record: Mapping[str, Any]) -> str:
+    """What a person reads first about a (compact or full) record: the open-set verdict, then the variety."""
+    closest = record["label"]
+    reason = record.get("review_reason")
+    if reason == NOT_A_GEMSTONE:
+        return f"not a gemstone photo (closest variety: {closest})"
+    if reason == UNFAMILIAR_VARIETY:
+        return f"not a variety this model knows (closest: {closest})"
+    if reason == LOW_CONFIDENCE or record.get("needs_review"):
+        return f"{closest}, low confidence: needs expert review"
+    return closest

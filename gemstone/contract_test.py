@@ -42,3 +42,29 @@ def test_a_model_without_the_contract_outputs_is_named_as_such():
     del outputs["family_confidence"]
     with pytest.raises(ValueError, match="family_confidence"):
         contract.prediction_records(outputs)
+
+
+def _with_open_set():
+    return {**_outputs(), "known": np.array([True, False]), "novelty": np.array([[0.1, 0.2], [0.3, 1.7]], np.float32),
+            "review_reason": np.array([b"", b"unfamiliar_variety"])}
+
+
+def test_records_carry_the_open_set_verdict_and_no_reason_is_null():
+    first, second = contract.prediction_records(_with_open_set())
+    assert first["review_reason"] is None and first["known"] is True and contract.has_novelty(first)
+    assert second["review_reason"] == contract.UNFAMILIAR_VARIETY and second["novelty"] == pytest.approx([0.3, 1.7])
+    compact = contract.compact(second)
+    assert compact["novelty"] == pytest.approx({contract.NOT_A_GEMSTONE: 0.3, contract.UNFAMILIAR_VARIETY: 1.7})
+    assert compact["known"] is False and compact["review_reason"] == contract.UNFAMILIAR_VARIETY
+    # A model exported before the open-set outputs: the same records, without them.
+    assert not contract.has_novelty(contract.prediction_records(_outputs())[0])
+
+
+def test_the_verdict_says_first_what_the_photo_is_not():
+    base = {"label": "Citrine", "needs_review": True}
+    assert contract.verdict({**base, "review_reason": contract.NOT_A_GEMSTONE}) == \
+        "not a gemstone photo (closest variety: Citrine)"
+    assert contract.verdict({**base, "review_reason": contract.UNFAMILIAR_VARIETY}) == \
+        "not a variety this model knows (closest: Citrine)"
+    assert contract.verdict({**base, "review_reason": contract.LOW_CONFIDENCE}).endswith("needs expert review")
+    assert contract.verdict({"label": "Citrine", "needs_review": False, "review_reason": None}) == "Citrine"

@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from gemstone import contract, data_report, ingestion
+from gemstone import contract, data_report, ingestion, open_set_report
+from gemstone.charts import confusion_chart, reliability_chart, robustness_chart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,9 @@ def _per_photo(row: Dict[str, Any]) -> Dict[str, Any]:
     prediction = row.get("prediction") or {}
     return {"source_path": row["source_path"], "label": row["label"],
             "predicted": prediction.get("label", row.get("predicted")),
-            "confidence": prediction.get("confidence", row.get("confidence"))}
+            "confidence": prediction.get("confidence", row.get("confidence")),
+            "known": prediction.get("known"), "novelty": prediction.get("novelty"),
+            "review_reason": prediction.get("review_reason")}
 
 
 def _slice_name(slice_key) -> str:
@@ -269,6 +272,9 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
             for p in photos if p["source_path"] in image_of]
 
     ingestion_report = _read_text(os.path.join(sources.examples, contract.INGESTION_REPORT_FILE))
+    calibration_file = _read_text(os.path.join(path_utils.serving_model_path(sources.model), contract.MODEL_ASSETS_DIR,
+                                               contract.CALIBRATION_FILE))
+    review_threshold = json.loads(calibration_file).get("review_threshold") if calibration_file else None
     return {
         "pipeline_name": pipeline_name, "split": split, "sources": sources.__dict__,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -285,78 +291,11 @@ def collect(sources: EvaluationSources, pipeline_name: str, split: str = "test")
         "calibration": reliability(plots["calibration"]),
         "review": {threshold: review_trade_off(entries) for threshold, entries in plots["matrices"].items()},
         "robustness": robustness,
+        "open_set": open_set_report.collect(robustness, predictions, review_threshold),
         "worst_confusions": confusions,
         "data_report": json.loads(ingestion_report) if ingestion_report else None,
         "data_plot": os.path.join(sources.examples, data_report.PLOT_NAME),
     }
-
-
-# ---- charts (matplotlib, embedded as PNG) ----
-
-def _png(figure) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def confusion_chart(matrix: List[List[float]], classes: List[str]) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(matrix)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    side = max(5.0, 0.16 * len(classes) + 2)
-    figure, axes = plt.subplots(figsize=(side, side))
-    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(classes)), classes, rotation=90, fontsize=max(4, 10 - len(classes) // 12))
-    axes.set_yticks(range(len(classes)), classes, fontsize=max(4, 10 - len(classes) // 12))
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title("Confusion matrix (share of each true class)")
-    figure.colorbar(image, ax=axes, fraction=0.046)
-    return _png(figure)
-
-
-def reliability_chart(calibration: Dict[str, Any]) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 4.5))
-    buckets = calibration["buckets"]
-    axes.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    axes.plot([b["confidence"] for b in buckets], [b["accuracy"] for b in buckets], "o-", label="model")
-    for b in buckets:
-        axes.annotate(str(int(b["photos"])), (b["confidence"], b["accuracy"]), fontsize=7,
-                      textcoords="offset points", xytext=(4, -10))
-    axes.set_xlabel("top-1 confidence")
-    axes.set_ylabel("accuracy")
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1.02)
-    axes.set_title(f"Reliability (ECE {calibration['ece']:.3f}); numbers = photos")
-    axes.legend(loc="upper left")
-    return _png(figure)
-
-
-def robustness_chart(robustness: Dict[str, Any]) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = robustness["corruptions"]
-    figure, axes = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    axes.barh([r["name"] for r in rows], [r["accuracy"] for r in rows], color="#4a7ab5")
-    axes.axvline(robustness["clean"]["accuracy"], color="black", linestyle="--", label="clean photos")
-    axes.set_xlim(0, 1)
-    axes.invert_yaxis()
-    axes.set_xlabel("accuracy")
-    axes.set_title(f"Accuracy under corruptions ({robustness['examples']} {robustness['split']} photos)")
-    axes.legend(loc="lower right")
-    return _png(figure)
 
 
 # ---- the page ----
@@ -495,6 +434,7 @@ def render(data: Dict[str, Any]) -> str:
               f"{c['agreement']:.0%}", f"{c['review_rate']:.0%}"] for c in robustness["corruptions"]]))
     else:
         sections.append("<p>No robustness report for this model.</p>")
+    sections.append(open_set_report.section_html(data["open_set"]))
     sections.append("<h2>Data</h2>")
     if data["data_report"]:
         plot = _read_bytes(data["data_plot"])

@@ -119,7 +119,8 @@ def test_robustness_predictions_of_old_and_new_runs_are_read_alike():
     new = {"source_path": "Ruby/1.jpg", "label": "Ruby", "prediction": {"label": "Spinel", "confidence": 0.4}}
     old = {"source_path": "Ruby/1.jpg", "label": "Ruby", "predicted": "Spinel", "confidence": 0.4, "top_k": []}
     assert report._per_photo(new) == report._per_photo(old) == {
-        "source_path": "Ruby/1.jpg", "label": "Ruby", "predicted": "Spinel", "confidence": 0.4}
+        "source_path": "Ruby/1.jpg", "label": "Ruby", "predicted": "Spinel", "confidence": 0.4,
+        "known": None, "novelty": None, "review_reason": None}
 
 
 def test_ece_by_chance_is_what_luck_alone_gives_a_calibrated_model_and_shrinks_with_more_photos():

@@ -87,6 +87,7 @@ def report(logits: np.ndarray, labels: np.ndarray, review_threshold: float) -> d
         "nll_before": nll(logits, labels, 1.0),
         "nll_after": nll(logits, labels, temperature),
         "mean_confidence": float(after.max(axis=1).mean()),
+        "review_threshold": float(review_threshold),
         "review_rate": float((after.max(axis=1) < review_threshold).mean()),
         "coverage_accuracy": coverage_accuracy(after, labels, [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
     }

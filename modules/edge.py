@@ -33,6 +33,8 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from gemstone import contract  # noqa: E402
+from modules import model as model_lib  # noqa: E402
+from modules import novelty as novelty_lib  # noqa: E402
 from modules import transform  # noqa: E402
 
 MIN_AGREEMENT = 0.99
@@ -40,29 +42,41 @@ INT8_KINDS = ("dynamic_range", "full_integer")
 FOLDER = "tflite"
 
 
-def edge_model(model: keras.Model, image_size: int, temperature: float) -> keras.Model:
+def edge_model(model: keras.Model, image_size: int, temperature: float,
+               novelty: "novelty_lib.Novelty" = None) -> keras.Model:
+    """image -> {probabilities} (and with `novelty`, the open-set `novelty` scores and `known`, as the SavedModel)."""
     image = keras.Input(shape=(image_size, image_size, 3), name="image")
     colour = keras.layers.Lambda(transform.colour_histogram, name="colour_histogram")(image)
-    logits = model({contract.IMAGE_XF: image, contract.COLOUR_XF: colour}, training=False)[contract.VARIETY_HEAD]
-    probabilities = keras.layers.Softmax(name="probabilities")(logits / temperature)
-    return keras.Model(image, probabilities, name="gemstone_edge")
+    scorer = model_lib.with_image_features(model) if novelty is not None else model
+    outputs = scorer({contract.IMAGE_XF: image, contract.COLOUR_XF: colour}, training=False)
+    logits = outputs[contract.VARIETY_HEAD]
+    result = {"probabilities": keras.layers.Softmax(name="probabilities")(logits / temperature)}
+    if novelty is not None:
+        scaled = keras.layers.Lambda(lambda t: novelty_lib.scores(t[0], t[1], novelty), name="novelty")(
+            [outputs[model_lib.IMAGE_FEATURES], logits])
+        result.update(novelty=scaled, known=keras.layers.Lambda(novelty_lib.known, name="known")(scaled))
+    return keras.Model(image, result, name="gemstone_edge")
 
 
-def _interpret(tflite_model: bytes, images: np.ndarray) -> np.ndarray:
-    interpreter = tf.lite.Interpreter(model_content=tflite_model)
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    outputs = []
+def _interpret(tflite_model: bytes, images: np.ndarray) -> dict:
+    """Each output of the TFLite model's signature, by name, for every image (one at a time, as on a device)."""
+    runner = tf.lite.Interpreter(model_content=tflite_model).get_signature_runner()
+    outputs = {}
     for image in images:
-        interpreter.set_tensor(source["index"], image[np.newaxis].astype(source["dtype"]))
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(target["index"])[0])
-    return np.stack(outputs)
+        for name, value in runner(image=image[np.newaxis].astype(np.float32)).items():
+            outputs.setdefault(name, []).append(value[0])
+    return {name: np.stack(values) for name, values in outputs.items()}
 
 
-def _agreement(tflite_model: bytes, eval_images: np.ndarray, reference: np.ndarray) -> float:
-    """Share of eval photos whose top-1 under the TFLite model is the SavedModel's (`reference`)."""
-    return float((_interpret(tflite_model, eval_images).argmax(1) == reference).mean())
+def _agreement(tflite_model: bytes, eval_images: np.ndarray, reference: dict) -> dict:
+    """Share of eval photos whose top-1 (and, with the open-set outputs, `known`) under the TFLite model is the
+    SavedModel's (`reference`: the edge Keras model's outputs)."""
+    outputs = _interpret(tflite_model, eval_images)
+    result = {"top1_agreement": float((outputs["probabilities"].argmax(axis=1)
+                                       == reference["probabilities"].argmax(axis=1)).mean())}
+    if "known" in reference:
+        result["known_agreement"] = float((outputs["known"].astype(bool) == reference["known"]).mean())
+    return result
 
 
 def _write(folder: str, name: str, data: bytes) -> None:
@@ -79,7 +93,7 @@ def _save_function(edge: keras.Model, image_size: int, folder: str) -> None:
     """
     weights = tf.Module()
     weights.variables_ = list(edge.variables)  # tracked, so the function's captured weights are saved
-    serve = tf.function(lambda image: {"probabilities": edge(image, training=False)}, autograph=False,
+    serve = tf.function(lambda image: edge(image, training=False), autograph=False,
                         input_signature=[tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image")])
     tf.saved_model.save(weights, folder, signatures={"serving_default": serve.get_concrete_function()})
 
@@ -126,30 +140,45 @@ def _int8(saved, representative, eval_images, reference, folder, kind: str = "dy
     else:
         full = _quantise(saved, representative)
         tried = {"full_integer": (full, _agreement(full, eval_images, reference))}
-        if tried["full_integer"][1] < MIN_AGREEMENT:
+        if not _agrees(tried["full_integer"][1]):
             mixed = _quantise(saved, representative, _histogram_tensors(full))
             tried["histogram_in_float"] = (mixed, _agreement(mixed, eval_images, reference))
     report = {"agreement": {name: agreement for name, (_, agreement) in tried.items()}}
-    kind, (model, agreement) = max(tried.items(), key=lambda kv: kv[1][1])
-    report.update(bytes=len(model), top1_agreement=agreement, quantisation=kind, kept=agreement >= MIN_AGREEMENT)
+    kind, (model, agreement) = max(tried.items(), key=lambda kv: _least(kv[1][1]))
+    report.update(bytes=len(model), **agreement, quantisation=kind, kept=_agrees(agreement))
     if report["kept"]:
         _write(folder, "model_int8.tflite", model)
     else:
-        report["why_not_kept"] = (f"top-1 agrees with the SavedModel on {agreement:.1%} of eval photos "
-                                  f"({kind.replace('_', ' ')}), under {MIN_AGREEMENT:.0%}: not kept")
+        report["why_not_kept"] = (f"{_disagreement(agreement)} ({kind.replace('_', ' ')}), under "
+                                  f"{MIN_AGREEMENT:.0%}: not kept")
     return report
 
 
+def _least(agreement: dict) -> float:
+    return min(agreement.values())
+
+
+def _agrees(agreement: dict) -> bool:
+    """Top-1 (and `known`, where the model has it) agree on at least MIN_AGREEMENT of the eval photos."""
+    return _least(agreement) >= MIN_AGREEMENT
+
+
+def _disagreement(agreement: dict) -> str:
+    return "; ".join(f"{'top-1' if name == 'top1_agreement' else '`known`'} agrees with the SavedModel on "
+                     f"{value:.1%} of eval photos" for name, value in agreement.items())
+
+
 def export(model: keras.Model, image_size: int, temperature: float, representative: np.ndarray,
-           eval_images: np.ndarray, out_dir: str, int8: str = "dynamic_range") -> dict:
+           eval_images: np.ndarray, out_dir: str, int8: str = "dynamic_range",
+           novelty: "novelty_lib.Novelty" = None) -> dict:
     """Writes FOLDER/model_float16.tflite under out_dir, model_float32.tflite when float16 disagrees and
     model_int8.tflite when it agrees, and edge_report.json saying which and why."""
     if int8 not in INT8_KINDS:
         raise ValueError(f"int8={int8!r}: expected one of {', '.join(INT8_KINDS)}")
-    edge = edge_model(model, image_size, temperature)
+    edge = edge_model(model, image_size, temperature, novelty)
     folder = os.path.join(out_dir, FOLDER)
     tf.io.gfile.makedirs(folder)
-    reference = edge.predict(eval_images, verbose=0).argmax(axis=1)
+    reference = {name: np.asarray(value) for name, value in edge.predict(eval_images, verbose=0).items()}
     with tempfile.TemporaryDirectory() as saved:
         _save_function(edge, image_size, saved)
         report = _convert(saved, image_size, representative, eval_images, reference, folder, int8)
@@ -159,19 +188,20 @@ def export(model: keras.Model, image_size: int, temperature: float, representati
 
 
 def _convert(saved: str, image_size: int, representative: np.ndarray, eval_images: np.ndarray,
-             reference: np.ndarray, folder: str, int8: str) -> dict:
+             reference: dict, folder: str, int8: str) -> dict:
     """float16 (float32 too when it disagrees), then int8, from the `saved` function; writes what is kept."""
     converter = _converter(saved)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
     float16 = converter.convert()
-    report = {"float16": {"bytes": len(float16), "top1_agreement": _agreement(float16, eval_images, reference)},
+    agreement = _agreement(float16, eval_images, reference)
+    report = {"float16": {"bytes": len(float16), **agreement},
               "eval_photos": int(len(eval_images)), "min_agreement": MIN_AGREEMENT, "image_size": image_size,
               "input": f"[1, {image_size}, {image_size}, 3] float32 RGB in 0..1 (decoded, resized)"}
     _write(folder, "model_float16.tflite", float16)
-    if report["float16"]["top1_agreement"] < MIN_AGREEMENT:
+    if not _agrees(agreement):
         float32 = _converter(saved).convert()
-        report["float32"] = {"bytes": len(float32), "top1_agreement": _agreement(float32, eval_images, reference),
+        report["float32"] = {"bytes": len(float32), **_agreement(float32, eval_images, reference),
                              "why": "float16 agrees on less than min_agreement: use model_float32.tflite"}
         _write(folder, "model_float32.tflite", float32)
 

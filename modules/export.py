@@ -8,7 +8,10 @@ Contract of every prediction signature (B = batch, C = classes, K = top-k):
   top_k_labels  [B, K] string, top_k_scores [B, K] float
   family        [B]    string  mineral family of the top-1 variety (never another: one answer)
   family_confidence [B] float  probability of that family: the sum over its varieties
-  needs_review  [B]    bool    confidence < the review threshold: ask an expert
+  needs_review  [B]    bool    confidence < the review threshold, or not known: ask an expert
+  novelty       [B, 2] float   open-set scores (contract.NOVELTY_QUESTIONS; 0 typical, >= 1 flagged)
+  known         [B]    bool    the photo looks like a variety the model learned (both scores < 1)
+  review_reason [B]    string  not_a_gemstone | unfamiliar_variety | low_confidence | "" (none)
 
 Signatures:
   serving_default(images: string [B])     raw JPEG/PNG bytes, what a client has
@@ -20,6 +23,8 @@ import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone
 import tensorflow as tf  # noqa: E402
 
 from gemstone import contract  # noqa: E402
+from modules import model as model_lib  # noqa: E402
+from modules import novelty as novelty_lib  # noqa: E402
 
 EXAMPLES_INPUT = "examples"  # serialized tf.Examples (TFMA, BulkInferrer)
 
@@ -57,13 +62,15 @@ def _reshape_to_spec(images, spec):
 
 
 def make_signatures(model, tf_transform_output, review_threshold: float, temperature: float,
-                    family_of_variety):
+                    family_of_variety, novelty: "novelty_lib.Novelty" = None):
     """Builds the signature functions; attaches the transform layer to `model` so it is saved with it.
 
     `family_of_variety`: [classes] family id of each variety id. The family a
     prediction names is its variety's, with the summed probability of that
     family's varieties: the model's auxiliary family head (a training aid) could
     otherwise name a family that contradicts the variety ("Amethyst, Corundum").
+    `novelty`: the fitted open-set scores (modules/novelty.py); None exports a model without the
+    open-set outputs, as models were before them.
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
     class_names = tf.constant(tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB))
@@ -74,16 +81,19 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
     family_of_variety = tf.constant(family_of_variety, tf.int32)
     variety_to_family = tf.one_hot(family_of_variety, int(family_names.shape[0]))  # [C, F]
 
+    scorer = model_lib.with_image_features(model) if novelty is not None else model
+
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
-        logits = model({k: transformed[k] for k in contract.MODEL_INPUT_KEYS}, training=False)
-        probabilities = tf.nn.softmax(logits[contract.VARIETY_HEAD] / temperature)
+        outputs = scorer({k: transformed[k] for k in contract.MODEL_INPUT_KEYS}, training=False)
+        probabilities = tf.nn.softmax(outputs[contract.VARIETY_HEAD] / temperature)
         top = tf.math.top_k(probabilities, k=k)
         family = tf.gather(family_of_variety, top.indices[:, 0])
         family_probabilities = tf.matmul(probabilities, variety_to_family)
         top_labels = tf.gather(class_names, top.indices)
         batch = tf.shape(probabilities)[0]
-        return {
+        confident = top.values[:, 0] >= review_threshold
+        result = {
             "probabilities": probabilities,
             "classes": tf.tile(class_names[tf.newaxis, :], [batch, 1]),
             "label": top_labels[:, 0],
@@ -92,8 +102,14 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
             "top_k_scores": top.values,
             "family": tf.gather(family_names, family),
             "family_confidence": tf.gather(family_probabilities, family, batch_dims=1),
-            "needs_review": top.values[:, 0] < review_threshold,
+            "needs_review": ~confident,
         }
+        if novelty is not None:
+            scaled = novelty_lib.scores(outputs[model_lib.IMAGE_FEATURES], outputs[contract.VARIETY_HEAD], novelty)
+            known = novelty_lib.known(scaled)
+            result.update(novelty=scaled, known=known, review_reason=novelty_lib.review_reason(scaled, confident),
+                          needs_review=~confident | ~known)
+        return result
 
     # autograph=False: no Python control flow here for autograph to rewrite.
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.SERVING_INPUT)], autograph=False)

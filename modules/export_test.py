@@ -39,9 +39,35 @@ def test_top_k_is_ranked_and_the_answer_is_its_first(answers):
         assert abs(sum(record["probabilities"]) - 1.0) < 1e-4
 
 
-def test_needs_review_below_the_threshold_only(answers):
+def test_needs_review_below_the_threshold_or_when_not_known(answers):
     records, _ = answers
-    assert all(r["needs_review"] == (r["confidence"] < REVIEW_THRESHOLD) for r in records)
+    assert all(r["needs_review"] == (r["confidence"] < REVIEW_THRESHOLD or not r["known"]) for r in records)
+
+
+def test_the_open_set_verdict_is_known_exactly_when_both_scores_are_under_1_and_says_why_not(answers):
+    records, _ = answers
+    for r in records:
+        not_a_gemstone, unfamiliar = r["novelty"]
+        assert r["known"] == (not_a_gemstone < 1 and unfamiliar < 1)
+        expected = (contract.NOT_A_GEMSTONE if not_a_gemstone >= 1 else contract.UNFAMILIAR_VARIETY
+                    if unfamiliar >= 1 else contract.LOW_CONFIDENCE if r["confidence"] < REVIEW_THRESHOLD else None)
+        assert r["review_reason"] == expected
+    # Fitted on these very photos to flag about 5 % of them: most are known, and the flags are not all alike.
+    known = np.mean([r["known"] for r in records])
+    assert 0.85 <= known < 1.0
+    compact = contract.compact(records[0])
+    assert set(compact["novelty"]) == set(contract.NOVELTY_QUESTIONS) and compact["known"] == records[0]["known"]
+
+
+def test_a_model_exported_before_the_open_set_outputs_still_answers_without_them(tmp_path, demo_photos):
+    from tests import contract_model as builder
+
+    version = builder.build(demo_photos, tmp_path, open_set=False)
+    signature = tf.saved_model.load(str(version)).signatures[contract.SERVING_SIGNATURE]
+    photo = next(demo_photos.rglob("*.jpg")).read_bytes()
+    record = contract.prediction_records(signature(**{contract.SERVING_INPUT: tf.constant([photo])}))[0]
+    assert not contract.has_novelty(record) and "known" not in contract.compact(record)
+    assert record["needs_review"] == (record["confidence"] < REVIEW_THRESHOLD)
 
 
 def test_the_answers_depend_on_the_photo(answers):

@@ -342,7 +342,12 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
 
 def targets(model: keras.Model, variety, family) -> dict:
     """Per output of `model` (labels, sample weights or loss weights): the experts take the variety's."""
-    return {name: family if name == contract.FAMILY_HEAD else variety for name in model.output_names}
+    return targets_by_name(model.output_names, variety, family)
+
+
+def targets_by_name(output_names, variety, family) -> dict:
+    """`targets` for a model with these outputs."""
+    return {name: family if name == contract.FAMILY_HEAD else variety for name in output_names}
 
 
 @keras.saving.register_keras_serializable(package="gemstone")  # a compiled model's loss, rebuilt on load
@@ -394,18 +399,18 @@ def set_trainable_top(model: keras.Model, fraction: float) -> int:
         base.trainable = False
         return 0
     base.trainable = True  # (recursively) first, then freeze the lower layers one by one
-    layers = [layer for layer in _leaf_layers(base) if layer.weights]
+    layers = [layer for layer in leaf_layers(base) if layer.weights]
     first = int(round(len(layers) * (1.0 - fraction)))
     for i, layer in enumerate(layers):
         layer.trainable = i >= first and not isinstance(layer, keras.layers.BatchNormalization)
     return sum(1 for layer in layers if layer.trainable)
 
 
-def _leaf_layers(layer):
+def leaf_layers(layer):
     """The layers of a model, with nested models (keras.applications inside our wrapper) opened up."""
     if hasattr(layer, "layers"):
         for inner in layer.layers:
-            yield from _leaf_layers(inner)
+            yield from leaf_layers(inner)
     else:
         yield layer
 
@@ -467,9 +472,39 @@ class TransferParts:
                            _named(logits), name="fine_tune")
 
 
+IMAGE_FEATURES = "image_features"  # what `with_image_features` adds to a model's outputs
+POOLED_LAYER = "pooled"  # the pretrained model's pooled tap features, as the head reads them
+
+
+def with_image_features(model: keras.Model) -> keras.Model:
+    """The same model (shared layers) with one more output, IMAGE_FEATURES: the pooled tap features of a
+    pretrained model, the backbone's features of an end-to-end one (what modules/novelty.py measures)."""
+    names = [layer.name for layer in model.layers]
+    layer = model.get_layer(POOLED_LAYER if POOLED_LAYER in names else BACKBONE_LAYER)
+    outputs = dict(zip(model.output_names, model.outputs))
+    # The layer's last node: a nested model (the end-to-end backbone) also has the node of its own graph.
+    return keras.Model(model.inputs, {**outputs, IMAGE_FEATURES: layer.get_output_at(-1)},
+                       name=f"{model.name}_with_features")
+
+
+def pooled_columns(parts: "TransferParts", tap: str, kind: str = "avg") -> Tuple[int, int]:
+    """Where the `kind` ("avg" or "max") pooling of `tap` sits in the pooled features (trunk's, then top's)."""
+    start = 0
+    for model, concatenation in ((parts.trunk, "low_pooled"), (parts.top, "high_pooled")):
+        inbound = model.get_layer(concatenation).inbound_nodes[0].inbound_layers
+        for layer in inbound if isinstance(inbound, list) else [inbound]:
+            width = int(layer.output_shape[-1])
+            if layer.name == f"{tap}_{kind}":
+                return start, start + width
+            start += width
+    raise ValueError(f"no {kind}-pooled tap {tap!r} in this network")
+
+
 def _named(logits: dict) -> dict:
-    """The head's outputs under their own names (else Keras names a nested model's outputs head, head_1)."""
-    return {name: keras.layers.Activation("linear", name=name)(tensor) for name, tensor in logits.items()}
+    """The head's outputs under their own names (else Keras names a nested model's outputs head, head_1), in
+    float32 whatever the compute precision (mixed precision computes in float16: see whole_network)."""
+    return {name: keras.layers.Activation("linear", name=name, dtype="float32")(tensor)
+            for name, tensor in logits.items()}
 
 
 def _pooled(tensor, name: str):

@@ -35,7 +35,7 @@ import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gemstone import contract  # noqa: E402
-from modules import calibration, edge, export, transfer  # noqa: E402
+from modules import calibration, edge, export, novelty, transfer, whole_network  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 
 DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
@@ -63,6 +63,11 @@ DEFAULTS = {"epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_thres
             # `fine_tune_epochs` the top blocks too, at learning_rate x fine_tune_learning_rate_factor
             # (0 epochs: the frozen-only ablation).
             "views": 3, "fine_tune_epochs": 6, "fine_tune_learning_rate_factor": 0.1,
+            # What stage 2 fine-tunes: "top_blocks" (on the cached maps: the quick profile) or "whole_network"
+            # (every layer, on a fresh view of each photo per epoch: the thorough profile, modules/whole_network.py)
+            # with the head and top at whole_network_learning_rate, falling with depth to bottom_factor of it.
+            "fine_tune_scope": "top_blocks", "whole_network_learning_rate": 1e-4,
+            "whole_network_bottom_factor": 0.1, "whole_network_patience": 3,
             # Pretrained backbones: after calibration and the fine-tuning decision, the head learns again on
             # the training and eval photos together (transfer.fit's stage 3); False keeps eval held out.
             "refit_with_eval": True,
@@ -154,12 +159,21 @@ def run_fn(fn_args: FnArgs):
     logging.info("Calibration: T=%.2f, ECE %.3f -> %.3f on %d eval photos.", calibrated["temperature"],
                  calibrated["ece_before"], calibrated["ece_after"], calibrated["examples"])
     model = trained.model
+    with stopwatch("novelty"):
+        known = trained.known_photos
+        fitted_novelty, novelty_report = novelty.fit(
+            known.train_features, known.train_labels, known.eval_features, trained.eval_logits, known.columns,
+            len(trained.family_of_variety), calibrated["temperature"])
+    logging.info("Open set: %s of the eval photos flagged not a gemstone, %s an unfamiliar variety (%s either).",
+                 *(f"{novelty_report['eval_flagged'][q]:.1%}" for q in contract.NOVELTY_QUESTIONS),
+                 f"{novelty_report['eval_flagged_either']:.1%}")
     with stopwatch("export"):
         signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
-                                            trained.family_of_variety)
+                                            trained.family_of_variety, fitted_novelty)
         export.save(model, signatures, fn_args.serving_model_dir)
     assets = os.path.join(fn_args.serving_model_dir, contract.MODEL_ASSETS_DIR)
     _write_json(os.path.join(assets, contract.CALIBRATION_FILE), calibrated)
+    _write_json(os.path.join(assets, contract.NOVELTY_FILE), novelty_report)
     _write_json(os.path.join(assets, contract.BACKBONE_FILE), _backbone_record(config, trained))
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                 {k: [float(v) for v in vs] for k, vs in trained.history.items()})
@@ -168,10 +182,18 @@ def run_fn(fn_args: FnArgs):
         with stopwatch("edge_models"):
             report = edge.export(model, _transform_image_size(tf_transform_output), calibrated["temperature"],
                                  trained.representative_images, trained.eval_images, fn_args.serving_model_dir,
-                                 int8=config["edge_int8"])
+                                 int8=config["edge_int8"], novelty=fitted_novelty)
         logging.info("Edge models: %s", json.dumps(report))
     logging.info("Trainer stages (s): %s", json.dumps(stopwatch.seconds))
     _write_json(os.path.join(fn_args.model_run_dir, TIMINGS_FILE), stopwatch.seconds)
+
+
+class KnownPhotos(NamedTuple):
+    """What the open-set scores are fitted on (modules/novelty.py): image features of the photos as they are."""
+    train_features: np.ndarray  # [n, d] the model's image features (model.with_image_features) of training photos
+    train_labels: np.ndarray  # [n] their variety ids
+    eval_features: np.ndarray  # [m, d] of the eval photos, held out: the thresholds are set on them
+    columns: tuple  # the features' columns the not-a-gemstone distance reads
 
 
 class _Trained(NamedTuple):
@@ -183,6 +205,7 @@ class _Trained(NamedTuple):
     family_of_variety: np.ndarray  # [classes] family id of each variety id
     representative_images: np.ndarray  # train photos: the int8 edge model's calibration set
     eval_images: np.ndarray  # eval photos: the edge models' agreement is measured on them
+    known_photos: KnownPhotos
 
 
 def _train_end_to_end(fn_args, tf_transform_output, config, stopwatch: transfer.Stopwatch) -> _Trained:
@@ -190,22 +213,69 @@ def _train_end_to_end(fn_args, tf_transform_output, config, stopwatch: transfer.
     model = _build(tf_transform_output, config)
     with stopwatch("fit"):
         history = _fit(model, train, val, config, class_counts, fn_args.model_run_dir)
-    eval_inputs, eval_labels, eval_logits = _collect(model, val)
+    eval_inputs, eval_labels, eval_logits, eval_features = _collect(model, val)
+    train_as_they_are = input_dataset(fn_args.train_files, tf_transform_output, int(config["batch_size"]), False,
+                                      int(config["seed"]))
+    _, train_labels, _, train_features = _collect(model, train_as_they_are)
     representative = next(iter(train.unbatch().batch(transfer.REPRESENTATIVE_PHOTOS)))[0][contract.IMAGE_XF]
+    known = KnownPhotos(train_features, train_labels, eval_features, (0, train_features.shape[1]))
     return _Trained(model, history, eval_labels, eval_logits, family_of_variety, representative.numpy(),
-                    eval_inputs[contract.IMAGE_XF][:transfer.AGREEMENT_PHOTOS])
+                    eval_inputs[contract.IMAGE_XF][:transfer.AGREEMENT_PHOTOS], known)
 
 
 def _train_transfer(fn_args, tf_transform_output, config, stopwatch: transfer.Stopwatch) -> _Trained:
-    """A pretrained network: frozen features cached per augmented view, head, then the top blocks."""
+    """A pretrained network: frozen features cached per augmented view, head, then the top blocks (or the whole
+    network), then the head again on the training and eval photos."""
+    whole = config["fine_tune_scope"] == WHOLE_NETWORK
+    mixed = whole and whole_network.use_mixed_precision()
     features = transfer_features(fn_args, tf_transform_output, config, stopwatch)
     train, held_out = features.train, features.eval
-    fitted = transfer.fit(features.parts, train, held_out, features.photos, config,
-                          transfer_class_weights(config, features.class_counts), fn_args.model_run_dir, stopwatch,
-                          refit_on=features.eval_all_views if config["refit_with_eval"] else None)
+    weights = transfer_class_weights(config, features.class_counts)
+    fitted = transfer.fit(features.parts, train, held_out, features.photos, config, weights, fn_args.model_run_dir,
+                          stopwatch, refit_on=features.eval_all_views if config["refit_with_eval"] else None,
+                          whole_network=_whole_network_inputs(fn_args, tf_transform_output, config, features, weights,
+                                                              mixed) if whole else None)
+    as_they_are = fitted.train.first_view(features.photos)
+    known = KnownPhotos(as_they_are.head_inputs()[model_lib.FEATURES_INPUT], as_they_are.variety,
+                        fitted.eval.head_inputs()[model_lib.FEATURES_INPUT],
+                        model_lib.pooled_columns(features.parts, *novelty.FEATURE_TAP[config["backbone"]]))
     return _Trained(features.parts.model, fitted.history, held_out.variety, fitted.eval_logits,
                     _family_of_variety(train.variety, train.family, len(features.class_counts)), train.images,
-                    held_out.images)
+                    held_out.images, known)
+
+
+WHOLE_NETWORK = "whole_network"  # fine_tune_scope of the thorough profile
+
+
+def _whole_network_inputs(fn_args, tf_transform_output, config, features: "TransferFeatures",
+                          class_weights: np.ndarray, mixed: bool) -> transfer.WholeNetwork:
+    """The photos as they are, with every output's labels (and the training photos' class weights), for
+    fine-tuning the whole network; and how to cache the features again through the fine-tuned network."""
+    batch_size, seed = int(config["batch_size"]), int(config["seed"])
+    names = features.parts.model.output_names
+    weights = tf.constant(class_weights)
+
+    def targets(x, y):
+        return x, model_lib.targets_by_name(names, y[contract.VARIETY_HEAD], y[contract.FAMILY_HEAD])
+
+    def weighted(x, y):
+        w = tf.gather(weights, y[contract.VARIETY_HEAD])
+        return targets(x, y) + (model_lib.targets_by_name(names, w, w),)
+
+    train = input_dataset(fn_args.train_files, tf_transform_output, batch_size, True, seed).map(weighted)
+    val = input_dataset(fn_args.eval_files, tf_transform_output, batch_size, False, seed).map(targets)
+    augment = transfer.augmenter(bool(config["colour_features"]), seed + 1)
+
+    def fresh_view(x):
+        image, colour = augment(x[contract.IMAGE_XF], x[contract.COLOUR_XF])
+        return {contract.IMAGE_XF: image, contract.COLOUR_XF: colour}
+
+    def recache():
+        again = transfer_features(fn_args, tf_transform_output, {**config, "fine_tune_epochs": 0},
+                                  parts=features.parts)
+        return again.train, again.eval, again.eval_all_views
+
+    return transfer.WholeNetwork(train, val, fresh_view, recache, mixed)
 
 
 class TransferFeatures(NamedTuple):
@@ -222,24 +292,24 @@ class TransferFeatures(NamedTuple):
         return int(self.class_counts.sum())
 
 
-def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[transfer.Stopwatch] = None
-                      ) -> TransferFeatures:
+def transfer_features(fn_args, tf_transform_output, config, stopwatch: Optional[transfer.Stopwatch] = None,
+                      parts: Optional[model_lib.TransferParts] = None) -> TransferFeatures:
     """The training and eval photos through the frozen part of the network, each view once, and how many
     training photos each variety has.
 
-    The Trainer's first step with a pretrained backbone; public so that bench/head_variants can
-    train heads on exactly the features a run's Trainer learnt from.
+    The Trainer's first step with a pretrained backbone (`parts`: the network, built here if None);
+    public so that bench/head_variants can train heads on exactly the features a run's Trainer learnt from.
     """
     stopwatch = stopwatch or transfer.Stopwatch()
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
     # In content order (input_dataset): the cached features are shuffled, not the photos.
     train = input_dataset(fn_args.train_files, tf_transform_output, batch_size, False, seed)
     val = input_dataset(fn_args.eval_files, tf_transform_output, batch_size, False, seed)
-    parts = build_transfer(tf_transform_output, config)
+    parts = parts or build_transfer(tf_transform_output, config)
     views = max(1, int(config["views"]))
     augment = transfer.augmenter(bool(config["colour_features"]), seed)
-    # The top blocks' input maps are kept only for fine-tuning (stage 2) to read.
-    fine_tuning = int(config["fine_tune_epochs"]) > 0
+    # The top blocks' input maps are kept only for fine-tuning them on the cached maps (stage 2) to read.
+    fine_tuning = int(config["fine_tune_epochs"]) > 0 and config["fine_tune_scope"] != WHOLE_NETWORK
     with stopwatch("features_train"):
         cached_train = transfer.cache(parts, train, views, augment, transfer.REPRESENTATIVE_PHOTOS, "train",
                                       keep_cut_maps=fine_tuning)
@@ -413,6 +483,7 @@ def _backbone_record(config, trained) -> dict:
               "provenance": config.get("backbone_provenance") or {}}
     if "fine_tuning_kept" in trained.history:
         record["fine_tuning_kept"] = bool(trained.history["fine_tuning_kept"][-1])
+        record["fine_tune_scope"] = config["fine_tune_scope"]
     record["refit_with_eval"] = "refit_loss" in trained.history
     return record
 
@@ -440,11 +511,15 @@ def _sample_weights(labels, weights):
 
 
 def _collect(model, dataset):
-    """Inputs, labels and variety logits of a whole (eval) dataset, as numpy."""
-    inputs, labels, logits = {k: [] for k in contract.MODEL_INPUT_KEYS}, [], []
+    """Inputs, labels, variety logits and image features (model.with_image_features) of a whole dataset."""
+    with_features = model_lib.with_image_features(model)
+    inputs, labels, logits, features = {k: [] for k in contract.MODEL_INPUT_KEYS}, [], [], []
     for x, y in dataset:
         for k in inputs:
             inputs[k].append(x[k].numpy())
         labels.append(y[contract.VARIETY_HEAD].numpy())
-        logits.append(model(x, training=False)[contract.VARIETY_HEAD].numpy())
-    return ({k: np.concatenate(v) for k, v in inputs.items()}, np.concatenate(labels), np.concatenate(logits))
+        outputs = with_features(x, training=False)
+        logits.append(outputs[contract.VARIETY_HEAD].numpy())
+        features.append(outputs[model_lib.IMAGE_FEATURES].numpy())
+    return ({k: np.concatenate(v) for k, v in inputs.items()}, np.concatenate(labels), np.concatenate(logits),
+            np.concatenate(features))

@@ -44,7 +44,10 @@ def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path
 
 
 @pytest.mark.slow  # EfficientNet-Lite2 over the photos, two short training stages and an export: a minute or two
-def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_photos, tmp_path):
+@pytest.mark.parametrize("scope, stage2", [("top_blocks", ["stage2_fine_tune"]),
+                                           # the thorough profile; "features_again" only when fine-tuning is kept
+                                           ("whole_network", ["stage2_whole_network"])])
+def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_photos, tmp_path, scope, stage2):
     """run_fn on the default backbone (EfficientNet-Lite2 at a small input, random weights): the whole transfer
     path, from TFX's FnArgs to a SavedModel whose `serving_default` answers with the prediction record."""
     import json
@@ -61,7 +64,7 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     contract_model.write_examples(rows, demo_photos, Path(examples.uri))
     contract_model.transform_graph(rows, demo_photos, Path(graph.uri), image_size=75)
     config = {"backbone": "efficientnet_lite2", "weights": "", "views": 2, "epochs": 2, "fine_tune_epochs": 1,
-              "batch_size": 16, "edge_models": False}
+              "batch_size": 16, "edge_models": False, "fine_tune_scope": scope}
     fn_args = fn_args_utils.get_common_fn_args(
         {"examples": [examples], "transform_graph": [graph]},
         {"train_args": "{}", "eval_args": "{}", "custom_config": json.dumps(config)}, str(tmp_path / "work"))
@@ -74,16 +77,22 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     assert "fine_tuning_kept" in history  # stage 2 ran, and whether it was kept is recorded
     assert history["refit_loss"]  # stage 3 ran: the head again, on training and eval photos
     timings = json.loads((tmp_path / "run" / trainer.TIMINGS_FILE).read_text())
-    assert list(timings) == ["features_train", "features_eval", "stage1_head", "stage2_fine_tune", "stage3_refit",
-                             "export"]
-    assert all(seconds > 0 for seconds in timings.values()), timings
+    again = ["features_again"] if history["fine_tuning_kept"] == [True] and scope == "whole_network" else []
+    assert list(timings) == ["features_train", "features_eval", "stage1_head", *stage2, *again, "stage3_refit",
+                             "novelty", "export"]
+    assert all(seconds >= 0 for seconds in timings.values()) and timings["stage1_head"] > 0, timings
     backbone = json.loads((tmp_path / "serving" / contract.MODEL_ASSETS_DIR / contract.BACKBONE_FILE).read_text())
-    assert backbone["backbone"] == "efficientnet_lite2"
+    assert backbone["backbone"] == "efficientnet_lite2" and backbone["fine_tune_scope"] == scope
     signature = tf.saved_model.load(fn_args.serving_model_dir).signatures[contract.SERVING_SIGNATURE]
     photos = [(demo_photos / r["path"]).read_bytes() for r in rows[:3]]
     records = contract.prediction_records(signature(**{contract.SERVING_INPUT: tf.constant(photos)}))
     families = {r["label"]: r["family"] for r in rows}
     assert len(records) == 3 and all(r["family"] == families[r["label"]] for r in records)
+    # The open-set verdict, fitted on the photos' pooled features: thresholds set on the eval photos.
+    assert all(contract.has_novelty(r) and len(r["novelty"]) == 2 for r in records)
+    fitted = json.loads((tmp_path / "serving" / contract.MODEL_ASSETS_DIR / contract.NOVELTY_FILE).read_text())
+    assert fitted["eval_flagged_either"] <= fitted["target_flagged_share"] + 1e-9
+    assert fitted["not_a_gemstone"]["dimensions"] == 208  # block19, average-pooled
 
 
 def test_input_dataset_gives_the_same_photos_in_the_same_order_however_the_split_was_written(demo_photos, tmp_path):

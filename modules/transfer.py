@@ -28,7 +28,7 @@ import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone
 import contextlib  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
-from typing import Dict, NamedTuple, Optional  # noqa: E402
+from typing import Callable, Dict, NamedTuple, Optional, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -37,6 +37,7 @@ from absl import logging  # noqa: E402
 
 from gemstone import contract  # noqa: E402
 from modules import model as model_lib  # noqa: E402
+from modules import whole_network as whole_network_lib  # noqa: E402
 
 CUT_MAP, LOW = "cut_map", "low_features"
 # Photos kept from the caching pass for the edge models: the int8 calibration set, and the
@@ -92,6 +93,18 @@ class Cached(NamedTuple):
 class Fitted(NamedTuple):
     history: Dict[str, list]
     eval_logits: np.ndarray  # variety logits of the eval photos before the refit: what calibration reads
+    train: Cached  # the training views as the final network sees them (after any fine-tuning)
+    eval: Cached  # the eval photos as they are, likewise
+
+
+class WholeNetwork(NamedTuple):
+    """What fine-tuning the whole network (the thorough profile) needs beyond the cached features."""
+    train: tf.data.Dataset  # (inputs, targets, sample weights) of the training photos as they are
+    val: tf.data.Dataset  # (inputs, targets) of the eval photos as they are
+    augment: Callable  # inputs -> a fresh augmented view (each training step)
+    # The features again through the fine-tuned network: (train views, eval photos, eval views for the refit).
+    recache: Callable[[], Tuple[Cached, Cached, Cached]]
+    mixed_precision: bool = False
 
 
 def augmenter(colour_features: bool, seed: int):
@@ -188,34 +201,67 @@ def _accuracy(model, val: "Cached") -> float:
 
 def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int, config: dict,
         class_weights: np.ndarray, log_dir: str, stopwatch: Optional[Stopwatch] = None,
-        refit_on: Optional[Cached] = None) -> Fitted:
-    """Stage 1 (head on frozen features), stage 2 (top blocks + head), then stage 3 (the head again, on
-    `train` and `refit_on` together: views of the eval photos) unless `refit_on` is None."""
+        refit_on: Optional[Cached] = None, whole_network: Optional[WholeNetwork] = None) -> Fitted:
+    """Stage 1 (head on frozen features), stage 2 (the top blocks + head on the cached maps, or with
+    `whole_network` every layer on fresh views), then stage 3 (the head again, on `train` and `refit_on`
+    together: views of the eval photos) unless `refit_on` is None."""
     stopwatch = stopwatch or Stopwatch()
     first_weights = parts.head.get_weights()
     history: Dict[str, list] = {}
     logging.info("Stage 1: the head on frozen features, %d samples (%d views of %d photos), %d epochs.",
                  len(train.variety), int(config["views"]), photos, int(config["epochs"]))
     # Stage 1 trains every epoch and keeps the last weights, where the cosine decay has brought the
-    # learning rate down. Stopping early at the best eval accuracy stopped anywhere from epoch 20 to 50 by
-    # the seed, on a noisy figure (529 eval photos). On gem88's cached features (one pair of experts,
-    # seeds 0-3), test top-1: 0.750-0.795 (mean 0.773, ECE 0.037) so; 0.784-0.797 (mean 0.790, ECE 0.028)
-    # with the whole schedule. In the whole pipeline, where the seed changes the views too, it was level:
-    # 0.787 and 0.776 (seeds 0, 1; bench/HISTORY.md, eighth run).
+    # learning rate down: stopping early at the best eval accuracy made the result depend on where a
+    # noisy figure (529 eval photos) peaked (docs/model.md, "Stage 1 runs its whole schedule").
     with stopwatch("stage1_head"):
         _merge(history, _train_head(parts.head, train.head_inputs(), train.variety, train.family, class_weights,
                                     config, int(config["epochs"]),
                                     validation_data=(val.head_inputs(), val.labels(parts.head)),
                                     callbacks=_callbacks(config, log_dir, "stage1_frozen", early_stopping=False)))
-    kept = _fine_tune(parts, train, val, photos, config, class_weights, log_dir, stopwatch, history)
+    if whole_network is not None:
+        kept = _fine_tune_whole(parts, whole_network, val, photos, config, log_dir, stopwatch)
+        if kept:
+            with stopwatch("features_again"):
+                train, val, refreshed = whole_network.recache()
+            refit_on = refreshed if refit_on is not None else None
+        tuned = False  # the caches are the network's as it now is
+    else:
+        kept = _fine_tune(parts, train, val, photos, config, class_weights, log_dir, stopwatch, history)
+        tuned = bool(kept)
     if kept is not None:
         history["fine_tuning_kept"] = [kept]
-    held_out_logits = _eval_logits(parts, val, tuned=bool(kept))
+    if tuned:
+        train, val = _as_now(parts, train, True), _as_now(parts, val, True)
+    held_out_logits = _eval_logits(parts, val)
     if refit_on is not None:
         with stopwatch("stage3_refit"):
-            history["refit_loss"] = _refit(parts, [train, refit_on], first_weights, config, class_weights,
-                                           tuned=bool(kept))
-    return Fitted(history, held_out_logits)
+            history["refit_loss"] = _refit(parts, [train, _as_now(parts, refit_on, tuned)], first_weights, config,
+                                           class_weights)
+    return Fitted(history, held_out_logits, train, val)
+
+
+def _fine_tune_whole(parts, whole_network: WholeNetwork, val: Cached, photos: int, config: dict, log_dir: str,
+                     stopwatch: Stopwatch) -> Optional[bool]:
+    """Stage 2 of the thorough profile: whether fine-tuning the whole network was kept (None: not run)."""
+    if int(config["fine_tune_epochs"]) <= 0:
+        logging.info("Stage 2 skipped: the backbone stays frozen.")
+        return None
+    frozen_accuracy, frozen_weights = _head_accuracy(parts.head, val), parts.model.get_weights()
+    with stopwatch("stage2_whole_network"):
+        tuned_accuracy = whole_network_lib.fine_tune(parts, whole_network.train, whole_network.val, photos, config,
+                                                     log_dir, whole_network.augment, whole_network.mixed_precision)
+    whole_network_lib.freeze_trunk(parts)
+    kept = tuned_accuracy > frozen_accuracy
+    if not kept:
+        parts.model.set_weights(frozen_weights)
+    logging.info("Fine-tuning the whole network: eval accuracy %.4f, frozen %.4f: %s.", tuned_accuracy,
+                 frozen_accuracy, "kept" if kept else "dropped, the frozen model stands")
+    return kept
+
+
+def _head_accuracy(head: keras.Model, val: Cached) -> float:
+    return float(head.evaluate(val.head_inputs(), val.labels(head), verbose=0, return_dict=True)[
+        contract.VARIETY_HEAD + "_accuracy"])
 
 
 def _merge(history: Dict[str, list], result: keras.callbacks.History) -> None:
@@ -276,14 +322,14 @@ def _fine_tune(parts, train: Cached, val: Cached, photos: int, config: dict, cla
 # experts), test top-1 / top-3 / ECE, means of seeds 0-1: no refit 0.786 / 0.940 / 0.028; refit for
 # stage 1's 50 epochs 0.802 / 0.947 / 0.043 (more steps: more confident than the temperature allows);
 # for its number of steps (41 epochs) 0.806 / 0.952 / 0.024.
-def _refit(parts, splits, first_weights, config: dict, class_weights: np.ndarray, tuned: bool) -> list:
+def _refit(parts, splits, first_weights, config: dict, class_weights: np.ndarray) -> list:
     """The head from its first weights on every view of `splits` together, for as many steps as stage 1
     took on `splits[0]`; its loss per epoch.
 
-    `tuned`: the top blocks were fine-tuned, so their pooled features are computed again from the
-    cached maps. The calibration's temperature, measured before on the held-out eval photos, stays.
+    `splits`: cached features as the network now is (see _as_now). The calibration's temperature,
+    measured before on the held-out eval photos, stays.
     """
-    each = [_as_now(parts, c, tuned).head_inputs() for c in splits]
+    each = [c.head_inputs() for c in splits]
     inputs = {key: np.concatenate([split[key] for split in each]) for key in each[0]}
     variety, family = np.concatenate([c.variety for c in splits]), np.concatenate([c.family for c in splits])
     epochs = max(1, round(int(config["epochs"]) * len(splits[0].variety) / len(variety)))
@@ -306,7 +352,7 @@ def _as_now(parts: model_lib.TransferParts, cached: Cached, tuned: bool) -> Cach
     return cached._replace(high=parts.top.predict(maps, verbose=0))
 
 
-def _eval_logits(parts: model_lib.TransferParts, val: Cached, tuned: bool) -> np.ndarray:
+def _eval_logits(parts: model_lib.TransferParts, val: Cached) -> np.ndarray:
     """Variety logits of the cached eval photos (the exported model gives the same from the pictures)."""
-    outputs = parts.head.predict(_as_now(parts, val, tuned).head_inputs(), batch_size=256, verbose=0)
+    outputs = parts.head.predict(val.head_inputs(), batch_size=256, verbose=0)
     return outputs[contract.VARIETY_HEAD]

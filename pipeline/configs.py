@@ -31,6 +31,14 @@ PROVENANCE_KEYS = ("source", "package", "version", "tarball_sha256", "wheel_sha2
                    "imagenet_layers", "quantization")
 NO_WEIGHTS = "none"  # GEMSTONE_WEIGHTS=none: a pretrained architecture from random weights (tests, plumbing)
 AUTO_MULTIPROCESSING_MIN_CORES = 4
+# GEMSTONE_PROFILE: how much training a run can afford. "quick" fine-tunes the top blocks of the pretrained
+# network on views cached once (a quarter of an hour for the 88 classes on 2 cores); "thorough" fine-tunes the
+# whole network on fresh views (about an hour on 2 cores, minutes with a GPU; modules/whole_network.py).
+# Each names the settings it changes; GEMSTONE_* variables set explicitly win over a profile.
+PROFILES = {
+    "quick": {},
+    "thorough": {"fine_tune_scope": "whole_network", "fine_tune_epochs": 10},
+}
 
 
 def label_domain_size(schema_path: str) -> Optional[int]:
@@ -54,6 +62,11 @@ def auto_beam_mode() -> str:
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def _optional_int(name: str) -> Optional[int]:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
 
 
 @dataclasses.dataclass
@@ -84,6 +97,8 @@ class PipelineConfig:
         `needs_review`.
       min_relative_robustness: robustness gate: the share of the clean accuracy each corruption
         (noise, blur, JPEG, lighting, down-scaling) must keep for the model to be pushed; 0 = off.
+      max_flagged_known: open-set gate: the largest share of the known test photos the model may flag as
+        not a gemstone or an unfamiliar variety and still be pushed.
       beam_direct_workers: DirectRunner worker processes (0 = one per core).
       beam_running_mode: DirectRunner mode: in_memory, multi_threading, multi_processing, or
         auto (default): multi_processing on machines with more than AUTO_MULTIPROCESSING_MIN_CORES
@@ -112,6 +127,7 @@ class PipelineConfig:
     """
 
     pipeline_name: str = DEFAULT_PIPELINE_NAME
+    profile: str = "quick"
     data: str = ""
     home: str = ""
     pipeline_root: str = ""
@@ -120,7 +136,8 @@ class PipelineConfig:
     schema_path: Optional[str] = None
     image_size: int = 0
     epochs: int = 50
-    fine_tune_epochs: int = 6
+    fine_tune_epochs: Optional[int] = None  # None: the profile's (quick 6, thorough 10); 0: frozen
+    fine_tune_scope: Optional[str] = None  # None: the profile's (top_blocks, whole_network)
     views: int = 3
     edge_int8: str = "dynamic_range"
     batch_size: int = 32
@@ -128,6 +145,7 @@ class PipelineConfig:
     max_accuracy_drop: float = 0.02
     review_threshold: float = 0.6
     min_relative_robustness: float = 0.0
+    max_flagged_known: float = 0.1
     beam_direct_workers: int = 0
     beam_running_mode: str = "auto"
     beam_args: str = ""
@@ -143,6 +161,12 @@ class PipelineConfig:
     schema_sha256: Optional[str] = None
 
     def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile (GEMSTONE_PROFILE) is {self.profile!r}: expected one of {', '.join(PROFILES)}")
+        profile = {"fine_tune_scope": "top_blocks", "fine_tune_epochs": 6, **PROFILES[self.profile]}
+        for name, value in profile.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.edge_int8 not in EDGE_INT8_KINDS:
             raise ValueError(f"edge_int8 (GEMSTONE_EDGE_INT8) is {self.edge_int8!r}: expected one of "
                              f"{', '.join(EDGE_INT8_KINDS)}")
@@ -193,7 +217,8 @@ class PipelineConfig:
             schema_path=None if schema is None else ("" if schema.strip().lower() in ("", "none") else schema),
             image_size=int(_env("GEMSTONE_IMAGE_SIZE", "0")),
             epochs=int(_env("GEMSTONE_EPOCHS", str(defaults.epochs))),
-            fine_tune_epochs=int(_env("GEMSTONE_FINE_TUNE_EPOCHS", str(defaults.fine_tune_epochs))),
+            profile=_env("GEMSTONE_PROFILE", defaults.profile),
+            fine_tune_epochs=_optional_int("GEMSTONE_FINE_TUNE_EPOCHS"),
             views=int(_env("GEMSTONE_VIEWS", str(defaults.views))),
             edge_int8=_env("GEMSTONE_EDGE_INT8", defaults.edge_int8),
             batch_size=int(_env("GEMSTONE_BATCH_SIZE", str(defaults.batch_size))),
@@ -201,6 +226,7 @@ class PipelineConfig:
             max_accuracy_drop=float(_env("GEMSTONE_MAX_ACCURACY_DROP", str(defaults.max_accuracy_drop))),
             review_threshold=float(_env("GEMSTONE_REVIEW_THRESHOLD", str(defaults.review_threshold))),
             min_relative_robustness=float(_env("GEMSTONE_MIN_ROBUSTNESS", str(defaults.min_relative_robustness))),
+            max_flagged_known=float(_env("GEMSTONE_MAX_FLAGGED_KNOWN", str(defaults.max_flagged_known))),
             beam_direct_workers=int(_env("GEMSTONE_BEAM_WORKERS", str(defaults.beam_direct_workers))),
             beam_running_mode=_env("GEMSTONE_BEAM_MODE", defaults.beam_running_mode),
             beam_args=_env("GEMSTONE_BEAM_ARGS", ""),

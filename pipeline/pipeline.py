@@ -125,6 +125,7 @@ def create_pipeline(config: configs.PipelineConfig,
             "image_size": config.image_size,
             "epochs": config.epochs,
             "fine_tune_epochs": config.fine_tune_epochs,
+            "fine_tune_scope": config.fine_tune_scope,
             "views": config.views,
             "edge_int8": config.edge_int8,
             "batch_size": config.batch_size,
@@ -170,7 +171,8 @@ def create_pipeline(config: configs.PipelineConfig,
     # Pusher reads. A rejected model is not pushed; the run goes on to the dashboard and the model card.
     robustness = Robustness(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
                             model_blessing=evaluator.outputs["blessing"],
-                            split=evaluation.EVAL_SPLIT, min_relative_accuracy=config.min_relative_robustness)
+                            split=evaluation.EVAL_SPLIT, min_relative_accuracy=config.min_relative_robustness,
+                            max_flagged_known=config.max_flagged_known)
 
     pusher = Pusher(
         model=trainer.outputs["model"],

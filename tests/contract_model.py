@@ -49,15 +49,19 @@ def transform_graph(rows, data_dir: Path, graph_dir: Path, image_size: int = IMA
     metadata_io.write_metadata(metadata, str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
 
 
-def build(data_dir: Path, out_dir: Path) -> Path:
-    """Writes `out_dir/1/` (a TF Serving version folder) from the demo photos in `data_dir`; returns it."""
+def build(data_dir: Path, out_dir: Path, open_set: bool = True) -> Path:
+    """Writes `out_dir/1/` (a TF Serving version folder) from the demo photos in `data_dir`; returns it.
+
+    `open_set`: with the open-set outputs (modules/novelty.py, fitted on the same photos), as the Trainer
+    exports; False makes a model as they were exported before them.
+    """
     import numpy as np
     import tensorflow as tf
     import tensorflow_transform as tft
     import tf_keras as keras
 
     from gemstone import contract
-    from modules import calibration, export, transform
+    from modules import calibration, export, novelty, transform
     from modules import model as model_lib
 
     rows = rows_of(data_dir)
@@ -78,12 +82,20 @@ def build(data_dir: Path, out_dir: Path) -> Path:
                 contract.LABEL_KEY: tf.constant([[r["label"]] for r in rows]),
                 contract.FAMILY_KEY: tf.constant([[r["family"]] for r in rows])})
     version = out_dir / "1"
-    signatures = export.make_signatures(model, output, REVIEW_THRESHOLD, 1.0, family_of_variety)
+    outputs = model_lib.with_image_features(model).predict({k: xf[k] for k in contract.MODEL_INPUT_KEYS}, verbose=0)
+    logits, labels = outputs[contract.VARIETY_HEAD], xf[contract.LABEL_XF].numpy()
+    fitted, novelty_report = None, None
+    if open_set:
+        features = outputs[model_lib.IMAGE_FEATURES]
+        fitted, novelty_report = novelty.fit(features, labels, features, logits, (0, features.shape[1]),
+                                             len(varieties), 1.0)
+    signatures = export.make_signatures(model, output, REVIEW_THRESHOLD, 1.0, family_of_variety, fitted)
     export.save(model, signatures, str(version))
-    logits = model.predict({k: xf[k] for k in contract.MODEL_INPUT_KEYS}, verbose=0)[contract.VARIETY_HEAD]
-    report = calibration.report(logits, xf[contract.LABEL_XF].numpy(), REVIEW_THRESHOLD)
+    report = calibration.report(logits, labels, REVIEW_THRESHOLD)
     os.makedirs(version / contract.MODEL_ASSETS_DIR, exist_ok=True)
     (version / contract.MODEL_ASSETS_DIR / contract.CALIBRATION_FILE).write_text(json.dumps(report))
+    if novelty_report:
+        (version / contract.MODEL_ASSETS_DIR / contract.NOVELTY_FILE).write_text(json.dumps(novelty_report))
     return version
 
 

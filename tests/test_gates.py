@@ -69,11 +69,12 @@ def _examples(uri: Path):
     return _artifact(standard_artifacts.Examples, uri)
 
 
-def _model(uri: Path):
+def _model(uri: Path, unfamiliar: bool = False):
     """A SavedModel with the pipeline's serving signature that knows the clean photos only.
 
     Every corruption changes a photo's bytes, so every corrupted photo is answered wrongly:
     clean accuracy 1.0, each corruption 0.0: whatever the gate's threshold above 0, it fails.
+    `unfamiliar`: it also says of every photo that it is not a variety it knows (the open-set outputs).
     """
     import tensorflow as tf
 
@@ -94,10 +95,12 @@ def _model(uri: Path):
             family = tf.where(label == "Ruby", "Corundum", "Beryl")
             classes = tf.tile(tf.constant([LABELS]), [n, 1])
             probabilities = tf.cast(tf.equal(classes, label[:, tf.newaxis]), tf.float32)
-            return {"label": label, "confidence": tf.fill([n], 0.9), "needs_review": tf.fill([n], False),
+            return {"label": label, "confidence": tf.fill([n], 0.9), "needs_review": tf.fill([n], unfamiliar),
                     "top_k_labels": tf.stack([label, label], axis=1), "top_k_scores": tf.fill([n, 2], 0.45),
                     "family": family, "family_confidence": tf.fill([n], 0.9), "probabilities": probabilities,
-                    "classes": classes}
+                    "classes": classes, "known": tf.fill([n], not unfamiliar),
+                    "novelty": tf.tile(tf.constant([[0.2, 1.5 if unfamiliar else 0.1]]), [n, 1]),
+                    "review_reason": tf.fill([n], contract.UNFAMILIAR_VARIETY if unfamiliar else "")}
 
     module = Serving()
     serving = uri / "Format-Serving"
@@ -131,16 +134,18 @@ def _evaluation(uri: Path, accuracy: float, min_accuracy: float):
     return _artifact(standard_artifacts.ModelEvaluation, uri)
 
 
-def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: float, blessed_property=None):
+def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: float, blessed_property=None,
+                     unfamiliar: bool = False):
     """Robustness -> Pusher -> SliceReport, ModelCard; returns what each wrote.
 
     `blessed_property`: replaces Robustness' blessing with one that holds only this `blessed` custom property.
+    `unfamiliar`: the model flags every photo as an unfamiliar variety.
     """
     from google.protobuf import json_format
     from tfx.components.pusher import executor as pusher
     from tfx.proto import pusher_pb2
 
-    model, examples = _model(tmp_path / "model"), _examples(tmp_path / "examples")
+    model, examples = _model(tmp_path / "model", unfamiliar), _examples(tmp_path / "examples")
     evaluation = _evaluation(tmp_path / "evaluation", accuracy=1.0, min_accuracy=0.5 if evaluator_blessed else 1.01)
     evaluator_blessing = _published(_artifact(standard_artifacts.ModelBlessing, tmp_path / "evaluator_blessing",
                                               blessed=int(evaluator_blessed), current_model_id=model.id))
@@ -201,6 +206,25 @@ def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_dashboard_and
     assert verdict == {"blessed": False, "pushed": False, "pushed_to": None,
                        "reasons": [f"Robustness gate failed: {f}" for f in failures]}
     assert "Not blessed, so not pushed" in out["card_md"] and failures[-1] in out["card_md"]
+
+
+def test_a_model_that_flags_too_many_known_photos_is_not_pushed_and_the_dashboard_and_card_say_why(tmp_path):
+    out = _end_of_pipeline(tmp_path, evaluator_blessed=True, min_relative_accuracy=0.0, unfamiliar=True)
+
+    open_set = out["robustness"]["open_set"]
+    assert open_set["flagged"] == 1.0 and open_set["flagged_by_reason"][contract.UNFAMILIAR_VARIETY] == 1.0
+    assert open_set["non_gem_photos"]["photos"] >= 20  # the packages' photos, each answered
+    [failure] = out["robustness"]["gate"]["failures"]
+    assert failure.startswith("open set: 100.0% of the 4 known test photos") and "over the 10% allowed" in failure
+    assert out["blessing"].get_int_custom_property("blessed") == 0
+    assert out["pushed"].get_int_custom_property("pushed") == 0 and not out["serving"].exists()
+    assert failure in out["page"] and failure in out["card_md"]
+
+
+def test_with_few_known_photos_flagged_the_open_set_gate_passes(tmp_path):
+    out = _end_of_pipeline(tmp_path, evaluator_blessed=True, min_relative_accuracy=0.0)
+    assert out["robustness"]["open_set"]["flagged"] == 0.0 and out["robustness"]["gate"]["failures"] == []
+    assert out["blessing"].get_int_custom_property("blessed") == 1
 
 
 def test_an_evaluator_rejection_is_kept_and_both_reasons_are_given(tmp_path):

@@ -25,7 +25,9 @@ INTENDED_USE = ("Suggests the variety and mineral family of a gemstone from a ph
                 "to speed up a gemmologist's work. Predictions flagged needs_review must be checked by an expert.")
 LIMITS = ("Not a gemmological test: a photograph cannot separate natural from synthetic or treated stones, "
           "nor look-alikes of the same colour (e.g. ruby and red spinel) reliably. Trained only on the classes "
-          "listed; any other stone is still given one of them.")
+          "listed below. A photo that is not of a gemstone, or of a variety not listed, is answered with the "
+          "closest variety listed and flagged `known: false` when the model sees it (see Open set below), "
+          "but an unfamiliar variety that looks like a listed one is often not flagged.")
 
 
 class ModelCardDocument(artifact.Artifact):
@@ -70,11 +72,16 @@ def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optio
 
 
 def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri: str,
-               verdict: Dict[str, Any]) -> Dict[str, Any]:
-    """`model_dir`: the SavedModel the card describes (the pushed version folder, or the candidate's)."""
+               verdict: Dict[str, Any], robustness: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """`model_dir`: the SavedModel the card describes (the pushed version folder, or the candidate's);
+    `robustness`: the Robustness component's report (the open-set figures on the test photos)."""
     evaluation = evaluation_summary(evaluation_uri)
     data = _read_json(os.path.join(examples_uri, contract.INGESTION_REPORT_FILE))
-    weak = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1].get(contract.ACCURACY, 1.0))
+    # Weak spots only: a class every test photo of which was named right is not one.
+    weak = sorted(((name, m) for name, m in evaluation["per_class"].items() if m.get(contract.ACCURACY, 1.0) < 1.0),
+                  key=lambda kv: kv[1].get(contract.ACCURACY, 1.0))
+    novelty = _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.NOVELTY_FILE))
+    test_open_set = (robustness or {}).get("open_set")
     pushed_to = (verdict.get("pushed_to") or "").rstrip("/")
     return {
         "model": os.path.basename(os.path.dirname(pushed_to)) if pushed_to else None,
@@ -89,6 +96,9 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
                     "weakest_classes": [{"label": k, **v} for k, v in weak[:5]]},
         "calibration": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.CALIBRATION_FILE)),
         "backbone": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.BACKBONE_FILE)),
+        "open_set": {"fitted": novelty, "test": {k: v for k, v in test_open_set.items() if k != "non_gem_photos"},
+                     "non_gem": {k: v for k, v in test_open_set["non_gem_photos"].items() if k != "answers"}}
+        if novelty and test_open_set else ({"fitted": novelty} if novelty else {}),
         "edge_models": _read_json(os.path.join(model_dir, "tflite", "edge_report.json")),
         "lineage": {"examples": examples_uri, "model": model_uri, "evaluation": evaluation_uri},
     }
@@ -118,6 +128,31 @@ def metric_lines(overall: Dict[str, float]) -> List[str]:
     return lines
 
 
+def open_set_lines(open_set: Dict[str, Any]) -> List[str]:
+    """How the model says a photo is not one it knows: its thresholds and how often they flag what."""
+    fitted = open_set.get("fitted")
+    if not fitted:
+        return ["", "## Open set", "", "This model has no open-set outputs: it names a variety for any photo."]
+    eval_flagged = fitted["eval_flagged"]
+    lines = ["", "## Open set", "",
+             "Every answer says whether the photo looks like anything the model learned (`known`), and if not "
+             "why (`review_reason`): `not_a_gemstone` when its ImageNet features are far from every variety's "
+             f"training photos ({fitted['not_a_gemstone']['score']}), `unfamiliar_variety` when the answer is "
+             f"too uncertain ({fitted['unfamiliar_variety']['score']}). Thresholds "
+             f"{fitted['threshold'][0]:.4g} and {fitted['threshold'][1]:.4g} (raw scores), set on "
+             f"{fitted['eval_photos']} eval photos to flag {fitted['target_flagged_share']:.0%} of known photos "
+             f"together: they flagged {eval_flagged[contract.NOT_A_GEMSTONE]:.1%} and "
+             f"{eval_flagged[contract.UNFAMILIAR_VARIETY]:.1%} there ({fitted['eval_flagged_either']:.1%} either)."]
+    test, non_gem = open_set.get("test"), open_set.get("non_gem")
+    if test:
+        lines.append(f"On the {test['known_photos']} test photos, all of known varieties: {test['flagged']:.1%} "
+                     f"flagged (at most {test['max_flagged']:.0%} allowed).")
+    if non_gem:
+        lines.append(f"On {non_gem['photos']} photos that are not gemstones: {non_gem['flagged']:.1%} flagged, "
+                     f"{non_gem['not_a_gemstone']:.1%} as not a gemstone photo.")
+    return lines
+
+
 def to_markdown(card: Dict[str, Any]) -> str:
     overall = card["metrics"]["overall"]
     title = (f"# Model card: {card['model']} version {card['version']}" if card["version"]
@@ -125,9 +160,11 @@ def to_markdown(card: Dict[str, Any]) -> str:
     lines = [title, "", f"Created {card['created']}.", "", "## Verdict", ""] + _verdict_lines(card["verdict"]) + [
              "", "## Intended use", "", card["intended_use"], "", "## Limits", "", card["limits"], "",
              "## Data", "", f"From `{card['data']['root']}`: {json.dumps(card['data']['counts'])}; "
-             f"{len(card['data']['classes'])} classes.", "", "## Metrics (test split)", ""]
+             f"{len(card['data']['classes'])} classes:", "", ", ".join(card["data"]["classes"]) + ".", "",
+             "## Metrics (test split)", ""]
     lines += metric_lines(overall)
-    lines += ["", "Weakest classes:", ""]
+    lines += ["", "Weakest classes:" if card["metrics"]["weakest_classes"] else "No class had a test photo named wrong.",
+              ""]
     lines += [f"- {c['label']}: accuracy {c.get(contract.ACCURACY, float('nan')):.3f} "
               f"on {int(c.get(contract.EXAMPLE_COUNT, 0))} photos" for c in card["metrics"]["weakest_classes"]]
     backbone = card.get("backbone") or {}
@@ -140,7 +177,8 @@ def to_markdown(card: Dict[str, Any]) -> str:
                       f"{provenance.get('weights_sha256', '?')}; ImageNet's layers: "
                       f"{provenance.get('imagenet_layers', '?')}; quantization: {provenance.get('quantization', '?')}."]
         if "fine_tuning_kept" in backbone:
-            lines += ["Fine-tuning of the top blocks was " + ("kept (it raised the eval accuracy)."
+            scope = "the whole network" if backbone.get("fine_tune_scope") == "whole_network" else "the top blocks"
+            lines += [f"Fine-tuning of {scope} was " + ("kept (it raised the eval accuracy)."
                       if backbone["fine_tuning_kept"] else "dropped (it did not raise the eval accuracy): frozen.")]
         if backbone.get("refit_with_eval"):
             lines += ["The head was then trained again on the training and eval photos together; the calibration "
@@ -150,6 +188,7 @@ def to_markdown(card: Dict[str, Any]) -> str:
         lines += ["", "## Calibration", "", f"Temperature {calibration['temperature']:.3f}; ECE "
                   f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after scaling "
                   f"(eval split, {calibration['examples']} photos); review rate {calibration['review_rate']:.1%}."]
+    lines += open_set_lines(card.get("open_set") or {})
     if card["edge_models"]:
         lines += ["", "## Edge models", "", "```json", json.dumps(card["edge_models"], indent=1), "```"]
     lines += ["", "## Lineage", ""] + [f"- {k}: `{v}`" for k, v in card["lineage"].items()]
@@ -175,7 +214,8 @@ def ModelCard(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TF
     pushed = bool(pushed_model.get_int_custom_property("pushed"))
     version_dir = pushed_model.get_string_custom_property("pushed_destination") if pushed else None
     content = build_card(version_dir or path_utils.serving_model_path(model.uri), model.uri, evaluation.uri,
-                         examples.uri, verdict(blessing, evaluation.uri, robustness.uri, version_dir))
+                         examples.uri, verdict(blessing, evaluation.uri, robustness.uri, version_dir),
+                         _read_json(os.path.join(robustness.uri, ROBUSTNESS_FILE)))
     for folder in [card.uri] + ([version_dir] if version_dir else []):
         with tf.io.gfile.GFile(os.path.join(folder, contract.MODEL_CARD_JSON_FILE), "w") as f:
             json.dump(content, f, indent=1)

@@ -52,6 +52,42 @@ def predict(signature, images: List[bytes]) -> List[Dict[str, object]]:
     return results
 
 
+def open_set(signature, predictions: List[Dict[str, object]], max_flagged: float) -> Dict[str, object]:
+    """The open-set verdicts of the known test photos (`predictions`) and of photos that are not gemstones at
+    all (gemstone.non_gem_photos); None for a model without the open-set outputs."""
+    from gemstone import non_gem_photos
+
+    if not predictions or not contract.has_novelty(predictions[0]):
+        return None
+    non_gems = non_gem_photos.photos()
+    answered = predict(signature, [photo.data for photo in non_gems])
+    n = len(predictions)
+    return {
+        "known_photos": n,
+        "flagged": sum(not p["known"] for p in predictions) / n,
+        "flagged_by_reason": {q: sum(p["review_reason"] == q for p in predictions) / n
+                              for q in contract.NOVELTY_QUESTIONS},
+        "max_flagged": max_flagged,
+        "non_gem_photos": {
+            "photos": len(answered),
+            "flagged": sum(not p["known"] for p in answered) / max(1, len(answered)),
+            "not_a_gemstone": sum(p["review_reason"] == contract.NOT_A_GEMSTONE for p in answered)
+            / max(1, len(answered)),
+            "answers": [{"name": photo.name, **p} for photo, p in zip(non_gems, answered)]},
+    }
+
+
+def open_set_failures(report: Dict[str, object]) -> List[str]:
+    """Too many known photos flagged as unknown: the model would send most of its work to review."""
+    found = report.get("open_set")
+    if not found or found["flagged"] <= found["max_flagged"]:
+        return []
+    return [f"open set: {found['flagged']:.1%} of the {found['known_photos']} known test photos were flagged as not "
+            f"known (not a gemstone {found['flagged_by_reason'][contract.NOT_A_GEMSTONE]:.1%}, unfamiliar variety "
+            f"{found['flagged_by_reason'][contract.UNFAMILIAR_VARIETY]:.1%}), over the {found['max_flagged']:.0%} "
+            f"allowed"]
+
+
 def _summary(labels: List[str], predictions: List[Dict[str, object]]) -> Dict[str, float]:
     n = max(1, len(labels))
     return {"accuracy": sum(p["label"] == l for p, l in zip(predictions, labels)) / n,
@@ -59,8 +95,9 @@ def _summary(labels: List[str], predictions: List[Dict[str, object]]) -> Dict[st
             "review_rate": sum(p["needs_review"] for p in predictions) / n}
 
 
-def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples: int, seed: int = 0):
-    """The robustness report and the clean per-photo predictions."""
+def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples: int, seed: int = 0,
+            max_flagged: float = 0.1):
+    """The robustness report (with the open-set verdicts: `open_set`) and the clean per-photo predictions."""
     import tensorflow as tf
 
     from components.robustness import corruptions
@@ -72,7 +109,8 @@ def measure(serving_model_dir: str, examples_uri: str, split: str, max_examples:
     labels = [e[contract.LABEL_KEY] for e in examples]
     clean = predict(signature, [e[contract.IMAGE_KEY] for e in examples])
     decoded = [corruptions.decode(e[contract.IMAGE_KEY]) for e in examples]
-    report = {"split": split, "examples": len(examples), "clean": _summary(labels, clean), "corruptions": []}
+    report = {"split": split, "examples": len(examples), "clean": _summary(labels, clean), "corruptions": [],
+              "open_set": open_set(signature, clean, max_flagged)}
     for name, corruption, corrupted_photos in corruptions.corrupt_each(decoded, seed):
         corrupted = predict(signature, corrupted_photos)
         summary = _summary(labels, corrupted)
@@ -141,18 +179,21 @@ def Robustness(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - T
                blessing: OutputArtifact[standard_artifacts.ModelBlessing],
                split: Parameter[str] = "test",
                max_examples: Parameter[int] = 2000,
-               min_relative_accuracy: Parameter[float] = 0.0):
-    """Measures accuracy under each corruption; blesses the model when the Evaluator did and the gate passed.
+               min_relative_accuracy: Parameter[float] = 0.0,
+               max_flagged_known: Parameter[float] = 0.1):
+    """Measures accuracy under each corruption and the open-set verdicts; blesses the model when the Evaluator
+    did and the gates passed (robustness; at most `max_flagged_known` of the known test photos flagged).
 
-    `model_blessing`: the Evaluator's. `blessing`: the one the Pusher reads. Never fails because of the gate.
+    `model_blessing`: the Evaluator's. `blessing`: the one the Pusher reads. Never fails because of a gate.
     """
     import tensorflow as tf
     from absl import logging
     from tfx.utils import path_utils
 
-    result, per_photo = measure(path_utils.serving_model_path(model.uri), examples.uri, split, max_examples)
-    result["gate"] = {"min_relative_accuracy": min_relative_accuracy,
-                      "failures": gate_failures(result, min_relative_accuracy)}
+    result, per_photo = measure(path_utils.serving_model_path(model.uri), examples.uri, split, max_examples,
+                                max_flagged=max_flagged_known)
+    result["gate"] = {"min_relative_accuracy": min_relative_accuracy, "max_flagged_known": max_flagged_known,
+                      "failures": gate_failures(result, min_relative_accuracy) + open_set_failures(result)}
     with tf.io.gfile.GFile(os.path.join(report.uri, REPORT_FILE), "w") as f:
         json.dump(result, f, indent=1)
     with tf.io.gfile.GFile(os.path.join(report.uri, PREDICTIONS_FILE), "w") as f:

@@ -191,4 +191,21 @@ def run(model: str, input_spec: str, output_dir: str, beam_args: Optional[Sequen
     counts = {prefix: sum(1 for p in output.glob(f"{prefix}-*.jsonl") for line in open(p) if line.strip())
               for prefix in OUTPUT_PREFIXES}
     return {"model": str(model_dir), "inputs": len(files), "hidden_ignored": hidden, **counts,
-            "output": str(output)}
+            "review": review_counts(output), "output": str(output)}
+
+
+def review_counts(output: Path) -> Optional[Dict[str, int]]:
+    """How many predictions need review, by reason (contract.REVIEW_REASONS); None when the model has no
+    open-set outputs (exported before them: it names a variety for anything)."""
+    counts = {reason: 0 for reason in contract.REVIEW_REASONS}
+    open_set = True
+    for path in output.glob(f"{OUTPUT_PREFIXES[0]}-*.jsonl"):
+        for line in open(path):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            open_set = open_set and contract.has_novelty(record)
+            reason = record.get("review_reason") or (contract.LOW_CONFIDENCE if record["needs_review"] else None)
+            if reason:
+                counts[reason] += 1
+    return counts if open_set else None

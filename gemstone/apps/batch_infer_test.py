@@ -48,10 +48,30 @@ def test_every_file_once_and_reruns_do_not_duplicate(contract_model, mixed_folde
             "bomb.png": "decompression_bomb"}
     record = predictions[0]
     assert set(record) == {"path", "label", "confidence", "top_k", "family", "family_confidence", "needs_review",
-                           "model_version"}
+                           "known", "novelty", "review_reason", "model_version"}
     assert len(record["top_k"]) == 3 and record["top_k"][0]["label"] == record["label"]
-    assert record["needs_review"] == (record["confidence"] < 0.6)
+    assert all(r["needs_review"] == (r["confidence"] < 0.6 or not r["known"]) for r in predictions)
+    assert all(r["needs_review"] == (r["review_reason"] is not None) for r in predictions)
     assert record["model_version"] == paths.latest_version_dir(model).name
+
+
+def test_the_summary_counts_each_review_reason_and_an_old_model_says_it_has_none(contract_model, demo_photos,
+                                                                                  tmp_path, capsys):
+    from tests import contract_model as builder
+
+    photos = demo_photos / "images"
+    result = batch_infer.run(str(contract_model), str(photos), str(tmp_path / "new"),
+                             beam_args=["--direct_running_mode=in_memory"])
+    records = _lines(tmp_path / "new", "predictions")
+    assert sum(result["review"].values()) == sum(r["needs_review"] for r in records) > 0
+    for reason, count in result["review"].items():
+        assert count == sum(r["review_reason"] == reason for r in records)
+
+    old = builder.build(demo_photos, tmp_path / "old-model", open_set=False)
+    assert cli.main(["batch-infer", "--model", str(old), "--input", str(photos), "--output",
+                     str(tmp_path / "old")]) == 0
+    out = capsys.readouterr().out
+    assert "exported before the open-set outputs" in out and "known" not in _lines(tmp_path / "old", "predictions")[0]
 
 
 def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path):

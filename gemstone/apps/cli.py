@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 # (Keras 2 before TensorFlow loads: the gemstone package, imported with this module, sees to it.)
+from gemstone import contract
 from gemstone.apps import checks
 
 OK, NO, USAGE, FAILED, INTERRUPTED = 0, 1, 2, 3, 130
@@ -160,6 +161,14 @@ def _batch_infer(args, beam_args) -> int:
                              batch_size=args.batch_size, progress=True)
     print(f"{result['inputs']} files ({result['hidden_ignored']} hidden ignored) with model {result['model']}:")
     print(f"  {result['predictions']} predictions, {result['errors']} errors, in {result['output']}")
+    review = result["review"]
+    if review is None:
+        print("  note: this model was exported before the open-set outputs: it names a variety for any photo, "
+              "gemstone or not (retrain it to get `known` and `review_reason`)")
+    else:
+        print(f"  {review[contract.NOT_A_GEMSTONE]} not a gemstone photo, {review[contract.UNFAMILIAR_VARIETY]} not a "
+              f"variety this model knows, {review[contract.LOW_CONFIDENCE]} low confidence: "
+              f"{sum(review.values())} for expert review")
     return OK
 
 
@@ -204,7 +213,8 @@ def _serve(args) -> int:
 
     log_dir = args.log_dir or serve.default_log_dir(str(base))
     try:  # the port first: a busy one is said at once, not after loading TensorFlow
-        server = serve.make_server(str(base), args.host, args.port, args.model_name, api_key, log_dir, preload=False)
+        server = serve.make_server(str(base), args.host, args.port, args.model_name, api_key, log_dir, preload=False,
+                                   notice=_note)
     except OSError as e:
         message = checks.port_in_use_message(e, args.host, args.port)
         if message is None:

@@ -42,14 +42,26 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
-class ModelRepository:
-    """The versions under a TF Serving base folder; loads on demand, keeps the loaded ones."""
+def open_set_notice(version: str, model) -> Optional[str]:
+    """One line when a loaded version has no open-set outputs (exported before them), else None."""
+    if "known" in model.signatures[contract.SERVING_SIGNATURE].structured_outputs:
+        return None
+    return (f"note: version {version} was exported before the open-set outputs: its answers carry no `known` or "
+            f"`review_reason` (it names a variety for any photo); retrain to get them")
 
-    def __init__(self, base_path: str):
+
+class ModelRepository:
+    """The versions under a TF Serving base folder; loads on demand, keeps the loaded ones.
+
+    `notice`: called with one line when a version loaded needs saying something about (open_set_notice).
+    """
+
+    def __init__(self, base_path: str, notice=None):
         self.base = Path(base_path)
         self._loaded: Dict[str, Any] = {}
         self._loading: set = set()
         self._lock = threading.Lock()
+        self._notice = notice or _log_warning
 
     def versions(self) -> List[str]:
         return [p.name for p in paths.versions(self.base)]
@@ -70,6 +82,9 @@ class ModelRepository:
                     self._loaded[version] = tf.saved_model.load(str(self.base / version))
                 finally:
                     self._loading.discard(version)
+                notice = open_set_notice(version, self._loaded[version])
+                if notice:
+                    self._notice(notice)
             return version, self._loaded[version]
 
     def state(self, version: str) -> str:
@@ -101,6 +116,12 @@ class ModelRepository:
         with self._lock:
             self._loaded.clear()
         gc.collect()
+
+
+def _log_warning(message: str) -> None:
+    from absl import logging
+
+    logging.warning(message)
 
 
 def _decode_instances(body: bytes) -> List[images.LoadedImage]:
@@ -261,16 +282,17 @@ def make_handler(repository: ModelRepository, model_name: str, api_key: Optional
 
 def make_server(model: str, host: str = "127.0.0.1", port: int = 8501, model_name: Optional[str] = None,
                 api_key: Optional[str] = None, log_dir: Optional[str] = None,
-                preload: bool = True) -> ThreadingHTTPServer:
+                preload: bool = True, notice=None) -> ThreadingHTTPServer:
     """Binds the port (an OSError when it is taken), then loads the newest version unless not `preload`.
 
-    The server's `repository` attribute is the ModelRepository (release() it at shutdown).
+    The server's `repository` attribute is the ModelRepository (release() it at shutdown); `notice` says
+    what a loaded version needs said (a model without the open-set outputs).
     """
     base = Path(model)
     if (base / "saved_model.pb").is_file():  # a version folder was given: serve its base
         base = base.parent
     name = model_name or base.name
-    repository = ModelRepository(str(base))
+    repository = ModelRepository(str(base), notice)
     handler = make_handler(repository, name, api_key, PredictionLog(log_dir))
     server = ThreadingHTTPServer((host, port), handler)
     server.repository = repository
@@ -312,12 +334,16 @@ document.getElementById('photo').addEventListener('change', function (event) {
     if (!response.ok) { out.textContent = 'Error: ' + body.error; return; }
     const p = body.predictions[0];
     const esc = s => String(s).replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
-    let html = '<table>';
+    let html = '';
+    if (p.review_reason === 'not_a_gemstone') html += '<p class="review">Not a gemstone photo (closest variety: ' + esc(p.label) + ')</p>';
+    else if (p.review_reason === 'unfamiliar_variety') html += '<p class="review">Not a variety this model knows (closest: ' + esc(p.label) + ')</p>';
+    html += '<table>';
     for (let i = 0; i < p.top_k_labels.length; i++) {
       html += '<tr><td>' + esc(p.top_k_labels[i]) + '</td><td>' + (100 * p.top_k_scores[i]).toFixed(1) + ' %</td></tr>';
     }
     html += '</table><p>Family: ' + esc(p.family) + '</p>';
-    if (p.needs_review) html += '<p class="review">Low confidence: needs expert review</p>';
+    if (p.review_reason === 'low_confidence' || (p.needs_review && p.review_reason === undefined))
+      html += '<p class="review">Low confidence: needs expert review</p>';
     out.innerHTML = html;
   };
   reader.readAsDataURL(file);

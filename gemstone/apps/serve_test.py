@@ -111,7 +111,7 @@ def test_compact_output_on_request(server):
     status, body = _call(f"{url}/v1/models/gems:predict?output=compact", {"instances": [{"b64": _photo(data)}]})
     prediction = body["predictions"][0]
     assert status == 200 and set(prediction) == {"label", "confidence", "top_k", "family", "family_confidence",
-                                                 "needs_review"}
+                                                 "needs_review", "known", "novelty", "review_reason"}
     assert prediction["top_k"][0]["label"] == prediction["label"] and len(prediction["top_k"]) == 3
     assert _call(f"{url}/v1/models/gems:predict?output=tiny", {"instances": [{"b64": _photo(data)}]})[0] == 400
 
@@ -131,3 +131,21 @@ def test_a_new_push_is_served_without_restart(server):
     assert _call(f"{url}/v1/models/gems")[1]["model_version_status"][0]["state"] == "AVAILABLE"
     status, body = _call(f"{url}/v1/models/gems:predict", {"instances": [{"b64": _photo(data)}]})
     assert status == 200 and body["model_version"] == "2"
+
+
+def test_a_model_exported_before_the_open_set_outputs_serves_with_a_one_line_notice(demo_photos, tmp_path):
+    from tests import contract_model as builder
+
+    base = tmp_path / "old"
+    builder.build(demo_photos, base, open_set=False)
+    notices = []
+    httpd = serve.make_server(str(base), port=0, notice=notices.append)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        status, body = _call(f"http://127.0.0.1:{httpd.server_address[1]}/v1/models/old:predict",
+                             {"instances": [{"b64": _photo(demo_photos)}]}, key=None)
+    finally:
+        httpd.shutdown()
+    assert status == 200 and "known" not in body["predictions"][0] and "label" in body["predictions"][0]
+    [notice] = notices
+    assert notice.startswith("note: version 1 was exported before the open-set outputs") and "\n" not in notice
