@@ -54,6 +54,54 @@ FAMILY_HEAD = "family"
 # histogram: one number, so that a drift in hue is seen in the bins the model reads.
 HUE_BINS = 12
 
+# --- The Trainer's settings ----------------------------------------------------------------------
+
+# Every setting of the Trainer module and its default: the one set of defaults (pipeline/configs.py's
+# PipelineConfig takes its own from here; the pipeline's custom_config and the Tuner override them).
+# docs/model.md says why each value is what it is.
+TRAINER_DEFAULTS = {
+    "epochs": 50, "batch_size": 32, "learning_rate": 2e-3, "review_threshold": 0.6, "seed": 0,
+    # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
+    "imbalance": "class_weight", "edge_models": True,
+    # The int8 TFLite model: "dynamic_range" (int8 weights) or "full_integer" (Edge TPU; modules/edge.py).
+    "edge_int8": "dynamic_range",
+    # efficientnet_lite2 or inception_v3 (transfer learning), none / small_cnn (from scratch), or
+    # mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random),
+    # "imagenet" (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes them).
+    "backbone": "efficientnet_lite2", "weights": "", "head_width": 1024,
+    # Dropout before the end-to-end models' read-out (the Tuner searches it).
+    "dropout": 0.3,
+    # Pretrained head: dropout on the pooled features the image expert reads (after the 0.2 all its inputs
+    # get), on the colour expert's hidden layer, and the L2 weight decay of its dense layers.
+    "image_expert_dropout": 0.5, "colour_expert_dropout": 0.5, "head_l2": 1e-4,
+    # Pretrained head: the share of each label spread over all classes in its loss (0: plain cross-entropy).
+    "label_smoothing": 0.0,
+    # Pretrained backbones: passes of the training photos through the frozen trunk (the first as they are,
+    # the others augmented); `epochs` trains the head on frozen features, then `fine_tune_epochs` the top
+    # blocks too, at learning_rate x fine_tune_learning_rate_factor (0 epochs: the frozen-only ablation).
+    "views": 3, "fine_tune_epochs": 6, "fine_tune_learning_rate_factor": 0.1,
+    # What stage 2 fine-tunes: "top_blocks" (on the cached maps: the quick profile) or "whole_network" (every
+    # layer, a fresh view of each photo per step: the thorough profile, modules/whole_network.py), the head
+    # and the top at whole_network_learning_rate, falling with depth to whole_network_bottom_factor of it.
+    "fine_tune_scope": "top_blocks", "whole_network_learning_rate": 1e-4,
+    "whole_network_bottom_factor": 0.1, "whole_network_patience": 3,
+    # Pretrained backbones: after calibration and the fine-tuning decision, the head learns again on the
+    # training and eval photos together (transfer.fit's stage 3); False keeps eval held out.
+    "refit_with_eval": True,
+    # Pretrained backbones: pairs of experts in the head; more than one learn side by side and their answers
+    # are averaged (an ensemble, slower to train, not better by a margin).
+    "ensemble_members": 1,
+    # False trains on the picture alone (the benchmark's ablation).
+    "colour_features": True,
+    # End to end with pretrained weights: end_to_end.FINE_TUNE_STAGES (True) or everything at once.
+    "progressive_unfreezing": True,
+    # Early stopping (the best weights are kept): epochs without a better eval loss (end-to-end models) or
+    # eval accuracy (fine-tuning). The pretrained head's stage 1 runs all its epochs.
+    "patience": 10,
+    # The Tuner's trials: how many, and how many epochs each (end-to-end models).
+    "tuner_trials": 6, "tuner_epochs": 8,
+}
+
 # --- Artifact file names ------------------------------------------------------------------------
 
 INGESTION_REPORT_FILE = "ingestion_report.json"  # in the Examples artifact (ImageExampleGen)

@@ -281,7 +281,7 @@ def member_name(name: str, member: int, members: int) -> str:
 
 
 def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, dropout: float, l2: float,
-           experts: bool = False, members: int = 1) -> dict:
+           experts: bool = False, members: int = 1, colour_dropout: float = 0.5) -> dict:
     """Image features (and the colour histogram, unless None) -> {variety, family} logits.
 
     `experts`: the variety as the product of an image and a colour expert (see IMAGE_EXPERT), whose
@@ -303,7 +303,8 @@ def _heads(x, histogram, num_classes: int, num_families: int, head_width: int, d
     histogram = keras.layers.Dropout(0.2, name="colour_input_dropout")(histogram)
 
     def colour_branch(name):
-        return keras.layers.Dropout(0.5, name=f"{name}_dropout")(dense(histogram, head_width, f"{name}_dense", "relu"))
+        return keras.layers.Dropout(colour_dropout, name=f"{name}_dropout")(
+            dense(histogram, head_width, f"{name}_dense", "relu"))
 
     if not experts:
         c = colour_branch("colour")
@@ -533,7 +534,8 @@ def _reapply(network: keras.Model, start: str, until: str, tensor):
 def build_transfer_model(image_size: int, num_classes: int, num_families: int, colour_size: int,
                          weights=None, learning_rate=1e-3, dropout: float = 0.3, head_width: int = 1024,
                          l2: float = 1e-4, colour_features: bool = True,
-                         backbone: str = EFFICIENTNET_LITE2, members: int = ENSEMBLE_MEMBERS) -> TransferParts:
+                         backbone: str = EFFICIENTNET_LITE2, members: int = ENSEMBLE_MEMBERS,
+                         colour_dropout: float = 0.5) -> TransferParts:
     """A pretrained network (TRANSFER_BACKBONES) cut after its last tap, its pooled tap features fused
     with the colour histogram.
 
@@ -582,7 +584,8 @@ def build_transfer_model(image_size: int, num_classes: int, num_families: int, c
     x = keras.layers.Dropout(0.2, name="feature_dropout")(x)
     head = keras.Model({FEATURES_INPUT: pooled, contract.COLOUR_XF: colour},
                        _heads(x, colour if colour_features else None, num_classes, num_families, head_width,
-                              dropout, l2, experts=True, members=members), name=HEAD_LAYER)
+                              dropout, l2, experts=True, members=members, colour_dropout=colour_dropout),
+                       name=HEAD_LAYER)
 
     model_image = keras.Input((image_size, image_size, 3), name=contract.IMAGE_XF)
     model_colour = keras.Input((colour_size,), name=contract.COLOUR_XF)

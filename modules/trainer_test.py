@@ -8,7 +8,8 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from gemstone import contract
-from modules import model as model_lib, trainer, transform
+from modules import end_to_end, inputs, trainer, transform
+from modules import model as model_lib
 
 SIZE = 16
 
@@ -36,8 +37,8 @@ def test_early_stopping_waits_for_the_learning_rate_to_decay_then_stops(tmp_path
     train = _photos(brightness, (brightness > 0.5).astype(int)).batch(8)
     val = _photos(brightness, (brightness < 0.5).astype(int)).batch(8)
     model = model_lib.build_model(SIZE, 2, 2, transform.COLOUR_FEATURE_SIZE, learning_rate=1e-2)
-    config = {**trainer.DEFAULTS, "epochs": 8, "patience": 2, "batch_size": 8, "imbalance": "none"}
-    history = trainer._fit(model, train, val, config, np.array([16, 16]), str(tmp_path))
+    config = {**contract.TRAINER_DEFAULTS, "epochs": 8, "patience": 2, "batch_size": 8, "imbalance": "none"}
+    history = end_to_end.fit(model, train, val, config, np.array([16, 16]), str(tmp_path))
     losses = history["val_loss"]
     assert np.argmin(losses) == 0, f"the premise: eval loss is lowest at the first epoch, got {losses}"
     assert len(losses) == 8 // 2 + 2 + 1  # watched from epoch 4 (0-based), stopped 2 epochs without improving
@@ -109,7 +110,7 @@ def test_input_dataset_gives_the_same_photos_in_the_same_order_however_the_split
     contract_model.write_examples(rows[::-1][5:], demo_photos, tmp_path / "rewritten", splits=("train",))
 
     def read(folder):
-        batches = list(trainer.input_dataset([str(folder / "Split-train" / "*")], transform_output, 4, False, 0))
+        batches = list(inputs.input_dataset([str(folder / "Split-train" / "*")], transform_output, 4, False, 0))
         return (np.concatenate([y[contract.VARIETY_HEAD].numpy() for _, y in batches]),
                 np.concatenate([x[contract.COLOUR_XF].numpy() for x, _ in batches]))
 

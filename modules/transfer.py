@@ -246,7 +246,7 @@ def _fine_tune_whole(parts, whole_network: WholeNetwork, val: Cached, photos: in
     if int(config["fine_tune_epochs"]) <= 0:
         logging.info("Stage 2 skipped: the backbone stays frozen.")
         return None
-    frozen_accuracy, frozen_weights = _head_accuracy(parts.head, val), parts.model.get_weights()
+    frozen_accuracy, frozen_weights = head_accuracy(parts.head, val), parts.model.get_weights()
     with stopwatch("stage2_whole_network"):
         tuned_accuracy = whole_network_lib.fine_tune(parts, whole_network.train, whole_network.val, photos, config,
                                                      log_dir, whole_network.augment, whole_network.mixed_precision)
@@ -259,7 +259,7 @@ def _fine_tune_whole(parts, whole_network: WholeNetwork, val: Cached, photos: in
     return kept
 
 
-def _head_accuracy(head: keras.Model, val: Cached) -> float:
+def head_accuracy(head: keras.Model, val: Cached) -> float:
     return float(head.evaluate(val.head_inputs(), val.labels(head), verbose=0, return_dict=True)[
         contract.VARIETY_HEAD + "_accuracy"])
 

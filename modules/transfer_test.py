@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from gemstone import contract
-from modules import model as model_lib, trainer, transfer, transform
+from modules import model as model_lib, transfer, transform
 
 SIZE = 75  # InceptionV3's smallest input
 
@@ -52,7 +52,7 @@ def test_each_view_is_a_pass_of_every_photo_and_only_the_later_views_are_augment
 def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, train_and_val, tmp_path):
     """An absurd learning rate ruins the top blocks: the model after stage 1 must come back."""
     train, val = train_and_val
-    config = {**trainer.DEFAULTS, "epochs": 2, "fine_tune_epochs": 2, "batch_size": 4, "patience": 5,
+    config = {**contract.TRAINER_DEFAULTS, "epochs": 2, "fine_tune_epochs": 2, "batch_size": 4, "patience": 5,
               "fine_tune_learning_rate_factor": 1e5}
     history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path)).history
     assert history["fine_tuning_kept"] == [False]
@@ -68,7 +68,7 @@ def test_fine_tuning_that_does_not_lower_the_eval_loss_is_dropped(parts, train_a
 def test_the_head_trains_every_epoch_of_its_schedule_and_keeps_the_last_weights(parts, train_and_val, tmp_path):
     """No early stopping in stage 1: with patience 1 it would stop once the eval accuracy stalls."""
     train, val = train_and_val
-    config = {**trainer.DEFAULTS, "epochs": 6, "fine_tune_epochs": 0, "batch_size": 4, "patience": 1}
+    config = {**contract.TRAINER_DEFAULTS, "epochs": 6, "fine_tune_epochs": 0, "batch_size": 4, "patience": 1}
     history = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path)).history
     assert len(history[transfer.MONITOR]) == 6
     last_loss = parts.head.evaluate(val.head_inputs(), val.labels(parts.head), verbose=0, return_dict=True)["loss"]
@@ -82,7 +82,7 @@ def test_the_refit_learns_from_the_eval_photos_and_calibration_reads_the_head_fr
     train, val = train_and_val
     red = np.flatnonzero(train.variety == 0)
     red_only = train.rows(red)
-    config = {**trainer.DEFAULTS, "epochs": 8, "fine_tune_epochs": 0, "batch_size": 4}
+    config = {**contract.TRAINER_DEFAULTS, "epochs": 8, "fine_tune_epochs": 0, "batch_size": 4}
     fitted = transfer.fit(parts, red_only, val, 4, config, np.ones(2, np.float32), str(tmp_path), refit_on=val)
 
     assert (fitted.eval_logits.argmax(axis=1) == 0).all()  # the held-out head never saw blue

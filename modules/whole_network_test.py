@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from gemstone import contract
-from modules import model as model_lib, trainer, transfer, transform, whole_network
+from modules import model as model_lib, transfer, transform, whole_network
 
 SIZE = 64
 
@@ -69,7 +69,7 @@ def test_every_layer_but_batch_norm_learns_and_the_trunk_is_frozen_again_after(t
         seen.append(True)  # traced into the training step
         return x
 
-    config = {**trainer.DEFAULTS, "fine_tune_epochs": 2, "batch_size": 4, "whole_network_patience": 5}
+    config = {**contract.TRAINER_DEFAULTS, "fine_tune_epochs": 2, "batch_size": 4, "whole_network_patience": 5}
     best = whole_network.fine_tune(parts, _inputs(parts, 8, 0, True), _inputs(parts, 8, 1, False), 8, config,
                                    str(tmp_path), augment=augment)
     assert 0.0 <= best <= 1.0 and seen
@@ -97,12 +97,12 @@ def test_whole_network_fine_tuning_that_lowers_the_eval_accuracy_is_dropped(tmp_
 
     # An absurd learning rate ruins the network: the frozen model after stage 1 must come back.
     whole = transfer.WholeNetwork(_inputs(parts, 8, 0, True), _inputs(parts, 8, 1, False), lambda x: x, recache)
-    config = {**trainer.DEFAULTS, "epochs": 20, "fine_tune_epochs": 2, "batch_size": 4,
+    config = {**contract.TRAINER_DEFAULTS, "epochs": 20, "fine_tune_epochs": 2, "batch_size": 4,
               "whole_network_learning_rate": 1e3}
     fitted = transfer.fit(parts, train, val, 8, config, np.ones(2, np.float32), str(tmp_path), whole_network=whole)
     assert fitted.history["fine_tuning_kept"] == [False] and not recached
     stage1_accuracy = fitted.history[transfer.MONITOR][-1]
     model_outputs = parts.model.predict(x, verbose=0)[contract.VARIETY_HEAD]
     head_outputs = parts.head.predict(val.head_inputs(), verbose=0)[contract.VARIETY_HEAD]
-    assert transfer._head_accuracy(parts.head, val) == stage1_accuracy
+    assert transfer.head_accuracy(parts.head, val) == stage1_accuracy
     assert np.isfinite(model_outputs).all() and np.isfinite(head_outputs).all()

@@ -15,7 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
-from gemstone import backbones, paths
+from gemstone import backbones, contract, paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = REPO_ROOT / "schema"
@@ -135,15 +135,15 @@ class PipelineConfig:
     metadata_path: str = ""
     schema_path: Optional[str] = None
     image_size: int = 0
-    epochs: int = 50
+    epochs: int = contract.TRAINER_DEFAULTS["epochs"]
     fine_tune_epochs: Optional[int] = None  # None: the profile's (quick 6, thorough 10); 0: frozen
     fine_tune_scope: Optional[str] = None  # None: the profile's (top_blocks, whole_network)
-    views: int = 3
-    edge_int8: str = "dynamic_range"
-    batch_size: int = 32
+    views: int = contract.TRAINER_DEFAULTS["views"]
+    edge_int8: str = contract.TRAINER_DEFAULTS["edge_int8"]
+    batch_size: int = contract.TRAINER_DEFAULTS["batch_size"]
     min_accuracy: float = 0.5
     max_accuracy_drop: float = 0.02
-    review_threshold: float = 0.6
+    review_threshold: float = contract.TRAINER_DEFAULTS["review_threshold"]
     min_relative_robustness: float = 0.0
     max_flagged_known: float = 0.1
     beam_direct_workers: int = 0
@@ -154,7 +154,7 @@ class PipelineConfig:
     weights: str = ""
     backbone_provenance: Optional[dict] = None
     tune: bool = False
-    tuner_trials: int = 6
+    tuner_trials: int = contract.TRAINER_DEFAULTS["tuner_trials"]
     fail_on_anomalies: bool = True
     containerised: bool = False
     num_classes: Optional[int] = None
@@ -163,7 +163,8 @@ class PipelineConfig:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile (GEMSTONE_PROFILE) is {self.profile!r}: expected one of {', '.join(PROFILES)}")
-        profile = {"fine_tune_scope": "top_blocks", "fine_tune_epochs": 6, **PROFILES[self.profile]}
+        profile = {key: contract.TRAINER_DEFAULTS[key] for key in ("fine_tune_scope", "fine_tune_epochs")}
+        profile.update(PROFILES[self.profile])
         for name, value in profile.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

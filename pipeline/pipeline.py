@@ -29,7 +29,7 @@ from components.image_example_gen.component import ImageExampleGen
 from components.model_card.component import ModelCard
 from components.robustness.component import Robustness
 from components.slice_report.component import SliceReport
-from gemstone import backbones, code_fingerprint, ingestion
+from gemstone import code_fingerprint, ingestion
 from pipeline import configs, evaluation
 
 
@@ -76,9 +76,6 @@ def create_pipeline(config: configs.PipelineConfig,
     """Builds the TFX pipeline described by `config`."""
     if not config.containerised:  # in a container, the weights are the image's
         config.check_weights()
-    if config.tune and config.backbone in backbones.BACKBONES:
-        raise ValueError("the Tuner searches the end-to-end models only: set GEMSTONE_BACKBONE=none with "
-                         "GEMSTONE_TUNE=1 (the pretrained backbones are not tuned yet)")
     input_base, input_pattern = ingestion.default_input_pattern(config.data)
     example_gen = ImageExampleGen(input_base=input_base, input_pattern=input_pattern)
 
@@ -141,8 +138,9 @@ def create_pipeline(config: configs.PipelineConfig,
     tuner = None
     if config.tune:
         tuner = Tuner(
-            tuner_fn="modules.trainer.tuner_fn",
-            **training_inputs)
+            tuner_fn="modules.tuner.tuner_fn",
+            **{**training_inputs, "custom_config": {**training_inputs["custom_config"],
+                                                   MODULE_CODE_KEY: _module_code("tuner.py")}})
 
     trainer = Trainer(
         run_fn="modules.trainer.run_fn",
