@@ -26,7 +26,8 @@ FROM_SCRATCH = ("none", "small_cnn")
 # The int8 TFLite models the Trainer can make (modules/edge.py's INT8_KINDS; not imported: it loads TensorFlow).
 EDGE_INT8_KINDS = ("dynamic_range", "full_integer")
 # Side of the square picture each kind of backbone sees by default (GEMSTONE_IMAGE_SIZE overrides).
-DEFAULT_IMAGE_SIZE = {"efficientnet_lite2": 224, "inception_v3": 224, "from_scratch": 64}
+# (keras.applications backbones, trained end to end: 224, the size their ImageNet weights were made at.)
+DEFAULT_IMAGE_SIZE = {"efficientnet_lite2": 224, "inception_v3": 224, "from_scratch": 64, "keras_applications": 224}
 PROVENANCE_KEYS = ("source", "package", "version", "tarball_sha256", "wheel_sha256", "weights_sha256",
                    "imagenet_layers", "quantization")
 NO_WEIGHTS = "none"  # GEMSTONE_WEIGHTS=none: a pretrained architecture from random weights (tests, plumbing)
@@ -83,8 +84,8 @@ class PipelineConfig:
       schema_path: a curated schema.pbtxt; "" means SchemaGen infers one; None
         (default) picks `schema/<pipeline_name>/schema.pbtxt` when it exists.
       image_size: side in pixels of the square image the model sees (0: DEFAULT_IMAGE_SIZE of the backbone).
-      epochs / batch_size: training length (an upper bound: early stopping ends sooner when
-        the eval loss stops improving). With a pretrained backbone, `epochs` trains the head on frozen
+      epochs / batch_size: training length (end-to-end models: an upper bound, early stopping ends sooner
+        when the eval loss stops improving). With a pretrained backbone, `epochs` trains the head on frozen
         features and `fine_tune_epochs` then the top blocks with it (0: the backbone stays frozen).
       views: pretrained backbones: passes of the training photos through the frozen trunk, the first as
         they are, the others augmented.
@@ -184,7 +185,9 @@ class PipelineConfig:
         if self.schema_sha256 is None and self.schema_path and os.path.exists(self.schema_path):
             self.schema_sha256 = hashlib.sha256(Path(self.schema_path).read_bytes()).hexdigest()
         from_scratch = self.backbone in FROM_SCRATCH
-        self.image_size = self.image_size or DEFAULT_IMAGE_SIZE["from_scratch" if from_scratch else self.backbone]
+        kind = "from_scratch" if from_scratch else self.backbone if self.backbone in DEFAULT_IMAGE_SIZE \
+            else "keras_applications"
+        self.image_size = self.image_size or DEFAULT_IMAGE_SIZE[kind]
         if self.backbone in backbones.BACKBONES and not self.weights:
             self.weights = str(backbones.weights_path(self.home, self.backbone))
             if self.backbone_provenance is None:

@@ -1,4 +1,6 @@
 """Pipeline settings: environment variables, schema choice, Beam options in one place."""
+import pytest
+
 from pipeline import configs
 
 
@@ -70,3 +72,20 @@ def test_the_int8_edge_model_kind_is_checked_and_matches_what_the_trainer_can_ma
     monkeypatch.setenv("GEMSTONE_EDGE_INT8", "int4")
     with pytest.raises(ValueError, match="GEMSTONE_EDGE_INT8.*'int4'.*dynamic_range, full_integer"):
         configs.PipelineConfig.from_env()
+
+
+def test_a_keras_applications_backbone_gets_the_size_its_weights_were_made_at(tmp_path):
+    assert configs.PipelineConfig(home=str(tmp_path), backbone="mobilenet_v2").image_size == 224
+    assert configs.PipelineConfig(home=str(tmp_path), backbone="none").image_size == 64
+
+
+def test_the_profiles_set_what_stage_2_fine_tunes_unless_a_setting_says_otherwise(tmp_path, monkeypatch):
+    quick = configs.PipelineConfig(home=str(tmp_path))
+    assert (quick.fine_tune_scope, quick.fine_tune_epochs) == ("top_blocks", 6)
+    monkeypatch.setenv("GEMSTONE_PROFILE", "thorough")
+    thorough = configs.PipelineConfig.from_env()
+    assert (thorough.fine_tune_scope, thorough.fine_tune_epochs) == ("whole_network", 10)
+    monkeypatch.setenv("GEMSTONE_FINE_TUNE_EPOCHS", "0")
+    assert configs.PipelineConfig.from_env().fine_tune_epochs == 0  # explicitly frozen, whatever the profile
+    with pytest.raises(ValueError, match="GEMSTONE_PROFILE"):
+        configs.PipelineConfig(home=str(tmp_path), profile="fast")
