@@ -1,0 +1,110 @@
+"""Where the model looked: a saliency map of each photo for the class it named.
+
+Two methods, measured side by side with the sanity checks of modules/saliency_checks.py (bench/explain.py):
+  - Grad-CAM (Selvaraju et al., ICCV 2017) on a feature map of the pretrained network: the map's channels
+    weighted by the average gradient of the named class's logit, rectified. `grad_cam` takes the map that
+    enters the fine-tuned top blocks (EfficientNet-Lite2's block14, 14x14 at 224 px), through which every
+    path to the answer but the lowest tap and the colour histogram runs; `grad_cam_top` the last map
+    (top_relu, 7x7), as in the paper;
+  - SmoothGrad (Smilkov et al., 2017): the gradient of the class's logit with respect to the pixels,
+    averaged over noisy copies of the photo; any model (the end-to-end ones have no pretrained map).
+Each returns [B, S, S] in [0, 1] (1: where the answer depends most), S the side the model reads; the
+exported `explain` signature (modules/export.py) resizes it to the photo's aspect ratio.
+"""
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from gemstone import contract  # noqa: E402
+from modules import model as model_lib  # noqa: E402
+
+GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD = "grad_cam", "grad_cam_top", "smooth_grad"
+METHODS = (GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD)
+SMOOTH_GRAD_SAMPLES, SMOOTH_GRAD_NOISE = 16, 0.1  # copies, and noise sigma as a share of the pixel range
+TOP_MAP = {"efficientnet_lite2": "top_relu", "inception_v3": "mixed5"}
+
+
+def parts_of(model: keras.Model):
+    """(trunk, top, head) of a pretrained model as the Trainer builds it (model.build_transfer_model), or None."""
+    names = {layer.name for layer in model.layers}
+    if not {model_lib.TRUNK_LAYER, model_lib.TOP_LAYER, model_lib.HEAD_LAYER} <= names:
+        return None
+    return tuple(model.get_layer(name) for name in (model_lib.TRUNK_LAYER, model_lib.TOP_LAYER, model_lib.HEAD_LAYER))
+
+
+def default_method(model: keras.Model) -> str:
+    return GRAD_CAM if parts_of(model) else SMOOTH_GRAD
+
+
+def _normalised(maps):
+    """Each map scaled to [0, 1] by its own maximum (an all-zero map stays zero)."""
+    peak = tf.reduce_max(maps, axis=[1, 2], keepdims=True)
+    return tf.math.divide_no_nan(maps, peak)
+
+
+def _class_logit(logits, class_ids):
+    return tf.gather(logits, class_ids, batch_dims=1)
+
+
+def _cam(feature_map, gradients, side: int):
+    weights = tf.reduce_mean(gradients, axis=[1, 2], keepdims=True)  # [B, 1, 1, C]
+    cam = tf.nn.relu(tf.reduce_sum(feature_map * weights, axis=-1, keepdims=True))
+    return _normalised(tf.image.resize(cam, [side, side], method="bilinear")[..., 0])
+
+
+def grad_cam(model: keras.Model, images, colour, class_ids):
+    """Grad-CAM on the map entering the top blocks (the trunk's cut)."""
+    trunk, top, head = parts_of(model)
+    cut_map, low = trunk(images, training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(cut_map)
+        high = top(cut_map, training=False)
+        logits = head({model_lib.FEATURES_INPUT: tf.concat([low, high], axis=1), contract.COLOUR_XF: colour},
+                      training=False)[contract.VARIETY_HEAD]
+        score = _class_logit(logits, class_ids)
+    return _cam(cut_map, tape.gradient(score, cut_map), images.shape[1])
+
+
+def _top_with_map(top: keras.Model, backbone_map: str) -> keras.Model:
+    """The top blocks, also answering with their last feature map."""
+    return keras.Model(top.input, [top.output, top.get_layer(backbone_map).get_output_at(-1)])
+
+
+def grad_cam_top(model: keras.Model, images, colour, class_ids, backbone: str = "efficientnet_lite2"):
+    """Grad-CAM on the network's last feature map, as Selvaraju et al. use it."""
+    trunk, top, head = parts_of(model)
+    cut_map, low = trunk(images, training=False)
+    with tf.GradientTape() as tape:
+        high, last_map = _top_with_map(top, TOP_MAP[backbone])(cut_map, training=False)
+        logits = head({model_lib.FEATURES_INPUT: tf.concat([low, high], axis=1), contract.COLOUR_XF: colour},
+                      training=False)[contract.VARIETY_HEAD]
+        score = _class_logit(logits, class_ids)
+    return _cam(last_map, tape.gradient(score, last_map), images.shape[1])
+
+
+def smooth_grad(model: keras.Model, images, colour, class_ids, samples: int = SMOOTH_GRAD_SAMPLES,
+                noise: float = SMOOTH_GRAD_NOISE, seed: int = 0):
+    """SmoothGrad: the pixels' gradient magnitude (largest over the colour channels), over noisy copies."""
+    total = tf.zeros(tf.shape(images)[:3])
+    for sample in range(samples):
+        noisy = images + tf.random.stateless_normal(tf.shape(images), [seed, sample], stddev=noise)
+        with tf.GradientTape() as tape:
+            tape.watch(noisy)
+            logits = model({contract.IMAGE_XF: noisy, contract.COLOUR_XF: colour}, training=False)
+            score = _class_logit(logits[contract.VARIETY_HEAD], class_ids)
+        total += tf.reduce_max(tf.abs(tape.gradient(score, noisy)), axis=-1)
+    # A light blur: a pixel's gradient is noisy; where it looked is a region.
+    smoothed = tf.nn.avg_pool2d(total[..., tf.newaxis], 5, 1, "SAME")[..., 0]
+    return _normalised(smoothed)
+
+
+def saliency(method: str, model: keras.Model, images, colour, class_ids, backbone: str = "efficientnet_lite2"):
+    """[B, S, S] map of `method` (METHODS) for `class_ids` of `images` ([B, S, S, 3] in [0, 1]) and `colour`."""
+    if method == GRAD_CAM:
+        return grad_cam(model, images, colour, class_ids)
+    if method == GRAD_CAM_TOP:
+        return grad_cam_top(model, images, colour, class_ids, backbone)
+    if method == SMOOTH_GRAD:
+        return smooth_grad(model, images, colour, class_ids)
+    raise ValueError(f"unknown saliency method {method!r}: expected one of {', '.join(METHODS)}")

@@ -1,0 +1,138 @@
+"""Sanity checks for saliency maps (Adebayo et al., NeurIPS 2018): do the maps depend on what the model learnt?
+
+  - model randomisation: the maps of the trained model against those of the same network with its head and
+    top blocks re-initialised; a map that barely changes shows the photo's edges, not the model's reasons.
+    Passes when the median Spearman rank correlation is under MAX_SPEARMAN;
+  - deletion: blanking the most salient SHARE of the pixels (to the photo's mean colour, the colour
+    histogram computed again) must lower the named variety's probability at least MIN_DELETION_RATIO times
+    as much as blanking as many random pixels (medians over the photos). Pixels are blanked in square
+    cells of BLOCKS x BLOCKS per photo, the salient and the random alike: scattered single pixels would
+    be a texture of their own that the model's texture histogram reads, whichever pixels they are.
+Used by the tests (the demo model) and bench/explain.py (the 88-class model).
+"""
+import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
+
+import contextlib  # noqa: E402
+from typing import Dict  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from gemstone import contract  # noqa: E402
+from modules import model as model_lib  # noqa: E402
+from modules import saliency, transform  # noqa: E402
+
+MAX_SPEARMAN, MIN_DELETION_RATIO, SHARE = 0.5, 1.5, 0.2
+BLOCKS = 14  # cells per side (Grad-CAM's resolution at 224 px)
+
+
+@contextlib.contextmanager
+def randomised(model: keras.Model, seed: int = 0):
+    """The model with its head and top blocks re-initialised (kernels and biases), restored afterwards.
+
+    An end-to-end model has no such parts: its last half of layers with weights are re-initialised."""
+    saved = model.get_weights()
+    parts = saliency.parts_of(model)
+    if parts:
+        layers = [layer for part in parts[1:] for layer in model_lib.leaf_layers(part)]
+    else:
+        with_weights = [layer for layer in model_lib.leaf_layers(model) if layer.weights]
+        layers = with_weights[len(with_weights) // 2:]
+    rng = np.random.default_rng(seed)
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        for weight in layer.trainable_weights:
+            shape = weight.shape.as_list()
+            if len(shape) > 1:  # a kernel: Glorot-uniform, as Keras initialises it
+                fan_in, fan_out = int(np.prod(shape[:-1])), shape[-1]
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+                weight.assign(rng.uniform(-limit, limit, shape).astype(np.float32))
+            else:
+                weight.assign(np.zeros(shape, np.float32))
+    try:
+        yield model
+    finally:
+        model.set_weights(saved)
+
+
+def _probabilities(model, images, temperature):
+    logits = model({contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)},
+                   training=False)[contract.VARIETY_HEAD]
+    return tf.nn.softmax(logits / temperature).numpy()
+
+
+def maps_and_classes(method: str, model, images: np.ndarray, backbone: str = "efficientnet_lite2", batch: int = 16):
+    """The maps of `method` for the class the model names, and those classes."""
+    maps, classes = [], []
+    for start in range(0, len(images), batch):
+        chunk = tf.constant(images[start:start + batch])
+        colour = transform.colour_histogram(chunk)
+        named = tf.argmax(model({contract.IMAGE_XF: chunk, contract.COLOUR_XF: colour}, training=False)[
+            contract.VARIETY_HEAD], axis=1, output_type=tf.int32)
+        maps.append(saliency.saliency(method, model, chunk, colour, named, backbone).numpy())
+        classes.append(named.numpy())
+    return np.concatenate(maps), np.concatenate(classes)
+
+
+def spearman(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Per photo, the Spearman rank correlation of two maps (a constant map correlates 0)."""
+    from scipy.stats import spearmanr
+
+    values = []
+    for a, b in zip(first.reshape(len(first), -1), second.reshape(len(second), -1)):
+        rho = spearmanr(a, b).correlation if a.std() > 0 and b.std() > 0 else 0.0
+        values.append(0.0 if np.isnan(rho) else rho)
+    return np.array(values)
+
+
+def blanked(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The photos with the masked pixels set to each photo's mean colour."""
+    mean = images.mean(axis=(1, 2), keepdims=True)
+    return np.where(masks[..., None], mean, images).astype(np.float32)
+
+
+def top_pixels(maps: np.ndarray, share: float, rng: np.random.Generator, blocks: int = BLOCKS) -> np.ndarray:
+    """Masks of the `share` of each map's cells (blocks x blocks) with the most saliency (ties at random)."""
+    n, side = len(maps), maps.shape[1]
+    edges = np.linspace(0, side, blocks + 1).astype(int)
+    cells = np.stack([[maps[:, a:b, c:d].mean(axis=(1, 2)) for c, d in zip(edges, edges[1:])]
+                      for a, b in zip(edges, edges[1:])], axis=-1).reshape(blocks * blocks, n).T
+    cells = cells + rng.uniform(0, 1e-6, cells.shape)
+    chosen = np.argsort(-cells, axis=1)[:, :int(round(share * blocks * blocks))]
+    masks = np.zeros(maps.shape, bool)
+    for photo, picked in enumerate(chosen):
+        for cell in picked:
+            row, column = divmod(int(cell), blocks)
+            masks[photo, edges[row]:edges[row + 1], edges[column]:edges[column + 1]] = True
+    return masks
+
+
+def random_pixels(shape, share: float, rng: np.random.Generator) -> np.ndarray:
+    """As many cells as top_pixels blanks, chosen at random."""
+    return top_pixels(rng.uniform(size=shape), share, rng)
+
+
+def check(method: str, model, images: np.ndarray, temperature: float = 1.0, backbone: str = "efficientnet_lite2",
+          seed: int = 0) -> Dict[str, float]:
+    """Both checks of one method on `images` ([n, S, S, 3] in [0, 1]): the figures and whether each passed."""
+    rng = np.random.default_rng(seed)
+    maps, classes = maps_and_classes(method, model, images, backbone)
+    with randomised(model, seed):
+        random_maps, _ = maps_and_classes(method, model, images, backbone)
+    rho = spearman(maps, random_maps)
+
+    def named_probability(photos):
+        return np.concatenate([_probabilities(model, tf.constant(photos[s:s + 16]), temperature)
+                               for s in range(0, len(photos), 16)])[np.arange(len(photos)), classes]
+
+    before = named_probability(images)
+    salient_drop = before - named_probability(blanked(images, top_pixels(maps, SHARE, rng)))
+    random_drop = before - named_probability(blanked(images, random_pixels(maps.shape, SHARE, rng)))
+    ratio = float(np.median(salient_drop) / max(np.median(random_drop), 1e-6))
+    return {"method": method, "photos": int(len(images)), "spearman_median": round(float(np.median(rho)), 3),
+            "randomisation_passed": bool(np.median(rho) < MAX_SPEARMAN),
+            "deletion_salient_median": round(float(np.median(salient_drop)), 4),
+            "deletion_random_median": round(float(np.median(random_drop)), 4),
+            "deletion_ratio": round(ratio, 2), "deletion_passed": bool(ratio >= MIN_DELETION_RATIO)}
