@@ -100,6 +100,8 @@ TRAINER_DEFAULTS = {
     "patience": 10,
     # The Tuner's trials: how many, and how many epochs each (end-to-end models).
     "tuner_trials": 6, "tuner_epochs": 8,
+    # The `explain` signature's saliency method (modules/saliency.py's METHODS); "": the model's default.
+    "explain_method": "",
 }
 
 # --- Artifact file names ------------------------------------------------------------------------
@@ -147,6 +149,11 @@ NOVELTY_QUESTIONS = (NOT_A_GEMSTONE, UNFAMILIAR_VARIETY)
 # Why a photo needs review, first reason first: known is false for either of the first two.
 REVIEW_REASONS = (NOT_A_GEMSTONE, UNFAMILIAR_VARIETY, LOW_CONFIDENCE)
 NOVELTY_OUTPUTS = ("novelty", "known", "review_reason")
+
+# The `explain` signature: the same inputs and answer as serving_default, and where the model looked.
+EXPLAIN_SIGNATURE = "explain"
+SALIENCY_OUTPUT = "saliency"  # [B, S, S] float in [0, 1], as the model saw the photo
+HEATMAP_OUTPUT = "heatmap_png"  # [B] greyscale PNG of it at the photo's aspect ratio
 
 
 def _plain(value: Any) -> Any:

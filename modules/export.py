@@ -15,6 +15,11 @@ Contract of every prediction signature (B = batch, C = classes, K = top-k):
 
 Signatures:
   serving_default(images: string [B])     raw JPEG/PNG bytes, what a client has
+  explain(images: string [B])             the same answer, and where the model looked for it:
+      saliency    [B, S, S] float   the map of modules/saliency.py for the named variety, in [0, 1], as the
+                                    model saw the photo (squashed to S x S)
+      heatmap_png [B]       string  the same map as an 8-bit greyscale PNG at the photo's aspect ratio
+                                    (longest side S): what a client overlays on the photo
   from_examples(examples: string [B])     serialized tf.Examples (TFMA, BulkInferrer)
   transform_features(examples: string [B])  the Transform graph alone (TFMA labels)
 """
@@ -25,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 from gemstone import contract  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 from modules import novelty as novelty_lib  # noqa: E402
+from modules import saliency  # noqa: E402
 
 EXAMPLES_INPUT = "examples"  # serialized tf.Examples (TFMA, BulkInferrer)
 
@@ -62,7 +68,8 @@ def _reshape_to_spec(images, spec):
 
 
 def make_signatures(model, tf_transform_output, review_threshold: float, temperature: float,
-                    family_of_variety, novelty: "novelty_lib.Novelty" = None):
+                    family_of_variety, novelty: "novelty_lib.Novelty" = None, explain_method: str = "",
+                    backbone: str = "efficientnet_lite2"):
     """Builds the signature functions; attaches the transform layer to `model` so it is saved with it.
 
     `family_of_variety`: [classes] family id of each variety id. The family a
@@ -70,7 +77,8 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
     family's varieties: the model's auxiliary family head (a training aid) could
     otherwise name a family that contradicts the variety ("Amethyst, Corundum").
     `novelty`: the fitted open-set scores (modules/novelty.py); None exports a model without the
-    open-set outputs, as models were before them.
+    open-set outputs, as models were before them. `explain_method`: the saliency method of the
+    `explain` signature (modules/saliency.py; "" is the model's default), `backbone` the network's name.
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
     class_names = tf.constant(tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB))
@@ -84,7 +92,9 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
     scorer = model_lib.with_image_features(model) if novelty is not None else model
 
     def predict(raw_features):
-        transformed = model.tft_layer(raw_features)
+        return answer(model.tft_layer(raw_features))
+
+    def answer(transformed):
         outputs = scorer({k: transformed[k] for k in contract.MODEL_INPUT_KEYS}, training=False)
         probabilities = tf.nn.softmax(outputs[contract.VARIETY_HEAD] / temperature)
         top = tf.math.top_k(probabilities, k=k)
@@ -124,8 +134,33 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, eval_spec))
 
+    method = explain_method or saliency.default_method(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.SERVING_INPUT)], autograph=False)
+    def explain(images):
+        transformed = model.tft_layer({contract.IMAGE_KEY: _reshape_to_spec(images, serving_spec[contract.IMAGE_KEY])})
+        result = answer(transformed)
+        named = tf.argmax(result["probabilities"], axis=1, output_type=tf.int32)
+        maps = saliency.saliency(method, model, transformed[contract.IMAGE_XF], transformed[contract.COLOUR_XF],
+                                 named, backbone)
+        pngs = tf.map_fn(lambda pair: _heatmap_png(pair[0], pair[1]), (images, maps),
+                         fn_output_signature=tf.TensorSpec([], tf.string))
+        return {**result, contract.SALIENCY_OUTPUT: maps, contract.HEATMAP_OUTPUT: pngs}
+
     return {
         contract.SERVING_SIGNATURE: serve_images.get_concrete_function(),
         "from_examples": serve_examples.get_concrete_function(),
         "transform_features": transform_features.get_concrete_function(),
+        contract.EXPLAIN_SIGNATURE: explain.get_concrete_function(),
     }
+
+
+def _heatmap_png(photo, saliency_map):
+    """A map ([S, S] in [0, 1]) as an 8-bit greyscale PNG at the photo's aspect ratio, longest side S."""
+    shape = tf.shape(tf.io.decode_image(photo, channels=3, expand_animations=False))
+    side = tf.cast(tf.shape(saliency_map)[0], tf.float32)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = side / tf.maximum(height, width)
+    size = tf.cast(tf.maximum(tf.round(tf.stack([height, width]) * scale), 1.0), tf.int32)
+    resized = tf.image.resize(saliency_map[..., tf.newaxis], size, method="bilinear")
+    return tf.io.encode_png(tf.cast(tf.clip_by_value(resized * 255.0, 0.0, 255.0), tf.uint8))

@@ -111,3 +111,26 @@ def test_keras_rebuilds_the_pretrained_model_with_its_experts(tmp_path, members)
     for head in (contract.VARIETY_HEAD, contract.FAMILY_HEAD):
         np.testing.assert_allclose(rebuilt(inputs, training=False)[head].numpy(),
                                    parts.model(inputs, training=False)[head].numpy(), atol=1e-5)
+
+
+def test_explain_answers_as_serving_default_and_maps_where_it_looked_at_the_photos_aspect_ratio(contract_model,
+                                                                                              demo_photos):
+    import io
+
+    from PIL import Image
+
+    loaded = tf.saved_model.load(str(contract_model / "1"))
+    square = next(demo_photos.rglob("*.jpg")).read_bytes()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(square)).resize((200, 100)).save(buffer, format="PNG")  # a wide photo, as PNG
+    photos = tf.constant([square, buffer.getvalue()])
+    explained = loaded.signatures[contract.EXPLAIN_SIGNATURE](**{contract.SERVING_INPUT: photos})
+    served = loaded.signatures[contract.SERVING_SIGNATURE](**{contract.SERVING_INPUT: photos})
+    for name in ("label", "confidence", "known"):
+        np.testing.assert_array_equal(explained[name].numpy(), served[name].numpy())
+    maps = explained[contract.SALIENCY_OUTPUT].numpy()
+    side = maps.shape[1]
+    assert maps.shape == (2, side, side) and maps.min() >= 0 and np.isclose(maps.max(axis=(1, 2)), 1.0).all()
+    heatmaps = [Image.open(io.BytesIO(png)) for png in explained[contract.HEATMAP_OUTPUT].numpy()]
+    assert heatmaps[0].size == (side, side) and heatmaps[1].size == (side, side // 2)
+    assert all(h.mode == "L" for h in heatmaps)

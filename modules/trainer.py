@@ -62,7 +62,8 @@ def run_fn(fn_args: FnArgs):
                  f"{novelty_report['eval_flagged_either']:.1%}")
     with stopwatch("export"):
         signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
-                                            trained.family_of_variety, fitted_novelty)
+                                            trained.family_of_variety, fitted_novelty, config["explain_method"],
+                                            config["backbone"])
         export.save(model, signatures, fn_args.serving_model_dir)
     assets = os.path.join(fn_args.serving_model_dir, contract.MODEL_ASSETS_DIR)
     _write_json(os.path.join(assets, contract.CALIBRATION_FILE), calibrated)
@@ -142,26 +143,24 @@ WHOLE_NETWORK = "whole_network"  # fine_tune_scope of the thorough profile
 
 def _whole_network_inputs(fn_args, tf_transform_output, config, features: "TransferFeatures",
                           class_weights: np.ndarray, mixed: bool) -> transfer.WholeNetwork:
-    """The photos as they are, with every output's labels (and the training photos' class weights), for
-    fine-tuning the whole network; and how to cache the features again through the fine-tuned network."""
+    """The photos as they are with their variety (and the training photos' class weights), for fine-tuning
+    the whole network; and how to cache the features again through the fine-tuned network."""
     batch_size, seed = int(config["batch_size"]), int(config["seed"])
-    names = features.parts.model.output_names
     weights = tf.constant(class_weights)
 
-    def targets(x, y):
-        return x, model_lib.targets_by_name(names, y[contract.VARIETY_HEAD], y[contract.FAMILY_HEAD])
+    def labelled(x, y):
+        return x[contract.IMAGE_XF], y[contract.VARIETY_HEAD]
 
     def weighted(x, y):
-        w = tf.gather(weights, y[contract.VARIETY_HEAD])
-        return targets(x, y) + (model_lib.targets_by_name(names, w, w),)
+        return labelled(x, y) + (tf.gather(weights, y[contract.VARIETY_HEAD]),)
 
     train = inputs.input_dataset(fn_args.train_files, tf_transform_output, batch_size, True, seed).map(weighted)
-    val = inputs.input_dataset(fn_args.eval_files, tf_transform_output, batch_size, False, seed).map(targets)
-    augment = transfer.augmenter(bool(config["colour_features"]), seed + 1)
+    val = inputs.input_dataset(fn_args.eval_files, tf_transform_output, batch_size, False, seed).map(labelled)
+    # The picture alone: the backbone is fine-tuned through a read-out of its own features, no histogram.
+    augment = transfer.augmenter(False, seed + 1)
 
-    def fresh_view(x):
-        image, colour = augment(x[contract.IMAGE_XF], x[contract.COLOUR_XF])
-        return {contract.IMAGE_XF: image, contract.COLOUR_XF: colour}
+    def fresh_view(image):
+        return augment(image, tf.zeros([tf.shape(image)[0], 1]))[0]
 
     def recache():
         again = transfer_features(fn_args, tf_transform_output, {**config, "fine_tune_epochs": 0},

@@ -219,11 +219,9 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
                                     validation_data=(val.head_inputs(), val.labels(parts.head)),
                                     callbacks=_callbacks(config, log_dir, "stage1_frozen", early_stopping=False)))
     if whole_network is not None:
-        kept = _fine_tune_whole(parts, whole_network, val, photos, config, log_dir, stopwatch)
-        if kept:
-            with stopwatch("features_again"):
-                train, val, refreshed = whole_network.recache()
-            refit_on = refreshed if refit_on is not None else None
+        kept, caches = _fine_tune_whole(parts, whole_network, train, val, refit_on, photos, config, class_weights,
+                                        first_weights, log_dir, stopwatch, history)
+        train, val, refit_on = caches
         tuned = False  # the caches are the network's as it now is
     else:
         kept = _fine_tune(parts, train, val, photos, config, class_weights, log_dir, stopwatch, history)
@@ -240,23 +238,40 @@ def fit(parts: model_lib.TransferParts, train: Cached, val: Cached, photos: int,
     return Fitted(history, held_out_logits, train, val)
 
 
-def _fine_tune_whole(parts, whole_network: WholeNetwork, val: Cached, photos: int, config: dict, log_dir: str,
-                     stopwatch: Stopwatch) -> Optional[bool]:
-    """Stage 2 of the thorough profile: whether fine-tuning the whole network was kept (None: not run)."""
+def _fine_tune_whole(parts, whole_network: WholeNetwork, train: Cached, val: Cached, refit_on: Optional[Cached],
+                     photos: int, config: dict, class_weights: np.ndarray, first_weights, log_dir: str,
+                     stopwatch: Stopwatch, history: Dict[str, list]):
+    """Stage 2 of the thorough profile: (whether fine-tuning the whole network was kept, None if not run; the
+    caches (train, val, refit_on) as the network then is). Kept when the head, trained anew on the features
+    of the fine-tuned network, beats the head on the frozen ones on the eval photos."""
     if int(config["fine_tune_epochs"]) <= 0:
         logging.info("Stage 2 skipped: the backbone stays frozen.")
-        return None
-    frozen_accuracy, frozen_weights = head_accuracy(parts.head, val), parts.model.get_weights()
+        return None, (train, val, refit_on)
+    frozen_accuracy = head_accuracy(parts.head, val)
+    frozen_backbone = parts.trunk.get_weights() + parts.top.get_weights()
+    frozen_head = parts.head.get_weights()
     with stopwatch("stage2_whole_network"):
-        tuned_accuracy = whole_network_lib.fine_tune(parts, whole_network.train, whole_network.val, photos, config,
-                                                     log_dir, whole_network.augment, whole_network.mixed_precision)
-    whole_network_lib.freeze_trunk(parts)
+        probe = (train.high, train.variety, class_weights[train.variety])
+        readout = whole_network_lib.fine_tune(parts, whole_network.train, whole_network.val, photos, config,
+                                              log_dir, probe, whole_network.augment, whole_network.mixed_precision)
+    with stopwatch("features_again"):
+        tuned_train, tuned_val, tuned_refit = whole_network.recache()
+    with stopwatch("stage1_head_again"):
+        parts.head.set_weights(first_weights)
+        _merge(history, _train_head(parts.head, tuned_train.head_inputs(), tuned_train.variety,
+                                    tuned_train.family, class_weights, config, int(config["epochs"])))
+        tuned_accuracy = head_accuracy(parts.head, tuned_val)
     kept = tuned_accuracy > frozen_accuracy
-    if not kept:
-        parts.model.set_weights(frozen_weights)
-    logging.info("Fine-tuning the whole network: eval accuracy %.4f, frozen %.4f: %s.", tuned_accuracy,
-                 frozen_accuracy, "kept" if kept else "dropped, the frozen model stands")
-    return kept
+    logging.info("Fine-tuning the whole network: the read-out reached %.4f on the eval photos; the head on the "
+                 "fine-tuned features %.4f, on the frozen ones %.4f: %s.", readout, tuned_accuracy, frozen_accuracy,
+                 "kept" if kept else "dropped, the frozen model stands")
+    if kept:
+        return True, (tuned_train, tuned_val, tuned_refit if refit_on is not None else None)
+    sizes = len(parts.trunk.get_weights())
+    parts.trunk.set_weights(frozen_backbone[:sizes])
+    parts.top.set_weights(frozen_backbone[sizes:])
+    parts.head.set_weights(frozen_head)
+    return False, (train, val, refit_on)
 
 
 def head_accuracy(head: keras.Model, val: Cached) -> float:
