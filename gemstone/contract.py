@@ -6,6 +6,8 @@ pipeline, the applications and the benchmarks can all read it.
 
 - Feature keys: raw ones come from ImageExampleGen; transformed ones (suffix
   `_xf`) from `modules/transform.py`.
+- The pretrained backbones' names, as GEMSTONE_BACKBONE, the model code and
+  `gemstone backbone fetch` spell them.
 - Artifact file names: what a component writes inside its artifact and what
   readers (dashboard, model card, tests, benchmarks) look for.
 - Metric names as TFMA writes them, and the binning of calibration figures.
@@ -54,6 +56,14 @@ FAMILY_HEAD = "family"
 # histogram: one number, so that a drift in hue is seen in the bins the model reads.
 HUE_BINS = 12
 
+# --- Pretrained backbones -----------------------------------------------------------------------
+
+INCEPTION_V3 = "inception_v3"
+EFFICIENTNET_LITE2 = "efficientnet_lite2"
+DEFAULT_BACKBONE = EFFICIENTNET_LITE2
+# The backbones with ImageNet weights to fetch (gemstone/backbones), the default first.
+BACKBONES = (EFFICIENTNET_LITE2, INCEPTION_V3)
+
 # --- The Trainer's settings ----------------------------------------------------------------------
 
 # Every setting of the Trainer module and its default: the one set of defaults (pipeline/configs.py's
@@ -68,7 +78,7 @@ TRAINER_DEFAULTS = {
     # efficientnet_lite2 or inception_v3 (transfer learning), none / small_cnn (from scratch), or
     # mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random),
     # "imagenet" (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes them).
-    "backbone": "efficientnet_lite2", "weights": "", "head_width": 1024,
+    "backbone": DEFAULT_BACKBONE, "weights": "", "head_width": 1024,
     # Dropout before the end-to-end models' read-out (the Tuner searches it).
     "dropout": 0.3,
     # Pretrained head: dropout on the pooled features the image expert reads (after the 0.2 all its inputs

@@ -141,9 +141,8 @@ def _inspect_data(args) -> int:
 
 
 BATCH_OPTIONS = ("--model", "--input", "--output", "--batch-size", "--verbose")
-# gemstone.backbones.BACKBONES, the default first; written out so that building the parser stays free
-# of numpy (cli_test checks the two agree).
-PRETRAINED_BACKBONES = ("efficientnet_lite2", "inception_v3")
+# The backbones `backbone fetch` offers, the default first: the contract's, so the parser needs no numpy.
+PRETRAINED_BACKBONES = contract.BACKBONES
 
 
 def _batch_infer(args, beam_args) -> int:
