@@ -66,6 +66,9 @@ BACKBONES = (EFFICIENTNET_LITE2, INCEPTION_V3)
 
 # --- The Trainer's settings ----------------------------------------------------------------------
 
+# The int8 TFLite models the Trainer can make (GEMSTONE_EDGE_INT8; modules/edge.py), the default first.
+EDGE_INT8_KINDS = ("dynamic_range", "full_integer")
+
 # Every setting of the Trainer module and its default: the one set of defaults (pipeline/configs.py's
 # PipelineConfig takes its own from here; the pipeline's custom_config and the Tuner override them).
 # docs/model.md says why each value is what it is.
@@ -74,7 +77,7 @@ TRAINER_DEFAULTS = {
     # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
     "imbalance": "class_weight", "edge_models": True,
     # The int8 TFLite model: "dynamic_range" (int8 weights) or "full_integer" (Edge TPU; modules/edge.py).
-    "edge_int8": "dynamic_range",
+    "edge_int8": EDGE_INT8_KINDS[0],
     # efficientnet_lite2 or inception_v3 (transfer learning), none / small_cnn (from scratch), or
     # mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random),
     # "imagenet" (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes them).
@@ -126,6 +129,8 @@ MODEL_ASSETS_DIR = "assets.extra"  # in the SavedModel: what the Trainer records
 CALIBRATION_FILE = "calibration.json"  # in it: temperature, ECE before/after, review trade-off
 BACKBONE_FILE = "backbone.json"  # in it: the weights the model started from, the fine-tuning decision
 NOVELTY_FILE = "novelty.json"  # in it: how the open-set scores were fitted, their thresholds and eval flag rates
+EDGE_DIR = "tflite"  # in the SavedModel's folder: the TFLite models for edge devices (modules/edge.py)
+EDGE_REPORT_FILE = "edge_report.json"  # in it: which TFLite models were kept, their sizes and agreement
 
 # --- Metrics ------------------------------------------------------------------------------------
 

@@ -23,8 +23,7 @@ SCHEMA_DIR = REPO_ROOT / "schema"
 DEFAULT_PIPELINE_NAME = "gemstone-demo"
 DEFAULT_BACKBONE = contract.DEFAULT_BACKBONE  # efficientnet_lite2
 FROM_SCRATCH = ("none", "small_cnn")
-# The int8 TFLite models the Trainer can make (modules/edge.py's INT8_KINDS; not imported: it loads TensorFlow).
-EDGE_INT8_KINDS = ("dynamic_range", "full_integer")
+EDGE_INT8_KINDS = contract.EDGE_INT8_KINDS  # the int8 TFLite models the Trainer can make
 # Side of the square picture each kind of backbone sees by default (GEMSTONE_IMAGE_SIZE overrides).
 # (keras.applications backbones, trained end to end: 224, the size their ImageNet weights were made at.)
 DEFAULT_IMAGE_SIZE = {contract.EFFICIENTNET_LITE2: 224, contract.INCEPTION_V3: 224, "from_scratch": 64,

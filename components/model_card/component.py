@@ -92,7 +92,7 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
         "open_set": {"fitted": novelty, "test": {k: v for k, v in test_open_set.items() if k != "non_gem_photos"},
                      "non_gem": {k: v for k, v in test_open_set["non_gem_photos"].items() if k != "answers"}}
         if novelty and test_open_set else ({"fitted": novelty} if novelty else {}),
-        "edge_models": _read_json(os.path.join(model_dir, "tflite", "edge_report.json")),
+        "edge_models": _read_json(os.path.join(model_dir, contract.EDGE_DIR, contract.EDGE_REPORT_FILE)),
         "lineage": {"examples": examples_uri, "model": model_uri, "evaluation": evaluation_uri},
     }
 
