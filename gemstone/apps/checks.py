@@ -84,7 +84,7 @@ def _model_hint() -> str:
 def model_version(model: str) -> Path:
     """A pushed version folder, or a TF Serving base folder (then its newest numeric version)."""
     path = Path(model)
-    if (path / "saved_model.pb").is_file():
+    if paths.is_version_dir(path):
         return path
     latest = paths.latest_version_dir(path)
     if latest is None:
