@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import List, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The real 88-class photos the tests and benchmarks use: beside the checkout, or where GEMSTONE_REAL_DATA says.
+REAL_DATA = Path(os.environ.get("GEMSTONE_REAL_DATA") or REPO_ROOT.parent / "shared" / "data" / "gemstones-88")
 
 
 def gemstone_home(home: Optional[str] = None) -> Path:

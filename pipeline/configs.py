@@ -17,7 +17,7 @@ from typing import Optional
 
 from gemstone import backbones, contract, paths
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = paths.REPO_ROOT
 SCHEMA_DIR = REPO_ROOT / "schema"
 
 DEFAULT_PIPELINE_NAME = "gemstone-demo"
