@@ -10,6 +10,8 @@ pipeline, the applications and the benchmarks can all read it.
   `gemstone backbone fetch` spell them.
 - Artifact file names: what a component writes inside its artifact and what
   readers (dashboard, model card, tests, benchmarks) look for.
+- Component ids: the pipeline's nodes as ML Metadata records them, which the
+  applications look a run's outputs up by.
 - Metric names as TFMA writes them, and the binning of calibration figures.
 - The serving signature and the prediction record: one parser of
   `serving_default`'s outputs, used by serving, batch inference, the
@@ -131,6 +133,18 @@ BACKBONE_FILE = "backbone.json"  # in it: the weights the model started from, th
 NOVELTY_FILE = "novelty.json"  # in it: how the open-set scores were fitted, their thresholds and eval flag rates
 EDGE_DIR = "tflite"  # in the SavedModel's folder: the TFLite models for edge devices (modules/edge.py)
 EDGE_REPORT_FILE = "edge_report.json"  # in it: which TFLite models were kept, their sizes and agreement
+
+# --- Component ids ------------------------------------------------------------------------------
+
+# The pipeline's nodes (pipeline/pipeline.py: TFX names a node after its class) as ML Metadata records them.
+EXAMPLE_GEN_ID = "ImageExampleGen"
+STATISTICS_GEN_ID = "StatisticsGen"
+TRAINER_ID = "Trainer"
+EVALUATOR_ID = "Evaluator"
+ROBUSTNESS_ID = "Robustness"
+PUSHER_ID = "Pusher"
+MODEL_CARD_ID = "ModelCard"
+SLICE_REPORT_ID = "SliceReport"
 
 # --- Metrics ------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from components.import_schema_gen.component import ImportSchemaGen
 from components.model_card.component import ModelCard
 from components.robustness.component import Robustness
 from components.slice_report.component import SliceReport
-from gemstone import code_fingerprint, ingestion
+from gemstone import code_fingerprint, contract, ingestion
 from pipeline import configs, evaluation
 
 
@@ -124,7 +124,7 @@ def create_pipeline(config: configs.PipelineConfig,
         # Robustness' blessing, the one the Pusher reads: a model the Evaluator blessed but the robustness
         # gate rejected was never pushed and must not become the baseline either.
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing,
-                                       producer_component_id="Robustness", output_key="blessing"),
+                                       producer_component_id=contract.ROBUSTNESS_ID, output_key="blessing"),
     ).with_id("latest_blessed_model_resolver")
 
     evaluator = Evaluator(

@@ -8,7 +8,7 @@ import pytest
 
 from components.image_example_gen import executor, fingerprint
 from components.import_schema_gen import component as import_schema_gen
-from gemstone import backbones
+from gemstone import backbones, contract
 from pipeline import configs, pipeline
 
 
@@ -26,6 +26,13 @@ def test_the_tuner_runs_only_when_asked_and_feeds_the_trainer(tmp_path):
     assert trainer.inputs["hyperparameters"].producer_component_id == "Tuner"
     assert tuner.inputs["transform_graph"].producer_component_id == "Transform"
     assert '"tuner_trials": 3' in tuner.exec_properties["custom_config"]
+
+
+def test_the_contracts_component_ids_are_the_pipelines(tmp_path):
+    """The applications look a run's outputs up in ML Metadata by the contract's ids."""
+    built = _components(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none"))
+    ids = [value for name, value in vars(contract).items() if name.endswith("_ID")]
+    assert len(ids) == 8 and set(ids) <= set(built)
 
 
 def test_without_fetched_weights_the_pipeline_is_not_built_and_says_what_to_do(tmp_path):

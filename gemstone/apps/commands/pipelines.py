@@ -4,12 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gemstone import contract
 from gemstone.apps import checks
 from gemstone.apps.commands import NO, OK, note
 
 
 def where(args) -> int:
-    from gemstone import contract, paths
+    from gemstone import paths
     from gemstone.apps import metadata
 
     name = checks.pipeline_name(args.pipeline_name)
@@ -20,13 +21,13 @@ def where(args) -> int:
     print(f"  metadata:     {paths.metadata_path(name)}")
     if paths.metadata_path(name).is_file():
         store = metadata.open_store(name)
-        examples = metadata.latest_output_uri(store, "ImageExampleGen", "examples")
+        examples = metadata.latest_output_uri(store, contract.EXAMPLE_GEN_ID, "examples")
         if examples and os.path.exists(os.path.join(examples, contract.DATA_REPORT_FILE)):
             print(f"  data report:  {os.path.join(examples, contract.DATA_REPORT_FILE)}")
-        evaluation = metadata.latest_output_uri(store, "Evaluator", "evaluation")
+        evaluation = metadata.latest_output_uri(store, contract.EVALUATOR_ID, "evaluation")
         if evaluation:
             print(f"  evaluation:   {evaluation}  (TFMA: per-class slices)")
-        dashboard = metadata.latest_output_uri(store, "SliceReport", "dashboard")
+        dashboard = metadata.latest_output_uri(store, contract.SLICE_REPORT_ID, "dashboard")
         if dashboard and os.path.exists(os.path.join(dashboard, contract.DASHBOARD_FILE)):
             print(f"  dashboard:    {os.path.join(dashboard, contract.DASHBOARD_FILE)}")
     if latest is None:
@@ -43,11 +44,11 @@ def report(args) -> int:
     from gemstone.apps import metadata
 
     store = metadata.open_store(name)
-    if not metadata.latest_output_uri(store, "Evaluator", "evaluation"):
+    if not metadata.latest_output_uri(store, contract.EVALUATOR_ID, "evaluation"):
         raise checks.UsageError(f"pipeline '{name}' has no finished evaluation yet: has a run reached the "
                                 f"Evaluator? (`gemstone runs --pipeline-name {name}`)")
     note(f"Writing the dashboard of pipeline '{name}' (TensorFlow Model Analysis)...")
-    from gemstone import contract, report as report_lib
+    from gemstone import report as report_lib
 
     data = report_lib.write(metadata.latest_evaluation(store), name, args.output)
     overall = data["overall"]["candidate"]
