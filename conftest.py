@@ -18,10 +18,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from gemstone import demo_data  # noqa: E402
+# The real photos: GEMSTONE_REAL_DATA points elsewhere when the checkout is not beside shared/.
+from gemstone.paths import REAL_DATA  # noqa: E402
 from tests.tfx_helpers import E2E_PIPELINE, REPO, tfx_cli  # noqa: E402
-
-# GEMSTONE_REAL_DATA points elsewhere when the checkout is not beside shared/.
-REAL_DATA = Path(os.environ.get("GEMSTONE_REAL_DATA") or Path(__file__).resolve().parents[1] / "shared" / "data" / "gemstones-88")
 
 
 @pytest.fixture

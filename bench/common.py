@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from gemstone import paths
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REAL_DATA = Path(os.environ.get("GEMSTONE_REAL_DATA")
-                 or Path(__file__).resolve().parents[2] / "shared" / "data" / "gemstones-88")
+REAL_DATA = paths.REAL_DATA  # the real photos (GEMSTONE_REAL_DATA, else beside the checkout)
 
 
 def machine() -> Dict[str, object]:

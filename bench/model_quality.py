@@ -342,7 +342,7 @@ def batch_inference_rate(version: Path, test_files) -> dict:
 
 def edge_summary(version: Path) -> dict:
     """TFLite sizes and top-1 agreement with the SavedModel, from the Trainer's edge_report.json."""
-    report_path = version / "tflite" / "edge_report.json"
+    report_path = version / contract.EDGE_DIR / contract.EDGE_REPORT_FILE
     if not report_path.exists():
         return {}
     report = json.loads(report_path.read_text())

@@ -195,7 +195,7 @@ def pushed_model_row(test_files) -> dict:
            "non_gem_auroc": round(_auroc(not_gem_score(test), not_gem_score(non_gem)), 4)}
     tflite = version / edge.FOLDER / "model_float16.tflite"
     if tflite.exists():
-        size = json.loads((version / edge.FOLDER / "edge_report.json").read_text())["image_size"]
+        size = json.loads((version / edge.FOLDER / contract.EDGE_REPORT_FILE).read_text())["image_size"]
         images = transform.model_inputs(tf.constant(test_photos), size)[contract.IMAGE_XF].numpy()
         known = edge._interpret(tflite.read_bytes(), images)["known"].astype(bool)
         row["tflite_float16_known_agreement"] = round(float((known == np.array([r["known"] for r in test])).mean()), 4)

@@ -144,7 +144,7 @@ def edge_models(version: Path, n: int = 100) -> list:
     import numpy as np
     import tensorflow as tf
 
-    report = json.loads((version / "tflite" / "edge_report.json").read_text())
+    report = json.loads((version / contract.EDGE_DIR / contract.EDGE_REPORT_FILE).read_text())
     loaded = tf.saved_model.load(str(version))
     photos = _photos(n)
     size = int(report["image_size"])
@@ -162,7 +162,7 @@ def edge_models(version: Path, n: int = 100) -> list:
     rows = [{"model": "SavedModel (with Transform graph)", "bytes": saved_model_bytes,
              "ms_per_image": round(1000 * (time.perf_counter() - started) / n, 2), "top1_agreement": 1.0}]
     for name in ("float16", "int8"):
-        path = version / "tflite" / f"model_{name}.tflite"
+        path = version / contract.EDGE_DIR / f"model_{name}.tflite"
         if not path.exists():
             rows.append({"model": f"TFLite {name}", "bytes": report.get(name, {}).get("bytes", ""),
                          "ms_per_image": "", "top1_agreement": report.get(name, {}).get("top1_agreement", ""),

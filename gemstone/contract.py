@@ -6,8 +6,12 @@ pipeline, the applications and the benchmarks can all read it.
 
 - Feature keys: raw ones come from ImageExampleGen; transformed ones (suffix
   `_xf`) from `modules/transform.py`.
+- The pretrained backbones' names, as GEMSTONE_BACKBONE, the model code and
+  `gemstone backbone fetch` spell them.
 - Artifact file names: what a component writes inside its artifact and what
   readers (dashboard, model card, tests, benchmarks) look for.
+- Component ids: the pipeline's nodes as ML Metadata records them, which the
+  applications look a run's outputs up by.
 - Metric names as TFMA writes them, and the binning of calibration figures.
 - The serving signature and the prediction record: one parser of
   `serving_default`'s outputs, used by serving, batch inference, the
@@ -54,7 +58,18 @@ FAMILY_HEAD = "family"
 # histogram: one number, so that a drift in hue is seen in the bins the model reads.
 HUE_BINS = 12
 
+# --- Pretrained backbones -----------------------------------------------------------------------
+
+INCEPTION_V3 = "inception_v3"
+EFFICIENTNET_LITE2 = "efficientnet_lite2"
+DEFAULT_BACKBONE = EFFICIENTNET_LITE2
+# The backbones with ImageNet weights to fetch (gemstone/backbones), the default first.
+BACKBONES = (EFFICIENTNET_LITE2, INCEPTION_V3)
+
 # --- The Trainer's settings ----------------------------------------------------------------------
+
+# The int8 TFLite models the Trainer can make (GEMSTONE_EDGE_INT8; modules/edge.py), the default first.
+EDGE_INT8_KINDS = ("dynamic_range", "full_integer")
 
 # Every setting of the Trainer module and its default: the one set of defaults (pipeline/configs.py's
 # PipelineConfig takes its own from here; the pipeline's custom_config and the Tuner override them).
@@ -64,11 +79,11 @@ TRAINER_DEFAULTS = {
     # "class_weight": rare classes weigh more in the loss; "none": every photo counts the same.
     "imbalance": "class_weight", "edge_models": True,
     # The int8 TFLite model: "dynamic_range" (int8 weights) or "full_integer" (Edge TPU; modules/edge.py).
-    "edge_int8": "dynamic_range",
+    "edge_int8": EDGE_INT8_KINDS[0],
     # efficientnet_lite2 or inception_v3 (transfer learning), none / small_cnn (from scratch), or
     # mobilenet_v2, mobilenet_v3_small, efficientnet_b0, resnet50 (end to end); weights: "" (random),
     # "imagenet" (Keras' download) or a no-top weights file (`gemstone backbone fetch` writes them).
-    "backbone": "efficientnet_lite2", "weights": "", "head_width": 1024,
+    "backbone": DEFAULT_BACKBONE, "weights": "", "head_width": 1024,
     # Dropout before the end-to-end models' read-out (the Tuner searches it).
     "dropout": 0.3,
     # Pretrained head: dropout on the pooled features the image expert reads (after the 0.2 all its inputs
@@ -118,6 +133,20 @@ MODEL_ASSETS_DIR = "assets.extra"  # in the SavedModel: what the Trainer records
 CALIBRATION_FILE = "calibration.json"  # in it: temperature, ECE before/after, review trade-off
 BACKBONE_FILE = "backbone.json"  # in it: the weights the model started from, the fine-tuning decision
 NOVELTY_FILE = "novelty.json"  # in it: how the open-set scores were fitted, their thresholds and eval flag rates
+EDGE_DIR = "tflite"  # in the SavedModel's folder: the TFLite models for edge devices (modules/edge.py)
+EDGE_REPORT_FILE = "edge_report.json"  # in it: which TFLite models were kept, their sizes and agreement
+
+# --- Component ids ------------------------------------------------------------------------------
+
+# The pipeline's nodes (pipeline/pipeline.py: TFX names a node after its class) as ML Metadata records them.
+EXAMPLE_GEN_ID = "ImageExampleGen"
+STATISTICS_GEN_ID = "StatisticsGen"
+TRAINER_ID = "Trainer"
+EVALUATOR_ID = "Evaluator"
+ROBUSTNESS_ID = "Robustness"
+PUSHER_ID = "Pusher"
+MODEL_CARD_ID = "ModelCard"
+SLICE_REPORT_ID = "SliceReport"
 
 # --- Metrics ------------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ Two input layouts are understood:
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -21,13 +20,9 @@ import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from gemstone import image_stats, images, splits, taxonomy
+from gemstone import image_stats, images, manifests, splits, taxonomy
 from gemstone.contract import FAMILY_KEY, IMAGE_KEY, LABEL_KEY, SIZE_BUCKET_KEY
 
-MANIFEST_SUFFIXES = (".csv", ".jsonl")
-# Columns of a manifest that have a meaning of their own; any other column is
-# carried into the tf.Example as a string attribute.
-RESERVED_COLUMNS = ("path", "label", "family", "stone_id")
 # Photo size buckets by the short side, in pixels: the Evaluator reports accuracy per bucket,
 # because small shop photos lose the detail that tells look-alikes apart.
 SIZE_BUCKETS = ((256, "small (<256 px)"), (512, "medium (256-511 px)"), (None, "large (>=512 px)"))
@@ -121,7 +116,7 @@ def default_input_pattern(data: str) -> Tuple[str, str]:
     if "://" not in data:
         data = os.path.abspath(os.path.expanduser(data))
     data = data.rstrip("/")
-    if data.lower().endswith(MANIFEST_SUFFIXES):
+    if data.lower().endswith(manifests.SUFFIXES):
         base, name = posixpath.split(data)
         return base, name
     return data, "*/*"
@@ -133,7 +128,7 @@ def discover(input_base: str, pattern: str, family_map: Optional[Dict[str, str]]
     root = Path(input_base)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
-    if pattern.lower().endswith(MANIFEST_SUFFIXES):
+    if pattern.lower().endswith(manifests.SUFFIXES):
         manifest = root / pattern
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest not found: {manifest}")
@@ -157,22 +152,10 @@ def _discover_class_folders(root: Path, family_map: Dict[str, str]) -> Discovery
     return Discovery(str(root), "class_folders", entries, quarantined, hidden)
 
 
-def _read_manifest_rows(manifest: Path) -> Iterable[Tuple[int, Dict[str, Any]]]:
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        if manifest.suffix.lower() == ".jsonl":
-            for line_number, line in enumerate(f, start=1):
-                if line.strip():
-                    yield line_number, json.loads(line)
-        else:
-            # Line 1 is the header.
-            for line_number, row in enumerate(csv.DictReader(f), start=2):
-                yield line_number, row
-
-
 def _discover_manifest(manifest: Path, family_map: Dict[str, str]) -> Discovery:
     root = manifest.parent
     entries, quarantined, seen = [], [], set()
-    for line_number, row in _read_manifest_rows(manifest):
+    for line_number, row in manifests.rows(manifest):
         row = {str(k).strip(): ("" if v is None else str(v).strip()) for k, v in row.items()}
         rel_path, label = row.get("path", ""), row.get("label", "")
         where = rel_path or f"{manifest.name}:{line_number}"
@@ -190,7 +173,7 @@ def _discover_manifest(manifest: Path, family_map: Dict[str, str]) -> Discovery:
         if not path.exists():
             quarantined.append(Quarantined(where, "missing_file", f"line {line_number}: no such file", label))
             continue
-        attributes = tuple(sorted((k, v) for k, v in row.items() if k not in RESERVED_COLUMNS and k))
+        attributes = tuple(sorted((k, v) for k, v in row.items() if k not in manifests.RESERVED_COLUMNS and k))
         entries.append(
             SourceEntry(
                 path=str(path),

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import List, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The real 88-class photos the tests and benchmarks use: beside the checkout, or where GEMSTONE_REAL_DATA says.
+REAL_DATA = Path(os.environ.get("GEMSTONE_REAL_DATA") or REPO_ROOT.parent / "shared" / "data" / "gemstones-88")
 
 
 def gemstone_home(home: Optional[str] = None) -> Path:
@@ -43,15 +45,20 @@ def reports_dir(pipeline_name: str, home: Optional[str] = None) -> Path:
     return gemstone_home(home) / "reports" / pipeline_name
 
 
-def versions(base: Path) -> List[Path]:
-    """The complete model versions under a TF Serving base path (numeric folders holding a SavedModel), oldest first.
+def is_version_dir(folder: Path) -> bool:
+    """Whether a folder is a model version: it holds a SavedModel (a base path holds versions, not one).
 
     The one definition of "a version", for serving, batch inference, drift and the CLI.
     """
+    return (Path(folder) / "saved_model.pb").is_file()
+
+
+def versions(base: Path) -> List[Path]:
+    """The complete model versions under a TF Serving base path (numeric version folders), oldest first."""
     base = Path(base)
     if not base.is_dir():
         return []
-    found = [p for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    found = [p for p in base.iterdir() if p.name.isdigit() and is_version_dir(p)]
     return sorted(found, key=lambda p: int(p.name))
 
 

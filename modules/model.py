@@ -36,8 +36,8 @@ from modules import transform  # noqa: E402
 
 SMALL_CNN = "small_cnn"
 NONE = "none"  # from scratch: the small CNN
-INCEPTION_V3 = "inception_v3"
-EFFICIENTNET_LITE2 = "efficientnet_lite2"
+INCEPTION_V3 = contract.INCEPTION_V3
+EFFICIENTNET_LITE2 = contract.EFFICIENTNET_LITE2
 # name -> (application class, preprocessing from 0..255 RGB to what the backbone expects)
 BACKBONES = {
     "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),

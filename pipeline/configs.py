@@ -17,17 +17,17 @@ from typing import Optional
 
 from gemstone import backbones, contract, paths
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = paths.REPO_ROOT
 SCHEMA_DIR = REPO_ROOT / "schema"
 
 DEFAULT_PIPELINE_NAME = "gemstone-demo"
-DEFAULT_BACKBONE = backbones.DEFAULT_BACKBONE  # efficientnet_lite2
+DEFAULT_BACKBONE = contract.DEFAULT_BACKBONE  # efficientnet_lite2
 FROM_SCRATCH = ("none", "small_cnn")
-# The int8 TFLite models the Trainer can make (modules/edge.py's INT8_KINDS; not imported: it loads TensorFlow).
-EDGE_INT8_KINDS = ("dynamic_range", "full_integer")
+EDGE_INT8_KINDS = contract.EDGE_INT8_KINDS  # the int8 TFLite models the Trainer can make
 # Side of the square picture each kind of backbone sees by default (GEMSTONE_IMAGE_SIZE overrides).
 # (keras.applications backbones, trained end to end: 224, the size their ImageNet weights were made at.)
-DEFAULT_IMAGE_SIZE = {"efficientnet_lite2": 224, "inception_v3": 224, "from_scratch": 64, "keras_applications": 224}
+DEFAULT_IMAGE_SIZE = {contract.EFFICIENTNET_LITE2: 224, contract.INCEPTION_V3: 224, "from_scratch": 64,
+                      "keras_applications": 224}
 PROVENANCE_KEYS = ("source", "package", "version", "tarball_sha256", "wheel_sha256", "weights_sha256",
                    "imagenet_layers", "quantization")
 NO_WEIGHTS = "none"  # GEMSTONE_WEIGHTS=none: a pretrained architecture from random weights (tests, plumbing)

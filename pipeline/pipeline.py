@@ -15,49 +15,20 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, StatisticsGen, Trainer, Transform,
                             Tuner)
-from tfx.components.schema_gen.import_schema_gen import component as import_schema_gen
-from tfx.dsl.components.base import base_component
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import pusher_pb2, trainer_pb2
-from tfx.types import standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ExecutionParameter
+from tfx.types import standard_artifacts
 
 from components.data_gate.component import DataGate
 from components.image_example_gen.component import ImageExampleGen
+from components.import_schema_gen.component import ImportSchemaGen
 from components.model_card.component import ModelCard
 from components.robustness.component import Robustness
 from components.slice_report.component import SliceReport
-from gemstone import code_fingerprint, ingestion
+from gemstone import code_fingerprint, contract, ingestion
 from pipeline import configs, evaluation
-
-
-SCHEMA_SHA256_KEY = "schema_sha256"
-
-
-class _ImportSchemaGenSpec(standard_component_specs.ImportSchemaGenSpec):
-    PARAMETERS = {
-        **standard_component_specs.ImportSchemaGenSpec.PARAMETERS,
-        SCHEMA_SHA256_KEY: ExecutionParameter(type=str),
-    }
-
-
-class ImportSchemaGen(import_schema_gen.ImportSchemaGen):
-    """TFX's ImportSchemaGen (same executor, same id), with the schema file's content hash as an exec property.
-
-    ImportSchemaGen's cache key has the file's path, not its content: without
-    the hash, an edited schema would be ignored in favour of the cached import.
-    The executor copies the file into the Schema artifact, which is the
-    snapshot of the schema this run used.
-    """
-
-    SPEC_CLASS = _ImportSchemaGenSpec
-
-    def __init__(self, schema_file: str, schema_sha256: str):
-        spec = _ImportSchemaGenSpec(schema_file=schema_file, schema_sha256=schema_sha256,
-                                    schema=types.Channel(type=standard_artifacts.Schema))
-        base_component.BaseComponent.__init__(self, spec=spec)
 
 
 # Exec property of Transform and the Trainer (in custom_config): the fingerprint of the module code
@@ -153,7 +124,7 @@ def create_pipeline(config: configs.PipelineConfig,
         # Robustness' blessing, the one the Pusher reads: a model the Evaluator blessed but the robustness
         # gate rejected was never pushed and must not become the baseline either.
         model_blessing=types.Channel(type=standard_artifacts.ModelBlessing,
-                                       producer_component_id="Robustness", output_key="blessing"),
+                                       producer_component_id=contract.ROBUSTNESS_ID, output_key="blessing"),
     ).with_id("latest_blessed_model_resolver")
 
     evaluator = Evaluator(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from components.image_example_gen import executor, fingerprint
-from gemstone import backbones
+from components.import_schema_gen import component as import_schema_gen
+from gemstone import backbones, contract
 from pipeline import configs, pipeline
 
 
@@ -25,6 +26,13 @@ def test_the_tuner_runs_only_when_asked_and_feeds_the_trainer(tmp_path):
     assert trainer.inputs["hyperparameters"].producer_component_id == "Tuner"
     assert tuner.inputs["transform_graph"].producer_component_id == "Transform"
     assert '"tuner_trials": 3' in tuner.exec_properties["custom_config"]
+
+
+def test_the_contracts_component_ids_are_the_pipelines(tmp_path):
+    """The applications look a run's outputs up in ML Metadata by the contract's ids."""
+    built = _components(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none"))
+    ids = [value for name, value in vars(contract).items() if name.endswith("_ID")]
+    assert len(ids) == 8 and set(ids) <= set(built)
 
 
 def test_without_fetched_weights_the_pipeline_is_not_built_and_says_what_to_do(tmp_path):
@@ -82,11 +90,11 @@ def test_an_edited_schema_changes_the_import_schema_gen_cache_key(tmp_path):
         return _components(config)["ImportSchemaGen"].exec_properties
 
     first = exec_properties(original)
-    assert first[pipeline.SCHEMA_SHA256_KEY] == hashlib.sha256(original).hexdigest()
+    assert first[import_schema_gen.SCHEMA_SHA256_KEY] == hashlib.sha256(original).hexdigest()
     assert exec_properties(original) == first
     edited = exec_properties(original.replace(b"max: 1024", b"max: 2048", 1))
     assert edited["schema_file"] == first["schema_file"]
-    assert edited[pipeline.SCHEMA_SHA256_KEY] != first[pipeline.SCHEMA_SHA256_KEY]
+    assert edited[import_schema_gen.SCHEMA_SHA256_KEY] != first[import_schema_gen.SCHEMA_SHA256_KEY]
 
 
 def test_a_missing_curated_schema_stops_the_build(tmp_path):
@@ -104,7 +112,7 @@ def test_compiled_for_a_container_the_schema_keeps_the_hash_of_this_machines_cop
                                     schema_path=kubeflow_runner.in_container(local.schema_path))
     schema_gen = _components(container)["ImportSchemaGen"]
     assert schema_gen.exec_properties["schema_file"] == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"
-    assert schema_gen.exec_properties[pipeline.SCHEMA_SHA256_KEY] == \
+    assert schema_gen.exec_properties[import_schema_gen.SCHEMA_SHA256_KEY] == \
         hashlib.sha256(Path(local.schema_path).read_bytes()).hexdigest()
 
 
@@ -112,30 +120,6 @@ def test_the_example_gen_cache_key_has_the_ingestion_code_fingerprint(tmp_path):
     example_gen = _components(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none"))[
         "ImageExampleGen"]
     assert example_gen.exec_properties[executor.INGESTION_CODE_KEY] == fingerprint.ingestion_fingerprint()
-
-
-def test_the_local_orchestrator_reimports_an_edited_schema_and_caches_an_unchanged_one(tmp_path):
-    from tfx import v1 as tfx
-
-    schema = tmp_path / "schema.pbtxt"
-    original = (configs.SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt").read_bytes()
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(tmp_path / "metadata.db"))
-
-    def run(content):
-        schema.write_bytes(content)
-        config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
-                                        schema_path=str(schema))
-        schema_gen = pipeline.ImportSchemaGen(schema_file=config.schema_path, schema_sha256=config.schema_sha256)
-        tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
-            pipeline_name="schema-cache", pipeline_root=str(tmp_path / "root"), components=[schema_gen],
-            enable_cache=True, metadata_connection_config=metadata))
-        return sorted((tmp_path / "root" / "ImportSchemaGen" / "schema").glob("*/schema.pbtxt"))
-
-    assert len(run(original)) == 1
-    assert len(run(original)) == 1  # unchanged: taken from the cache
-    edited = original.replace(b"max: 1024", b"max: 2048", 1)
-    imported = run(edited)
-    assert len(imported) == 2 and edited in [p.read_bytes() for p in imported]
 
 
 def test_transform_and_trainer_run_the_installed_functions_and_key_their_cache_on_that_code(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from tfx.types import artifact_utils, standard_artifacts
 
+from components import artifacts
 from components.model_card import component as model_card
 from components.robustness import component as robustness
 from components.slice_report import component as slice_report
@@ -150,7 +151,7 @@ def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: f
     evaluator_blessing = _published(_artifact(standard_artifacts.ModelBlessing, tmp_path / "evaluator_blessing",
                                               blessed=int(evaluator_blessed), current_model_id=model.id))
 
-    report = _artifact(robustness.RobustnessReport, tmp_path / "robustness")
+    report = _artifact(artifacts.RobustnessReport, tmp_path / "robustness")
     blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
     _run(robustness.Robustness, model=model, examples=examples, model_blessing=evaluator_blessing,
          report=report, blessing=blessing, split="test", max_examples=100,
@@ -168,10 +169,10 @@ def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: f
                          {"push_destination": json_format.MessageToJson(destination)})
     pushed = _published(pushed)
 
-    dashboard = _artifact(slice_report.SliceDashboard, tmp_path / "dashboard")
+    dashboard = _artifact(artifacts.SliceDashboard, tmp_path / "dashboard")
     _run(slice_report.SliceReport, evaluation=evaluation, blessing=blessing, model=model, examples=examples,
          robustness=report, dashboard=dashboard, pipeline_name="gates-test", split="test")
-    card = _artifact(model_card.ModelCardDocument, tmp_path / "card")
+    card = _artifact(artifacts.ModelCardDocument, tmp_path / "card")
     _run(model_card.ModelCard, model=model, evaluation=evaluation, examples=examples, blessing=blessing,
          robustness=report, pushed_model=pushed, card=card)
     return {"blessing": blessing, "pushed": pushed, "serving": serving,

@@ -136,16 +136,17 @@ def test_runs_and_lineage_come_from_metadata(pipeline_run, capsys, monkeypatch):
     for kind in ("Examples", "Schema", "TransformGraph", "Model", "ModelEvaluation"):
         assert kind in lineage["artifacts"], lineage
     assert lineage["trainer_settings"]["epochs"] == 2
-    assert (version / contract.MODEL_CARD_FILE).exists() and (version / "tflite" / "model_float16.tflite").exists()
+    assert (version / contract.MODEL_CARD_FILE).exists() and \
+        (version / contract.EDGE_DIR / "model_float16.tflite").exists()
 
 
 def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline_run):
     home, _, _, first = pipeline_run
     version = paths.latest_version_dir(paths.serving_dir(PIPELINE_NAME, str(home)))
-    report = json.loads((version / "tflite" / "edge_report.json").read_text())
-    assert (version / "tflite" / "model_float16.tflite").stat().st_size == report["float16"]["bytes"]
+    report = json.loads((version / contract.EDGE_DIR / contract.EDGE_REPORT_FILE).read_text())
+    assert (version / contract.EDGE_DIR / "model_float16.tflite").stat().st_size == report["float16"]["bytes"]
     int8 = report["int8"]
-    assert (version / "tflite" / "model_int8.tflite").exists() == int8["kept"]
+    assert (version / contract.EDGE_DIR / "model_int8.tflite").exists() == int8["kept"]
     if "agreement" in int8:  # absent only when the conversion failed (then said in why_not_kept)
         assert list(int8["agreement"]) == ["dynamic_range"]  # the default kind, and no other tried
     if int8["kept"]:
@@ -154,7 +155,7 @@ def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline
     else:
         assert "not kept" in int8["why_not_kept"] or "conversion failed" in int8["why_not_kept"]
     # float16 that disagrees is backed by a float32 model that agrees
-    assert (version / "tflite" / "model_float32.tflite").exists() == \
+    assert (version / contract.EDGE_DIR / "model_float32.tflite").exists() == \
         (report["float16"]["top1_agreement"] < report["min_agreement"])
     if "float32" in report:
         assert report["float32"]["top1_agreement"] >= report["min_agreement"]

@@ -84,5 +84,8 @@ class ImageExampleGen(example_gen_component.FileBasedExampleGen):
             ingestion_code=fingerprint.ingestion_fingerprint(),
             examples=types.Channel(type=standard_artifacts.Examples),
         )
-        # FileBasedExampleGen.__init__ would build its own spec; skip to the base.
+        # Not FileBasedExampleGen.__init__: it builds a FileBasedExampleGenSpec, which has no place for the two
+        # parameters above, and BaseComponent takes only a spec of SPEC_CLASS. The class stays a
+        # FileBasedExampleGen (its driver; the Kubeflow V2 compiler builds ExampleGens by that type), so the
+        # base of FileBasedExampleGen is called with this spec.
         base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

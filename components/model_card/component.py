@@ -15,10 +15,9 @@ from typing import Any, Dict, List, Optional
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import artifact, standard_artifacts
+from tfx.types import standard_artifacts
 
-from components.robustness.component import REPORT_FILE as ROBUSTNESS_FILE, RobustnessReport
-
+from components.artifacts import ModelCardDocument, RobustnessReport
 from gemstone import contract
 
 INTENDED_USE = ("Suggests the variety and mineral family of a gemstone from a photograph, with a confidence, "
@@ -28,12 +27,6 @@ LIMITS = ("Not a gemmological test: a photograph cannot separate natural from sy
           "listed below. A photo that is not of a gemstone, or of a variety not listed, is answered with the "
           "closest variety listed and flagged `known: false` when the model sees it (see Open set below), "
           "but an unfamiliar variety that looks like a listed one is often not flagged.")
-
-
-class ModelCardDocument(artifact.Artifact):
-    """model_card.md and model_card.json of one candidate model."""
-
-    TYPE_NAME = "gemstone.ModelCardDocument"  # namespaced: KFP v2 needs <namespace>.<Name>
 
 
 def _read_json(path: str) -> Dict[str, Any]:
@@ -67,7 +60,7 @@ def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optio
     blessed = report.is_blessed(blessing)
     reasons = [] if blessed else report.rejection_reasons(
         report.validation_failures(tfma.load_validation_result(evaluation_uri)),
-        report.robustness_failures(_read_json(os.path.join(robustness_uri, ROBUSTNESS_FILE))))
+        report.robustness_failures(_read_json(os.path.join(robustness_uri, contract.ROBUSTNESS_REPORT_FILE))))
     return {"blessed": blessed, "pushed": pushed_to is not None, "pushed_to": pushed_to, "reasons": reasons}
 
 
@@ -99,7 +92,7 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
         "open_set": {"fitted": novelty, "test": {k: v for k, v in test_open_set.items() if k != "non_gem_photos"},
                      "non_gem": {k: v for k, v in test_open_set["non_gem_photos"].items() if k != "answers"}}
         if novelty and test_open_set else ({"fitted": novelty} if novelty else {}),
-        "edge_models": _read_json(os.path.join(model_dir, "tflite", "edge_report.json")),
+        "edge_models": _read_json(os.path.join(model_dir, contract.EDGE_DIR, contract.EDGE_REPORT_FILE)),
         "lineage": {"examples": examples_uri, "model": model_uri, "evaluation": evaluation_uri},
     }
 
@@ -215,7 +208,7 @@ def ModelCard(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TF
     version_dir = pushed_model.get_string_custom_property("pushed_destination") if pushed else None
     content = build_card(version_dir or path_utils.serving_model_path(model.uri), model.uri, evaluation.uri,
                          examples.uri, verdict(blessing, evaluation.uri, robustness.uri, version_dir),
-                         _read_json(os.path.join(robustness.uri, ROBUSTNESS_FILE)))
+                         _read_json(os.path.join(robustness.uri, contract.ROBUSTNESS_REPORT_FILE)))
     for folder in [card.uri] + ([version_dir] if version_dir else []):
         with tf.io.gfile.GFile(os.path.join(folder, contract.MODEL_CARD_JSON_FILE), "w") as f:
             json.dump(content, f, indent=1)

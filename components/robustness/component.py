@@ -25,20 +25,15 @@ from typing import Dict, List
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import artifact, standard_artifacts
+from tfx.types import standard_artifacts
 
+from components.artifacts import RobustnessReport
 from gemstone import contract
 
 REPORT_FILE = contract.ROBUSTNESS_REPORT_FILE
 PREDICTIONS_FILE = contract.ROBUSTNESS_PREDICTIONS_FILE
 BATCH_SIZE = 64
 KEYS = (contract.IMAGE_KEY, contract.LABEL_KEY, "source_path")
-
-
-class RobustnessReport(artifact.Artifact):
-    """robustness.json (accuracy per corruption) and predictions.jsonl (clean predictions per photo)."""
-
-    TYPE_NAME = "gemstone.RobustnessReport"  # namespaced: KFP v2 needs <namespace>.<Name>
 
 
 def predict(signature, images: List[bytes]) -> List[Dict[str, object]]:

@@ -12,18 +12,12 @@ import os
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import artifact, standard_artifacts
+from tfx.types import standard_artifacts
 
-from components.robustness.component import RobustnessReport
+from components.artifacts import RobustnessReport, SliceDashboard
 from gemstone import contract
 
 REPORT_FILE = contract.DASHBOARD_FILE
-
-
-class SliceDashboard(artifact.Artifact):
-    """report.html: one self-contained page per evaluation."""
-
-    TYPE_NAME = "gemstone.SliceDashboard"  # namespaced: KFP v2 needs <namespace>.<Name>
 
 
 @component

@@ -7,7 +7,6 @@ line prints it and exits with status 2.
 """
 from __future__ import annotations
 
-import csv
 import difflib
 import errno
 import json
@@ -17,7 +16,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from gemstone import paths
+from gemstone import manifests, paths
 
 
 class UsageError(Exception):
@@ -84,7 +83,7 @@ def _model_hint() -> str:
 def model_version(model: str) -> Path:
     """A pushed version folder, or a TF Serving base folder (then its newest numeric version)."""
     path = Path(model)
-    if (path / "saved_model.pb").is_file():
+    if paths.is_version_dir(path):
         return path
     latest = paths.latest_version_dir(path)
     if latest is None:
@@ -124,34 +123,23 @@ def input_files(input_spec: str) -> Tuple[List[str], int]:
     return sorted(visible), len(matches) - len(visible)
 
 
-MANIFEST_SUFFIXES = (".csv", ".jsonl")
-REQUIRED_COLUMNS = ("path", "label")
-
-
 def manifest_columns(manifest: Path) -> List[str]:
     """The columns a manifest names: the CSV header, or the keys of the first JSON line."""
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        if manifest.suffix.lower() == ".jsonl":
-            for line_number, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        raise UsageError(f"{manifest} line {line_number} is not JSON: a .jsonl manifest has one "
-                                         f'object per line, e.g. {{"path": "Ruby/1.jpg", "label": "Ruby"}}') from None
-                    return [str(k).strip() for k in row] if isinstance(row, dict) else []
-            return []
-        return [c.strip() for c in next(csv.reader(f), [])]
+    try:
+        return manifests.columns(manifest)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{manifest} line {e.line_number} is not JSON: a .jsonl manifest has one "
+                         f'object per line, e.g. {{"path": "Ruby/1.jpg", "label": "Ruby"}}') from None
 
 
 def data_source(data: str) -> Path:
     """A folder of class folders or a manifest that exists, and a manifest that names `path` and `label`."""
     path = Path(os.path.expanduser(data))
-    if path.suffix.lower() in MANIFEST_SUFFIXES:
+    if path.suffix.lower() in manifests.SUFFIXES:
         if not path.is_file():
             raise NotFound(f"manifest not found: {path}")
         columns = manifest_columns(path)
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        missing = [c for c in manifests.REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise UsageError(f"manifest {path} lacks the column{'s' if len(missing) > 1 else ''} "
                              f"{' and '.join(missing)} (it has: {', '.join(columns) or 'nothing'}): its first "

@@ -289,7 +289,7 @@ def make_server(model: str, host: str = "127.0.0.1", port: int = 8501, model_nam
     what a loaded version needs said (a model without the open-set outputs).
     """
     base = Path(model)
-    if (base / "saved_model.pb").is_file():  # a version folder was given: serve its base
+    if paths.is_version_dir(base):  # a version folder was given: serve its base
         base = base.parent
     name = model_name or base.name
     repository = ModelRepository(str(base), notice)
@@ -307,7 +307,7 @@ def make_server(model: str, host: str = "127.0.0.1", port: int = 8501, model_nam
 
 def default_log_dir(model: str) -> str:
     base = Path(model)
-    name = base.parent.name if (base / "saved_model.pb").is_file() else base.name
+    name = base.parent.name if paths.is_version_dir(base) else base.name
     return str(paths.gemstone_home() / "serving-logs" / name)
 
 
