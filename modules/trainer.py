@@ -31,7 +31,7 @@ import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gemstone import contract  # noqa: E402
-from modules import calibration, edge, end_to_end, export, inputs, novelty, transfer, whole_network  # noqa: E402
+from modules import calibration, edge, end_to_end, export, gallery, inputs, novelty, transfer, whole_network  # noqa: E402,E501
 from modules import model as model_lib  # noqa: E402
 
 TIMINGS_FILE = "timings.json"  # in the model run folder: seconds per stage of the Trainer
@@ -69,6 +69,10 @@ def run_fn(fn_args: FnArgs):
     _write_json(os.path.join(assets, contract.CALIBRATION_FILE), calibrated)
     _write_json(os.path.join(assets, contract.NOVELTY_FILE), novelty_report)
     _write_json(os.path.join(assets, contract.BACKBONE_FILE), _backbone_record(config, trained))
+    with stopwatch("gallery"):
+        gallery.write(fn_args.serving_model_dir, fn_args.train_files,
+                      tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB), known.train_features,
+                      known.train_labels)
     _write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                 {k: [float(v) for v in vs] for k, vs in trained.history.items()})
     _write_json(os.path.join(fn_args.model_run_dir, "config.json"), config)

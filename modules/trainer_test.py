@@ -80,7 +80,7 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     assert history["refit_loss"]  # stage 3 ran: the head again, on training and eval photos
     timings = json.loads((tmp_path / "run" / trainer.TIMINGS_FILE).read_text())
     assert list(timings) == ["features_train", "features_eval", "stage1_head", *stage2, "stage3_refit",
-                             "novelty", "export"]
+                             "novelty", "export", "gallery"]
     assert all(seconds >= 0 for seconds in timings.values()) and timings["stage1_head"] > 0, timings
     backbone = json.loads((tmp_path / "serving" / contract.MODEL_ASSETS_DIR / contract.BACKBONE_FILE).read_text())
     assert backbone["backbone"] == "efficientnet_lite2" and backbone["fine_tune_scope"] == scope
@@ -94,6 +94,11 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     fitted = json.loads((tmp_path / "serving" / contract.MODEL_ASSETS_DIR / contract.NOVELTY_FILE).read_text())
     assert fitted["eval_flagged_either"] <= fitted["target_flagged_share"] + 1e-9
     assert fitted["not_a_gemstone"]["dimensions"] == 208  # block19, average-pooled
+    # The gallery: typical training photos of each variety the training photos show, as thumbnails.
+    folder = tmp_path / "serving" / contract.MODEL_ASSETS_DIR / contract.GALLERY_DIR
+    shown = json.loads((folder / contract.GALLERY_FILE).read_text())
+    assert set(shown) == {r["label"] for r in rows}
+    assert all(1 <= len(files) <= 3 and all((folder / f).is_file() for f in files) for files in shown.values())
 
 
 def test_input_dataset_gives_the_same_photos_in_the_same_order_however_the_split_was_written(demo_photos, tmp_path):
