@@ -20,6 +20,7 @@ from bench import common
 
 PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88"
 PHOTOS = int(os.environ.get("BENCH_PHOTOS", "100"))
+CHOSEN = [m for m in os.environ.get("BENCH_METHODS", "").split(",") if m]  # default: every method
 
 
 def test_images(model_dir, size: int, count: int) -> np.ndarray:
@@ -54,7 +55,7 @@ def run():
     size = model.input[contract.IMAGE_XF].shape[1]
     images = test_images(version, size, PHOTOS)
     rows = []
-    methods = saliency.METHODS if saliency.parts_of(model) else (saliency.SMOOTH_GRAD,)
+    methods = CHOSEN or (saliency.METHODS if saliency.parts_of(model) else saliency.ANY_MODEL_METHODS)
     for method in methods:
         started = time.time()
         saliency_checks.maps_and_classes(method, model, images[:16], backbone)

@@ -18,9 +18,12 @@ import tf_keras as keras  # noqa: E402
 
 from gemstone import contract  # noqa: E402
 from modules import model as model_lib  # noqa: E402
+from modules import transform  # noqa: E402
 
 GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD = "grad_cam", "grad_cam_top", "smooth_grad"
-METHODS = (GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD)
+COLOUR, GRAD_CAM_COLOUR = "colour", "grad_cam_colour"
+METHODS = (GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD, COLOUR, GRAD_CAM_COLOUR)
+ANY_MODEL_METHODS = (SMOOTH_GRAD, COLOUR)  # the others need the pretrained model's parts
 SMOOTH_GRAD_SAMPLES, SMOOTH_GRAD_NOISE = 16, 0.1  # copies, and noise sigma as a share of the pixel range
 TOP_MAP = {"efficientnet_lite2": "top_relu", "inception_v3": "mixed5"}
 
@@ -99,6 +102,49 @@ def smooth_grad(model: keras.Model, images, colour, class_ids, samples: int = SM
     return _normalised(smoothed)
 
 
+def _colour_attribution(model: keras.Model, images, class_ids):
+    """[B, S, S] how much each pixel, through the colour histogram alone, adds to the class's logit: the
+    gradient of the logit with respect to each pixel's weight in the histogram (1 for every pixel), in logit
+    per pixel. The histogram is a weighted count, so this is what leaving the pixel out would change, to
+    first order; the image path is held as it is."""
+    side = images.shape[1]
+    small = transform.histogram_picture(images)
+    presence = tf.ones(tf.shape(small)[:3])
+    with tf.GradientTape() as tape:
+        tape.watch(presence)
+        colour = transform.colour_histogram(images, presence)
+        logits = model({contract.IMAGE_XF: images, contract.COLOUR_XF: colour}, training=False)[contract.VARIETY_HEAD]
+        score = _class_logit(logits, class_ids)
+    per_pixel = tape.gradient(score, presence)[..., tf.newaxis]  # at the histogram's resolution
+    share = tf.cast(tf.shape(small)[1] * tf.shape(small)[2], tf.float32) / float(side * side)
+    return tf.image.resize(per_pixel, [side, side], method="bilinear")[..., 0] * share
+
+
+def _cam_attribution(model: keras.Model, images, colour, class_ids):
+    """[B, S, S] Grad-CAM on the cut map in logit per pixel: each cell's weighted activation spread over
+    its pixels (for a head linear in the pooled map, the cells' sum is the logit's share from the map)."""
+    trunk, top, head = parts_of(model)
+    cut_map, low = trunk(images, training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(cut_map)
+        high = top(cut_map, training=False)
+        logits = head({model_lib.FEATURES_INPUT: tf.concat([low, high], axis=1), contract.COLOUR_XF: colour},
+                      training=False)[contract.VARIETY_HEAD]
+        score = _class_logit(logits, class_ids)
+    gradients = tape.gradient(score, cut_map)
+    cells = tf.reduce_sum(cut_map * tf.reduce_mean(gradients, axis=[1, 2], keepdims=True), axis=-1, keepdims=True)
+    side = images.shape[1]
+    per_cell = float(side * side) / float(cut_map.shape[1] * cut_map.shape[2])
+    return tf.image.resize(cells, [side, side], method="bilinear")[..., 0] / per_cell
+
+
+def grad_cam_colour(model: keras.Model, images, colour, class_ids):
+    """Both paths of the pretrained model's answer, in logit per pixel: the image expert's through Grad-CAM,
+    the colour expert's through the histogram (_colour_attribution); where the sum is positive."""
+    total = _cam_attribution(model, images, colour, class_ids) + _colour_attribution(model, images, class_ids)
+    return _normalised(tf.nn.relu(total))
+
+
 def saliency(method: str, model: keras.Model, images, colour, class_ids, backbone: str = "efficientnet_lite2"):
     """[B, S, S] map of `method` (METHODS) for `class_ids` of `images` ([B, S, S, 3] in [0, 1]) and `colour`."""
     if method == GRAD_CAM:
@@ -107,4 +153,8 @@ def saliency(method: str, model: keras.Model, images, colour, class_ids, backbon
         return grad_cam_top(model, images, colour, class_ids, backbone)
     if method == SMOOTH_GRAD:
         return smooth_grad(model, images, colour, class_ids)
+    if method == COLOUR:
+        return _normalised(tf.nn.relu(_colour_attribution(model, images, class_ids)))
+    if method == GRAD_CAM_COLOUR:
+        return grad_cam_colour(model, images, colour, class_ids)
     raise ValueError(f"unknown saliency method {method!r}: expected one of {', '.join(METHODS)}")

@@ -41,6 +41,9 @@ def run_fn(fn_args: FnArgs):
     """Trains on the train split, validates on eval, exports the SavedModel."""
     config = effective_config(fn_args)
     keras.utils.set_random_seed(int(config["seed"]))
+    gpus = tf.config.list_physical_devices("GPU")
+    logging.info("Trainer on %s.", ", ".join(d.name for d in gpus) if gpus else
+                 f"the CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)")
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train_fn = _train_transfer if config["backbone"] in model_lib.TRANSFER_BACKBONES else _train_end_to_end
     stopwatch = transfer.Stopwatch()

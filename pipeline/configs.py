@@ -38,8 +38,14 @@ AUTO_MULTIPROCESSING_MIN_CORES = 4
 # Each names the settings it changes; GEMSTONE_* variables set explicitly win over a profile.
 PROFILES = {
     "quick": {},
-    "thorough": {"fine_tune_scope": "whole_network", "fine_tune_epochs": 10},
+    # On Kubeflow the thorough Trainer asks for a GPU and more of the node (kubeflow_runner.trainer_resources).
+    "thorough": {"fine_tune_scope": "whole_network", "fine_tune_epochs": 10,
+                 "trainer_accelerator": "NVIDIA_TESLA_T4:1", "trainer_memory": 32.0, "trainer_cpu": 8.0},
 }
+# What a profile does not set: the quick profile's.
+PROFILE_DEFAULTS = {"fine_tune_scope": contract.TRAINER_DEFAULTS["fine_tune_scope"],
+                    "fine_tune_epochs": contract.TRAINER_DEFAULTS["fine_tune_epochs"],
+                    "trainer_accelerator": "", "trainer_memory": 0.0, "trainer_cpu": 0.0}
 
 
 def label_domain_size(schema_path: str) -> Optional[int]:
@@ -68,6 +74,11 @@ def _env(name: str, default: str) -> str:
 def _optional_int(name: str) -> Optional[int]:
     value = os.environ.get(name, "").strip()
     return int(value) if value else None
+
+
+def _optional_float(name: str) -> Optional[float]:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
 
 
 @dataclasses.dataclass
@@ -100,6 +111,10 @@ class PipelineConfig:
         (noise, blur, JPEG, lighting, down-scaling) must keep for the model to be pushed; 0 = off.
       max_flagged_known: open-set gate: the largest share of the known test photos the model may flag as
         not a gemstone or an unfamiliar variety and still be pushed.
+      profile: "quick" or "thorough" (GEMSTONE_PROFILE): the settings of PROFILES, below any set explicitly.
+      trainer_accelerator / trainer_memory / trainer_cpu: what the Trainer's pod asks for on Kubeflow
+        (GEMSTONE_TRAINER_ACCELERATOR "TYPE[:COUNT]", GEMSTONE_TRAINER_MEMORY in GB, GEMSTONE_TRAINER_CPU);
+        nothing asked for by the quick profile, a T4 GPU, 32 GB and 8 cores by the thorough one.
       beam_direct_workers: DirectRunner worker processes (0 = one per core).
       beam_running_mode: DirectRunner mode: in_memory, multi_threading, multi_processing, or
         auto (default): multi_processing on machines with more than AUTO_MULTIPROCESSING_MIN_CORES
@@ -139,6 +154,9 @@ class PipelineConfig:
     epochs: int = contract.TRAINER_DEFAULTS["epochs"]
     fine_tune_epochs: Optional[int] = None  # None: the profile's (quick 6, thorough 10); 0: frozen
     fine_tune_scope: Optional[str] = None  # None: the profile's (top_blocks, whole_network)
+    trainer_accelerator: Optional[str] = None  # None: the profile's; "TYPE[:COUNT]", e.g. NVIDIA_TESLA_T4:1
+    trainer_memory: Optional[float] = None  # GB; None: the profile's (0: Kubeflow's default)
+    trainer_cpu: Optional[float] = None  # cores; None: the profile's (0: Kubeflow's default)
     views: int = contract.TRAINER_DEFAULTS["views"]
     edge_int8: str = contract.TRAINER_DEFAULTS["edge_int8"]
     batch_size: int = contract.TRAINER_DEFAULTS["batch_size"]
@@ -164,9 +182,7 @@ class PipelineConfig:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile (GEMSTONE_PROFILE) is {self.profile!r}: expected one of {', '.join(PROFILES)}")
-        profile = {key: contract.TRAINER_DEFAULTS[key] for key in ("fine_tune_scope", "fine_tune_epochs")}
-        profile.update(PROFILES[self.profile])
-        for name, value in profile.items():
+        for name, value in {**PROFILE_DEFAULTS, **PROFILES[self.profile]}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.edge_int8 not in EDGE_INT8_KINDS:
@@ -223,6 +239,9 @@ class PipelineConfig:
             epochs=int(_env("GEMSTONE_EPOCHS", str(defaults.epochs))),
             profile=_env("GEMSTONE_PROFILE", defaults.profile),
             fine_tune_epochs=_optional_int("GEMSTONE_FINE_TUNE_EPOCHS"),
+            trainer_accelerator=os.environ.get("GEMSTONE_TRAINER_ACCELERATOR", "").strip() or None,
+            trainer_memory=_optional_float("GEMSTONE_TRAINER_MEMORY"),
+            trainer_cpu=_optional_float("GEMSTONE_TRAINER_CPU"),
             views=int(_env("GEMSTONE_VIEWS", str(defaults.views))),
             edge_int8=_env("GEMSTONE_EDGE_INT8", defaults.edge_int8),
             batch_size=int(_env("GEMSTONE_BATCH_SIZE", str(defaults.batch_size))),

@@ -18,7 +18,7 @@ import gemstone  # noqa: E402,F401 - before TensorFlow: Keras 2 (gemstone/__init
 # (not tfx.v1: see pipeline.py)
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
 
-from gemstone import backbones  # noqa: E402
+from gemstone import backbones, contract  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import pipeline as gemstone_pipeline  # noqa: E402
 
@@ -36,6 +36,20 @@ def in_container(path):
     return path
 
 
+def trainer_resources(config: configs.PipelineConfig):
+    """The Trainer pod's ResourceSpec (KFP v2), or None when the config asks for nothing in particular."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    if not (config.trainer_accelerator or config.trainer_memory or config.trainer_cpu):
+        return None
+    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+        cpu_limit=config.trainer_cpu or 0.0, memory_limit=config.trainer_memory or 0.0)
+    if config.trainer_accelerator:
+        kind, _, count = config.trainer_accelerator.partition(":")
+        spec.accelerator.type, spec.accelerator.count = kind, int(count or 1)
+    return spec
+
+
 def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, image: str = None) -> str:
     """Writes the KFP v2 pipeline spec to `output_file` and returns its path."""
     config = config or configs.PipelineConfig.from_env()
@@ -51,7 +65,11 @@ def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, im
         output_filename=os.path.basename(output_file),
     )
     # On Kubeflow, MLMD is the cluster's; no local SQLite connection config.
-    runner.run(gemstone_pipeline.create_pipeline(config), write_out=True)
+    pipeline = gemstone_pipeline.create_pipeline(config)
+    resources = trainer_resources(config)
+    if resources is not None:
+        next(node for node in pipeline.components if node.id == contract.TRAINER_ID).with_platform_config(resources)
+    runner.run(pipeline, write_out=True)
     return output_file
 
 

@@ -93,6 +93,16 @@ def test_dockerfile_installs_the_projects_lock_and_existing_entry_points():
     assert cmd[0] == "gemstone" and "gemstone=gemstone.apps.cli:main" in (REPO / "setup.py").read_text()
 
 
+def test_the_gpu_image_adds_cudas_libraries_pinned_and_nothing_the_main_lock_pins():
+    def pins(path):
+        return {line.split("==")[0].lower(): line.split("==")[1] for line in path.read_text().splitlines()
+                if "==" in line and not line.lstrip().startswith("#")}
+
+    gpu, main = pins(REPO / "kubeflow" / "requirements-gpu.lock"), pins(REPO / "requirements.lock")
+    assert gpu and all(name.startswith("nvidia-") for name in gpu) and not set(gpu) & set(main)
+    assert "requirements-gpu.lock" in (REPO / "kubeflow" / "Dockerfile").read_text()
+
+
 @pytest.mark.parametrize("cron, expected", [("0 2 * * *", "0 0 2 * * *"), ("30 0 2 * * 1-5", "30 0 2 * * 1-5")])
 def test_five_field_cron_gets_kfps_seconds_field(cron, expected):
     assert kubeflow.kfp_cron(cron) == expected
@@ -163,3 +173,31 @@ def test_serving_manifest_serves_the_pushed_folder_with_tf_serving():
     assert "--model_base_path=$(MODEL_BASE_PATH)" in container["args"] and "--rest_api_port=8501" in container["args"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/gemstone"
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("profile, asked", [("quick", None),
+                                            ("thorough", {"cpuLimit": 8.0, "memoryLimit": 32.0,
+                                                          "accelerator": {"type": "NVIDIA_TESLA_T4", "count": "1"}})])
+def test_the_thorough_profile_asks_kubeflow_for_a_gpu_for_the_trainer_and_quick_asks_for_nothing(
+        tmp_path, profile, asked):
+    out = tmp_path / "pipeline.json"
+    config = configs.PipelineConfig(
+        pipeline_name="gem88", data="/mnt/photos/gemstones-88", home="/tmp/unused", profile=profile,
+        pipeline_root="gs://stones-bucket/pipelines/gem88", serving_dir="gs://stones-bucket/serving/gem88",
+        schema_path="")
+    kubeflow.compile_spec(str(out), image="registry.example/gemstone:1.2.3", config=config)
+    executors = kubeflow.pipeline_spec(out)["deploymentSpec"]["executors"]
+    trainer = next(spec for name, spec in executors.items() if name.startswith("Trainer"))
+    assert trainer["container"].get("resources") == asked
+    others = [spec["container"].get("resources") for name, spec in executors.items()
+              if not name.startswith("Trainer") and "container" in spec]
+    assert others and not any(others)  # only the Trainer asks
+
+
+def test_the_trainers_resources_come_from_the_settings_over_the_profile(monkeypatch):
+    monkeypatch.setenv("GEMSTONE_PROFILE", "thorough")
+    monkeypatch.setenv("GEMSTONE_TRAINER_ACCELERATOR", "NVIDIA_L4:2")
+    monkeypatch.setenv("GEMSTONE_TRAINER_MEMORY", "64")
+    spec = kubeflow_runner.trainer_resources(configs.PipelineConfig.from_env())
+    assert (spec.accelerator.type, spec.accelerator.count, spec.memory_limit, spec.cpu_limit) == (
+        "NVIDIA_L4", 2, 64.0, 8.0)
