@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from gemstone import contract, report
+from gemstone import contract, evaluation_results, report
 from gemstone.apps import cli, metadata
 from tests.tfx_helpers import E2E_PIPELINE
 
@@ -125,11 +125,11 @@ def test_robustness_predictions_of_old_and_new_runs_are_read_alike():
 
 def test_ece_by_chance_is_what_luck_alone_gives_a_calibrated_model_and_shrinks_with_more_photos():
     # 100 photos at confidence 0.5: the share right is 0.5 +- 0.05, so 19 draws in 20 stay within about 0.1.
-    few = report.ece_by_chance_p95([{"photos": 100, "confidence": 0.5}])
-    many = report.ece_by_chance_p95([{"photos": 10000, "confidence": 0.5}])
+    few = evaluation_results.ece_by_chance_p95([{"photos": 100, "confidence": 0.5}])
+    many = evaluation_results.ece_by_chance_p95([{"photos": 10000, "confidence": 0.5}])
     assert 0.08 < few < 0.12
     assert 8 < few / many < 12
     # At confidence 0.99 luck leaves little room: 0.02 on 100 photos (97 right in 100).
-    assert report.ece_by_chance_p95([{"photos": 100, "confidence": 0.99}]) < 0.03
-    shown = report.reliability([(100, 50, 50, 0.4), (0, 0, 0, 0.6)])
+    assert evaluation_results.ece_by_chance_p95([{"photos": 100, "confidence": 0.99}]) < 0.03
+    shown = evaluation_results.reliability([(100, 50, 50, 0.4), (0, 0, 0, 0.6)])
     assert shown["ece"] == 0 and shown["ece_by_chance_p95"] == few

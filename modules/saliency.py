@@ -7,7 +7,8 @@ Two methods, measured side by side with the sanity checks of modules/saliency_ch
     path to the answer but the lowest tap and the colour histogram runs; `grad_cam_top` the last map
     (top_relu, 7x7), as in the paper;
   - SmoothGrad (Smilkov et al., 2017): the gradient of the class's logit with respect to the pixels,
-    averaged over noisy copies of the photo; any model (the end-to-end ones have no pretrained map).
+    averaged over noisy copies of the photo; any model (the end-to-end ones have no pretrained map);
+  - both, multiplied pixel by pixel (`grad_cam_smooth_grad`, after Guided Grad-CAM).
 Each returns [B, S, S] in [0, 1] (1: where the answer depends most), S the side the model reads; the
 exported `explain` signature (modules/export.py) resizes it to the photo's aspect ratio.
 """
@@ -18,13 +19,11 @@ import tf_keras as keras  # noqa: E402
 
 from gemstone import contract  # noqa: E402
 from modules import model as model_lib  # noqa: E402
-from modules import transform  # noqa: E402
 
-GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD = "grad_cam", "grad_cam_top", "smooth_grad"
-COLOUR, GRAD_CAM_COLOUR = "colour", "grad_cam_colour"
-METHODS = (GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD, COLOUR, GRAD_CAM_COLOUR)
-ANY_MODEL_METHODS = (SMOOTH_GRAD, COLOUR)  # the others need the pretrained model's parts
-SMOOTH_GRAD_SAMPLES, SMOOTH_GRAD_NOISE = 16, 0.1  # copies, and noise sigma as a share of the pixel range
+GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD, GUIDED = "grad_cam", "grad_cam_top", "smooth_grad", "grad_cam_smooth_grad"
+METHODS = (GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD, GUIDED)
+ANY_MODEL_METHODS = (SMOOTH_GRAD,)  # the others need the pretrained model's parts
+SMOOTH_GRAD_SAMPLES, SMOOTH_GRAD_NOISE = 8, 0.05  # copies, and noise sigma as a share of the pixel range
 TOP_MAP = {"efficientnet_lite2": "top_relu", "inception_v3": "mixed5"}
 
 
@@ -97,52 +96,13 @@ def smooth_grad(model: keras.Model, images, colour, class_ids, samples: int = SM
             logits = model({contract.IMAGE_XF: noisy, contract.COLOUR_XF: colour}, training=False)
             score = _class_logit(logits[contract.VARIETY_HEAD], class_ids)
         total += tf.reduce_max(tf.abs(tape.gradient(score, noisy)), axis=-1)
-    # A light blur: a pixel's gradient is noisy; where it looked is a region.
-    smoothed = tf.nn.avg_pool2d(total[..., tf.newaxis], 5, 1, "SAME")[..., 0]
-    return _normalised(smoothed)
+    return _normalised(total)
 
 
-def _colour_attribution(model: keras.Model, images, class_ids):
-    """[B, S, S] how much each pixel, through the colour histogram alone, adds to the class's logit: the
-    gradient of the logit with respect to each pixel's weight in the histogram (1 for every pixel), in logit
-    per pixel. The histogram is a weighted count, so this is what leaving the pixel out would change, to
-    first order; the image path is held as it is."""
-    side = images.shape[1]
-    small = transform.histogram_picture(images)
-    presence = tf.ones(tf.shape(small)[:3])
-    with tf.GradientTape() as tape:
-        tape.watch(presence)
-        colour = transform.colour_histogram(images, presence)
-        logits = model({contract.IMAGE_XF: images, contract.COLOUR_XF: colour}, training=False)[contract.VARIETY_HEAD]
-        score = _class_logit(logits, class_ids)
-    per_pixel = tape.gradient(score, presence)[..., tf.newaxis]  # at the histogram's resolution
-    share = tf.cast(tf.shape(small)[1] * tf.shape(small)[2], tf.float32) / float(side * side)
-    return tf.image.resize(per_pixel, [side, side], method="bilinear")[..., 0] * share
-
-
-def _cam_attribution(model: keras.Model, images, colour, class_ids):
-    """[B, S, S] Grad-CAM on the cut map in logit per pixel: each cell's weighted activation spread over
-    its pixels (for a head linear in the pooled map, the cells' sum is the logit's share from the map)."""
-    trunk, top, head = parts_of(model)
-    cut_map, low = trunk(images, training=False)
-    with tf.GradientTape() as tape:
-        tape.watch(cut_map)
-        high = top(cut_map, training=False)
-        logits = head({model_lib.FEATURES_INPUT: tf.concat([low, high], axis=1), contract.COLOUR_XF: colour},
-                      training=False)[contract.VARIETY_HEAD]
-        score = _class_logit(logits, class_ids)
-    gradients = tape.gradient(score, cut_map)
-    cells = tf.reduce_sum(cut_map * tf.reduce_mean(gradients, axis=[1, 2], keepdims=True), axis=-1, keepdims=True)
-    side = images.shape[1]
-    per_cell = float(side * side) / float(cut_map.shape[1] * cut_map.shape[2])
-    return tf.image.resize(cells, [side, side], method="bilinear")[..., 0] / per_cell
-
-
-def grad_cam_colour(model: keras.Model, images, colour, class_ids):
-    """Both paths of the pretrained model's answer, in logit per pixel: the image expert's through Grad-CAM,
-    the colour expert's through the histogram (_colour_attribution); where the sum is positive."""
-    total = _cam_attribution(model, images, colour, class_ids) + _colour_attribution(model, images, class_ids)
-    return _normalised(tf.nn.relu(total))
+def grad_cam_smooth_grad(model: keras.Model, images, colour, class_ids):
+    """Grad-CAM times SmoothGrad, pixel by pixel (as Guided Grad-CAM combines Grad-CAM with the pixels'
+    gradients): where the named variety's evidence lies, at the pixels the answer is most sensitive to."""
+    return _normalised(grad_cam(model, images, colour, class_ids) * smooth_grad(model, images, colour, class_ids))
 
 
 def saliency(method: str, model: keras.Model, images, colour, class_ids, backbone: str = "efficientnet_lite2"):
@@ -153,8 +113,6 @@ def saliency(method: str, model: keras.Model, images, colour, class_ids, backbon
         return grad_cam_top(model, images, colour, class_ids, backbone)
     if method == SMOOTH_GRAD:
         return smooth_grad(model, images, colour, class_ids)
-    if method == COLOUR:
-        return _normalised(tf.nn.relu(_colour_attribution(model, images, class_ids)))
-    if method == GRAD_CAM_COLOUR:
-        return grad_cam_colour(model, images, colour, class_ids)
+    if method == GUIDED:
+        return grad_cam_smooth_grad(model, images, colour, class_ids)
     raise ValueError(f"unknown saliency method {method!r}: expected one of {', '.join(METHODS)}")

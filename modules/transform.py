@@ -118,7 +118,7 @@ def _joint_bin(unit_values: tf.Tensor, bins) -> tf.Tensor:
     return (index[..., 0] * bins[1] + index[..., 1]) * bins[2] + index[..., 2]
 
 
-def histogram_picture(images: tf.Tensor) -> tf.Tensor:
+def _histogram_picture(images: tf.Tensor) -> tf.Tensor:
     """Pictures larger than HISTOGRAM_SIZE scaled down to it: a box filter by the whole factor, then bilinear.
 
     Not an antialiased resize (ScaleAndTranslate): the edge models compute the
@@ -133,7 +133,7 @@ def histogram_picture(images: tf.Tensor) -> tf.Tensor:
     return tf.image.resize(images, [HISTOGRAM_SIZE, HISTOGRAM_SIZE])
 
 
-def colour_histogram(images: tf.Tensor, presence: tf.Tensor = None) -> tf.Tensor:
+def colour_histogram(images: tf.Tensor) -> tf.Tensor:
     """[batch, S, S, 3] RGB in [0, 1] -> [batch, COLOUR_FEATURE_SIZE]: HSV, RGB, CIELAB and LBP histograms.
 
     Colour is most of what tells gem varieties apart, and a small network
@@ -143,12 +143,8 @@ def colour_histogram(images: tf.Tensor, presence: tf.Tensor = None) -> tf.Tensor
     (Hellinger) keep a large background bin from drowning the rest. The parts
     come in the order of COLOUR_PARTS; each sums to 1 in squares. Pictures
     larger than HISTOGRAM_SIZE are scaled down to it first.
-
-    `presence`: [batch, h, w] weights of the pixels of the (scaled-down) picture, 1 where None: the
-    histogram as if each pixel counted that much, differentiable in it (modules/saliency.py asks how
-    the answer would change without each pixel).
     """
-    images = histogram_picture(images)
+    images = _histogram_picture(images)
     hsv_bin = _joint_bin(rgb_to_hsv(images), (contract.HUE_BINS, SATURATION_BINS, VALUE_BINS))
     rgb_bin = _joint_bin(images, (RGB_BINS,) * 3)
     lab = rgb_to_lab(images)
@@ -159,8 +155,6 @@ def colour_histogram(images: tf.Tensor, presence: tf.Tensor = None) -> tf.Tensor
     coords = tf.linspace(-1.0, 1.0, size)
     weight = tf.exp(-(coords[:, tf.newaxis] ** 2 + coords[tf.newaxis, :] ** 2) / 0.5)  # Gaussian, sigma 0.5
     weight = tf.broadcast_to(weight, tf.shape(hsv_bin))
-    if presence is not None:
-        weight = weight * presence
     photo = tf.range(batch)[:, tf.newaxis, tf.newaxis]
 
     def histogram(bin_index, depth):

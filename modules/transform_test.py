@@ -94,7 +94,7 @@ def test_large_pictures_get_their_histogram_at_64px_and_tflite_computes_the_same
     import tf_keras as keras
 
     picture = tf.random.stateless_uniform([2, 224, 224, 3], seed=[4, 5])
-    small = transform.histogram_picture(picture)
+    small = transform._histogram_picture(picture)
     assert small.shape == (2, transform.HISTOGRAM_SIZE, transform.HISTOGRAM_SIZE, 3)
     np.testing.assert_allclose(transform.colour_histogram(picture).numpy(),
                                transform.colour_histogram(small).numpy(), atol=1e-6)

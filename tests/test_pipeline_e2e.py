@@ -163,7 +163,7 @@ def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline
 
 def test_robustness_measures_every_corruption_and_agrees_with_tfma(pipeline_run):
     from components.robustness import corruptions
-    from gemstone import report
+    from gemstone import evaluation_results
 
     home, _, _, first = pipeline_run
     robustness = json.loads((first[("Robustness", "report")] / contract.ROBUSTNESS_REPORT_FILE).read_text())
@@ -172,7 +172,7 @@ def test_robustness_measures_every_corruption_and_agrees_with_tfma(pipeline_run)
                               contract.INGESTION_REPORT_FILE).read_text())["splits"]["examples_per_split"]["test"]
     assert robustness["examples"] == test_photos
     # Two independent paths over the same split and model: TFMA (from_examples) and serving_default on raw bytes.
-    tfma_overall = report.load_metrics(str(first[("Evaluator", "evaluation")]))["overall"]
+    tfma_overall = evaluation_results.load_metrics(str(first[("Evaluator", "evaluation")]))["overall"]
     assert abs(tfma_overall["candidate"][contract.ACCURACY] - robustness["clean"]["accuracy"]) < 1e-6
     lines = (first[("Robustness", "report")] / contract.ROBUSTNESS_PREDICTIONS_FILE).read_text().splitlines()
     assert len(lines) == test_photos
@@ -231,7 +231,7 @@ def test_a_second_run_reuses_the_cache_and_a_robustness_rejection_holds_the_push
 def test_a_model_worse_than_the_blessed_one_and_under_the_floor_is_not_pushed(pipeline_run):
     """An untrained model (0 epochs) against the blessed one, with no tolerance, and under a floor no model
     can reach: the Evaluator names both failed checks, and nothing is pushed."""
-    from gemstone import report
+    from gemstone import evaluation_results
 
     home, env, _, _ = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
@@ -239,7 +239,7 @@ def test_a_model_worse_than_the_blessed_one_and_under_the_floor_is_not_pushed(pi
     worse = dict(env, GEMSTONE_EPOCHS="0", GEMSTONE_FINE_TUNE_EPOCHS="0", GEMSTONE_MIN_ACCURACY="1.01",
                  GEMSTONE_MAX_ACCURACY_DROP="0.0")
     result = _tfx(worse, "run", "create", "--engine", "local", "--pipeline_name", PIPELINE_NAME)
-    evaluation = report.load_metrics(str(_newest_output(home, "Evaluator", "evaluation")))["overall"]
+    evaluation = evaluation_results.load_metrics(str(_newest_output(home, "Evaluator", "evaluation")))["overall"]
     assert evaluation["candidate"][contract.ACCURACY] < evaluation["baseline"][contract.ACCURACY], evaluation
     assert (_newest_output(home, "Evaluator", "blessing") / "NOT_BLESSED").exists()
     assert sorted(p.name for p in serving.iterdir()) == before

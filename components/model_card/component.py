@@ -40,12 +40,12 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
     """Overall metrics and per-class metrics of the candidate, from TFMA's output."""
-    from gemstone import report
+    from gemstone import evaluation_results
 
     def named(values):  # per-class-id metrics (tuple keys) are the dashboard's, not the card's
         return {k: v for k, v in values.items() if isinstance(k, str)}
 
-    metrics = report.load_metrics(evaluation_uri)
+    metrics = evaluation_results.load_metrics(evaluation_uri)
     per_class = {name.split(":", 1)[1]: named(m["candidate"]) for name, m in metrics.items()
                  if name.startswith(f"{contract.LABEL_KEY}:")}
     return {"overall": named(metrics.get("overall", {"candidate": {}})["candidate"]), "per_class": per_class}
@@ -55,12 +55,12 @@ def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optio
     """Blessed (the blessing's `blessed` custom property, as the Pusher reads it), pushed where, and why not."""
     import tensorflow_model_analysis as tfma
 
-    from gemstone import report
+    from gemstone import verdict as verdict_lib
 
-    blessed = report.is_blessed(blessing)
-    reasons = [] if blessed else report.rejection_reasons(
-        report.validation_failures(tfma.load_validation_result(evaluation_uri)),
-        report.robustness_failures(_read_json(os.path.join(robustness_uri, contract.ROBUSTNESS_REPORT_FILE))))
+    blessed = verdict_lib.is_blessed(blessing)
+    reasons = [] if blessed else verdict_lib.rejection_reasons(
+        verdict_lib.validation_failures(tfma.load_validation_result(evaluation_uri)),
+        verdict_lib.robustness_failures(_read_json(os.path.join(robustness_uri, contract.ROBUSTNESS_REPORT_FILE))))
     return {"blessed": blessed, "pushed": pushed_to is not None, "pushed_to": pushed_to, "reasons": reasons}
 
 

@@ -31,16 +31,16 @@ def SliceReport(evaluation: InputArtifact[standard_artifacts.ModelEvaluation],  
                 split: Parameter[str] = "test"):
     from absl import logging
 
-    from gemstone import report
+    from gemstone import report, verdict
     from gemstone.report import EvaluationSources
 
     sources = EvaluationSources(evaluation=evaluation.uri, blessing=blessing.uri, model=model.uri,
-                                examples=examples.uri, robustness=robustness.uri, blessed=report.is_blessed(blessing))
+                                examples=examples.uri, robustness=robustness.uri, blessed=verdict.is_blessed(blessing))
     path = os.path.join(dashboard.uri, REPORT_FILE)
     data = report.write(sources, pipeline_name, path, split=split)
     logging.info("SliceReport: %s (%d classes, %s)", path, len(data["classes"]),
                  "blessed" if data["blessed"] else "not blessed")
     if not data["blessed"]:
-        reasons = report.rejection_reasons(data["validation_failures"], data["robustness_failures"])
+        reasons = verdict.rejection_reasons(data["validation_failures"], data["robustness_failures"])
         logging.warning("The model was not blessed, so it is not pushed. Failed checks:\n  %s",
                         "\n  ".join(reasons) or "(see the Evaluator's and Robustness' logs)")
