@@ -123,6 +123,19 @@ def input_files(input_spec: str) -> Tuple[List[str], int]:
     return sorted(visible), len(matches) - len(visible)
 
 
+def photo_files(given: Sequence[str]) -> List[str]:
+    """The files named on the command line, folders replaced by the visible files under them (input_files)."""
+    files: List[str] = []
+    for spec in given:
+        if os.path.isdir(spec):
+            files.extend(input_files(spec)[0])
+        elif os.path.exists(spec):
+            files.append(spec)
+        else:
+            raise NotFound(f"no such photo or folder: {spec}")
+    return files
+
+
 def manifest_columns(manifest: Path) -> List[str]:
     """The columns a manifest names: the CSV header, or the keys of the first JSON line."""
     try:

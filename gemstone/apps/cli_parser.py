@@ -105,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--batch-size", type=_positive, default=32, help="photos per call of the model")
     batch.set_defaults(func=models_cmd.batch_infer, takes_extra_args=True)
 
+    explain = command("explain", "explain the model's answers: for each photo, where it looked, as a figure",
+                      description="Explain the model's answers with its `explain` signature: for each photo, "
+                                  "<output>/<name>.png (the photo, where the model looked, the verdict, the top 3 "
+                                  "varieties, the family) and <name>.json (the compact record, the verdict and the "
+                                  "figure's name). Exit status 2 when some files could not be read as photos "
+                                  "(their records say why; the others are explained).")
+    explain.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files, or folders of them (searched "
+                                                                     "recursively)")
+    explain.add_argument("--model", required=True, help="a pushed version folder, or the base folder (newest "
+                                                        "version)")
+    explain.add_argument("--output", required=True, help="folder for the figures and records")
+    explain.set_defaults(func=models_cmd.explain)
+
     serve = command("serve", "serve the pushed model over TF Serving's REST API",
                     description="Serve the pushed model over TF Serving's REST API. Pass an API key as "
                                 "$GEMSTONE_API_KEY or --api-key-file (--api-key shows it to every user in ps). "
