@@ -221,6 +221,14 @@ def extra_options(extra: Sequence[str], own_options: Iterable[str]) -> None:
 
 # --- Network ------------------------------------------------------------------------------------
 
+def port(number: int) -> int:
+    """A TCP port to listen on: 1 to 65535, or 0 (any free port, said when the server starts)."""
+    if not 0 <= number <= 65535:
+        raise UsageError(f"--port {number} is not a port: give 1 to 65535 (8501 is TF Serving's REST port), "
+                         f"or 0 for any free one")
+    return number
+
+
 def port_in_use_message(error: OSError, host: str, port: int) -> Optional[str]:
     """One line for a server socket that could not be bound, or None for other errors."""
     if error.errno == errno.EADDRINUSE:

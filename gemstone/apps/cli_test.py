@@ -201,6 +201,8 @@ MISTAKES = {
                                "no such photo or folder"),
     "explain, a model without the explain signature": (["explain", "--model", "{fake_model}", "{flat}", "--output",
                                                         "{home}/out"], "has no `explain` signature"),
+    "serve, a port out of range": (["serve", "--model", "{fake_model}", "--port", "80000"],
+                                   "--port 80000 is not a port"),
     "drift, no such log folder": (["drift", "--logs", "{home}/nope"], "log folder not found"),
     "drift, logs of a model that is no pipeline": (["drift", "--logs", "{stray_logs}"], "give --pipeline-name"),
     "where, mistyped pipeline": (["where", "--pipeline-name", "gem99"], "no pipeline 'gem99'"),

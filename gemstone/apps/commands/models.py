@@ -92,6 +92,7 @@ def _stop_on_signals() -> None:
 
 
 def serve(args) -> int:
+    checks.port(args.port)
     base = checks.model_base(args.model)
     api_key = _api_key(args)
     from gemstone import paths
