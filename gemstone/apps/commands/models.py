@@ -101,7 +101,7 @@ def serve(args) -> int:
     log_dir = args.log_dir or serve_lib.default_log_dir(str(base))
     try:  # the port first: a busy one is said at once, not after loading TensorFlow
         server = serve_lib.make_server(str(base), args.host, args.port, args.model_name, api_key, log_dir, preload=False,
-                                   notice=note)
+                                   notice=note, max_in_flight=args.max_in_flight)
     except OSError as e:
         message = checks.port_in_use_message(e, args.host, args.port)
         if message is None:
