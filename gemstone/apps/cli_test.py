@@ -379,8 +379,9 @@ def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_clean
         assert _call(url)[0] == 401
         photo = base64.b64encode(next((demo_photos / "images" / "Ruby").glob("*.jpg")).read_bytes()).decode()
         status, body = _call(f"{url}:predict?output=compact", {"instances": [{"b64": photo}]}, key="s3cret")
-        assert status == 200 and set(body["predictions"][0]) == {"label", "confidence", "top_k", "family",
-                                                                  "family_confidence", "needs_review"}
+        assert status == 200 and set(body["predictions"][0]) == {
+            "label", "confidence", "top_k", "family", "family_confidence", "needs_review", "known", "novelty",
+            "review_reason"}
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -392,6 +393,10 @@ def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_clean
     assert server.returncode == 0, stderr
     assert "s3cret" not in " ".join(server.args) and "Stopped." in stderr
     assert_clean(stderr)
+    from gemstone.apps import prediction_log
+
+    [logged] = prediction_log.read(home / "serving-logs" / "model")  # closed whole at the stop
+    assert logged.predict_log.request.model_spec.name == "model"
 
 
 @pytest.mark.slow  # a subprocess that loads TensorFlow (10-25 s); the work itself is tested in-process
