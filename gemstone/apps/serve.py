@@ -317,7 +317,10 @@ def make_handler(model_name: str, api_key: Optional[str]):
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number") from None
+                length = -1
+            if length < 0:  # reading -1 bytes would wait for the client to hang up
+                self.close_connection = True
+                raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number of bytes")
             if length > MAX_BODY_BYTES:
                 self.close_connection = True  # the body is not read
                 raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

@@ -131,6 +131,18 @@ def test_oversized_request_is_refused_before_it_is_read(server, verb):
     assert response.status == 413 and "MB" in json.loads(response.read())["error"]
 
 
+@pytest.mark.parametrize("length", ["-1", "many"])
+def test_a_length_that_is_no_number_of_bytes_is_refused_at_once(server, length):
+    url, _, _, _ = server
+    connection = http.client.HTTPConnection(urllib.parse.urlparse(url).netloc, timeout=30)
+    connection.putrequest("POST", "/v1/models/gems:predict")
+    connection.putheader("Authorization", f"Bearer {KEY}")
+    connection.putheader("Content-Length", length)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 400 and "Content-Length" in json.loads(response.read())["error"]
+
+
 def test_key_is_required(server):
     url, _, data, _ = server
     assert _call(f"{url}/v1/models/gems", key=None)[0] == 401
