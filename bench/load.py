@@ -100,8 +100,8 @@ def load(address: tuple, path: str, bodies: Sequence[bytes], clients: int, reque
         thread.join()
     wall = time.perf_counter() - started
     return {"clients": clients, "requests": len(latencies), "requests_per_s": round(len(latencies) / wall, 2),
-            "p50_ms": round(1000 * statistics.median(latencies), 1),
-            "p99_ms": round(1000 * percentile(latencies, 0.99), 1), "errors": len(errors),
+            "p50_ms": round(1000 * statistics.median(latencies)),
+            "p99_ms": round(1000 * percentile(latencies, 0.99)), "errors": len(errors),
             "error_kinds": ", ".join(sorted(set(errors)))}
 
 
