@@ -54,6 +54,7 @@ MAX_INSTANCES = 64
 MAX_IN_FLIGHT = 32  # requests the model works on at once; more are answered 503 with Retry-After
 RETRY_AFTER_SECONDS = 1
 CONNECTION_TIMEOUT_SECONDS = 60  # a client silent this long (mid-request) is let go
+LISTEN_BACKLOG = 128  # connections the kernel holds before they are accepted (the library's 5 dropped bursts)
 SHUTDOWN_GRACE_SECONDS = 10  # at shutdown, how long requests in flight may take to finish
 METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's
 VERBS = ("predict", "explain")
@@ -248,6 +249,7 @@ class Server(ThreadingHTTPServer):
     """The HTTP server: a thread per connection; its model repository, prediction log, metrics and bound."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address, handler, repository: ModelRepository, log: PredictionLogWriter,
                  metrics: ServingMetrics, in_flight: InFlight):

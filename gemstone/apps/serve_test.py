@@ -275,6 +275,28 @@ def test_a_slow_client_holds_up_no_other(server):
         slow.close()
 
 
+def test_a_burst_of_connections_is_taken_at_once(server):
+    """64 clients connecting together: none waits for a dropped SYN to be sent again (1 s), as with a backlog of 5."""
+    url, _, _, _ = server
+    address = urllib.parse.urlparse(url).netloc.split(":")
+    barrier, waits, sockets = threading.Barrier(64), [], []
+
+    def connect():
+        barrier.wait()
+        started = time.perf_counter()
+        sockets.append(socket.create_connection(address, timeout=30))
+        waits.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=connect) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for connection in sockets:
+        connection.close()
+    assert len(waits) == 64 and max(waits) < 0.9, sorted(waits)[-5:]
+
+
 class _Held:
     """Holds the model's calls until released, saying when one has begun (to test what happens meanwhile)."""
 
