@@ -167,7 +167,7 @@ def measure(model: Path, levels: Sequence[int] = LEVELS, requests: int = REQUEST
             server.communicate()
     for row in rows:
         row.update(model=f"{base.name}/{version.name}", rss_after_warmup_mb=round(warm, 1),
-                   rss_growth=f"{(end - warm) / warm:+.1%}")
+                   rss_growth_at_end=f"{(end - warm) / warm:+.1%}")
     if not has_explain:
         rows.append({"verb": ":explain", "model": f"{base.name}/{version.name}",
                      "error_kinds": "not measured: the model was exported without the explain signature"})
