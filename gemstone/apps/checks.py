@@ -123,6 +123,19 @@ def input_files(input_spec: str) -> Tuple[List[str], int]:
     return sorted(visible), len(matches) - len(visible)
 
 
+def photo_files(given: Sequence[str]) -> List[str]:
+    """The files named on the command line, folders replaced by the visible files under them (input_files)."""
+    files: List[str] = []
+    for spec in given:
+        if os.path.isdir(spec):
+            files.extend(input_files(spec)[0])
+        elif os.path.exists(spec):
+            files.append(spec)
+        else:
+            raise NotFound(f"no such photo or folder: {spec}")
+    return files
+
+
 def manifest_columns(manifest: Path) -> List[str]:
     """The columns a manifest names: the CSV header, or the keys of the first JSON line."""
     try:
@@ -207,6 +220,14 @@ def extra_options(extra: Sequence[str], own_options: Iterable[str]) -> None:
 
 
 # --- Network ------------------------------------------------------------------------------------
+
+def port(number: int) -> int:
+    """A TCP port to listen on: 1 to 65535, or 0 (any free port, said when the server starts)."""
+    if not 0 <= number <= 65535:
+        raise UsageError(f"--port {number} is not a port: give 1 to 65535 (8501 is TF Serving's REST port), "
+                         f"or 0 for any free one")
+    return number
+
 
 def port_in_use_message(error: OSError, host: str, port: int) -> Optional[str]:
     """One line for a server socket that could not be bound, or None for other errors."""

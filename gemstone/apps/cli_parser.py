@@ -105,11 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--batch-size", type=_positive, default=32, help="photos per call of the model")
     batch.set_defaults(func=models_cmd.batch_infer, takes_extra_args=True)
 
+    explain = command("explain", "explain the model's answers: for each photo, where it looked, as a figure",
+                      description="Explain the model's answers with its `explain` signature: for each photo, "
+                                  "<output>/<name>.png (the photo, where the model looked, the verdict, the top 3 "
+                                  "varieties, the family) and <name>.json (the compact record, the verdict and the "
+                                  "figure's name). Exit status 2 when some files could not be read as photos "
+                                  "(their records say why; the others are explained).")
+    explain.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files, or folders of them (searched "
+                                                                     "recursively)")
+    explain.add_argument("--model", required=True, help="a pushed version folder, or the base folder (newest "
+                                                        "version)")
+    explain.add_argument("--output", required=True, help="folder for the figures and records")
+    explain.set_defaults(func=models_cmd.explain)
+
     serve = command("serve", "serve the pushed model over TF Serving's REST API",
                     description="Serve the pushed model over TF Serving's REST API. Pass an API key as "
                                 "$GEMSTONE_API_KEY or --api-key-file (--api-key shows it to every user in ps). "
                                 "Add ?output=compact to :predict for the compact record (no per-class "
-                                "probabilities).")
+                                "probabilities); :explain answers it with where the model looked. Metrics: "
+                                "/monitoring/prometheus/metrics.")
     serve.add_argument("--model", required=True, help="the base folder of pushed versions (or one version)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8501, help="port to listen on")
@@ -117,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key-file", metavar="PATH", help="require the key in this file (its first line)")
     serve.add_argument("--api-key", help="require this key; visible in ps: prefer $GEMSTONE_API_KEY or "
                                          "--api-key-file")
-    serve.add_argument("--log-dir", help="where predictions are logged for drift checks "
-                                         "(default: $GEMSTONE_HOME/serving-logs/<model name>)")
+    serve.add_argument("--log-dir", help="where requests are logged (TF Serving's PredictionLog, TFRecord) for "
+                                         "drift checks (default: $GEMSTONE_HOME/serving-logs/<model name>)")
+    serve.add_argument("--max-in-flight", type=_positive, default=32,
+                       help="requests the model works on at once; more are answered 503 with Retry-After")
     serve.set_defaults(func=models_cmd.serve, ends_without_finalising=True)  # see cli._end_without_finalising
 
     drift = command("drift", "compare served photos with the training data",

@@ -197,6 +197,12 @@ MISTAKES = {
     "serve, mistyped model": (["serve", "--model", "{home}/serving/gem89"], "no SavedModel at"),
     "serve, no key in the key file": (["serve", "--model", "{fake_model}", "--api-key-file", "{home}/nokey"],
                                       "cannot read --api-key-file"),
+    "explain, no such photo": (["explain", "--model", "{fake_model}", "{home}/nope.jpg", "--output", "{home}/out"],
+                               "no such photo or folder"),
+    "explain, a model without the explain signature": (["explain", "--model", "{fake_model}", "{flat}", "--output",
+                                                        "{home}/out"], "has no `explain` signature"),
+    "serve, a port out of range": (["serve", "--model", "{fake_model}", "--port", "80000"],
+                                   "--port 80000 is not a port"),
     "drift, no such log folder": (["drift", "--logs", "{home}/nope"], "log folder not found"),
     "drift, logs of a model that is no pipeline": (["drift", "--logs", "{stray_logs}"], "give --pipeline-name"),
     "where, mistyped pipeline": (["where", "--pipeline-name", "gem99"], "no pipeline 'gem99'"),
@@ -373,8 +379,9 @@ def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_clean
         assert _call(url)[0] == 401
         photo = base64.b64encode(next((demo_photos / "images" / "Ruby").glob("*.jpg")).read_bytes()).decode()
         status, body = _call(f"{url}:predict?output=compact", {"instances": [{"b64": photo}]}, key="s3cret")
-        assert status == 200 and set(body["predictions"][0]) == {"label", "confidence", "top_k", "family",
-                                                                  "family_confidence", "needs_review"}
+        assert status == 200 and set(body["predictions"][0]) == {
+            "label", "confidence", "top_k", "family", "family_confidence", "needs_review", "known", "novelty",
+            "review_reason"}
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -386,6 +393,10 @@ def test_serve_loads_before_it_answers_takes_the_key_from_a_file_and_stops_clean
     assert server.returncode == 0, stderr
     assert "s3cret" not in " ".join(server.args) and "Stopped." in stderr
     assert_clean(stderr)
+    from gemstone.apps import prediction_log
+
+    [logged] = prediction_log.read(home / "serving-logs" / "model")  # closed whole at the stop
+    assert logged.predict_log.request.model_spec.name == "model"
 
 
 @pytest.mark.slow  # a subprocess that loads TensorFlow (10-25 s); the work itself is tested in-process

@@ -1,7 +1,7 @@
 """The `gemstone` commands, one module per group: what each command does once its arguments are parsed.
 
 data.py (make-demo-data, inspect-data), pipelines.py (where, runs, lineage,
-report), models.py (batch-infer, serve, drift), kubeflow.py (kubeflow compile,
+report), models.py (batch-infer, explain, serve, drift), kubeflow.py (kubeflow compile,
 schedule) and backbone.py (backbone fetch). Each command takes the parsed
 arguments and returns an exit status; a mistake it finds raises
 checks.UsageError. They check their arguments before importing TensorFlow or

@@ -1,4 +1,4 @@
-"""The commands that use a pushed model: batch-infer (on Beam), serve (TF Serving's REST API) and drift."""
+"""The commands that use a pushed model: batch-infer (on Beam), explain, serve (TF Serving's REST API) and drift."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gemstone import contract
 from gemstone.apps import checks
-from gemstone.apps.commands import NO, OK, note
+from gemstone.apps.commands import NO, OK, USAGE, note
 
 BATCH_OPTIONS = ("--model", "--input", "--output", "--batch-size", "--verbose")
 
@@ -35,6 +35,27 @@ def batch_infer(args, beam_args) -> int:
               f"variety this model knows, {review[contract.LOW_CONFIDENCE]} low confidence: "
               f"{sum(review.values())} for expert review")
     return OK
+
+
+def explain(args) -> int:
+    from gemstone.apps import explain as explain_lib
+
+    version = checks.model_version(args.model)
+    files = checks.photo_files(args.photos)
+    missing = explain_lib.missing_explain(version)
+    if missing:
+        raise checks.UsageError(missing)
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise checks.UsageError(f"--output {args.output} is a file: give a folder for the figures and records")
+    note(f"Explaining {len(files)} photo{'' if len(files) == 1 else 's'} with model {version} (loading "
+         f"TensorFlow)...")
+    result = explain_lib.run(str(version), files, args.output, progress=note)
+    errors = result["errors"]
+    print(f"{result['explained']} photo{'' if result['explained'] == 1 else 's'} explained with model "
+          f"{result['model']}, {len(errors)} could not be read, in {result['output']}")
+    for error in errors:
+        print(f"  {error['path']}: {error['error']}: {error['detail']}")
+    return USAGE if errors else OK
 
 
 def _api_key(args):
@@ -71,6 +92,7 @@ def _stop_on_signals() -> None:
 
 
 def serve(args) -> int:
+    checks.port(args.port)
     base = checks.model_base(args.model)
     api_key = _api_key(args)
     from gemstone import paths
@@ -79,7 +101,7 @@ def serve(args) -> int:
     log_dir = args.log_dir or serve_lib.default_log_dir(str(base))
     try:  # the port first: a busy one is said at once, not after loading TensorFlow
         server = serve_lib.make_server(str(base), args.host, args.port, args.model_name, api_key, log_dir, preload=False,
-                                   notice=note)
+                                   notice=note, max_in_flight=args.max_in_flight)
     except OSError as e:
         message = checks.port_in_use_message(e, args.host, args.port)
         if message is None:
