@@ -334,7 +334,8 @@ def test_a_variety_the_schema_does_not_know_stops_the_run_at_datagate_saying_whi
 
     from components.data_gate import component as data_gate
     from gemstone import demo_data
-    from tests.tfx_helpers import REPO, run_image_example_gen
+    from gemstone.schema import SCHEMA_DIR
+    from tests.tfx_helpers import run_image_example_gen
 
     data = Path(demo_data.make_demo_data(tmp_path / "data", per_class=3, seed=2, size=64).out_dir)
     stranger = data / "images" / "moonstone.jpg"
@@ -349,7 +350,7 @@ def test_a_variety_the_schema_does_not_know_stops_the_run_at_datagate_saying_whi
                                                             tmp_dir=str(tmp_path / "tmp"))).Do(
         {"examples": [_published(examples)]}, {"statistics": [statistics]}, {"exclude_splits": "[]"})
     schema = _artifact(standard_artifacts.Schema, tmp_path / "schema")
-    shutil.copy(REPO / "schema" / "gemstone-demo" / "schema.pbtxt", schema.uri)
+    shutil.copy(SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt", schema.uri)
     anomalies = _artifact(standard_artifacts.ExampleAnomalies, tmp_path / "anomalies")
     example_validator.Executor().Do({"statistics": [_published(statistics)], "schema": [schema]},
                                     {"anomalies": [anomalies]}, {"exclude_splits": "[]"})
