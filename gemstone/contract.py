@@ -140,7 +140,7 @@ EDGE_REPORT_FILE = "edge_report.json"  # in it: which TFLite models were kept, t
 
 # --- Component ids ------------------------------------------------------------------------------
 
-# The pipeline's nodes (pipeline/pipeline.py: TFX names a node after its class) as ML Metadata records them.
+# The pipeline's nodes (pipeline/dag.py: TFX names a node after its class) as ML Metadata records them.
 EXAMPLE_GEN_ID = "ImageExampleGen"
 STATISTICS_GEN_ID = "StatisticsGen"
 TRAINER_ID = "Trainer"

@@ -17,10 +17,10 @@ def test_gate_names_each_corruption_under_the_required_share():
 
 
 def test_the_pusher_reads_the_blessing_robustness_makes_of_the_evaluators(tmp_path):
-    from pipeline import configs, pipeline
+    from pipeline import configs, dag
 
     config = configs.PipelineConfig(home=str(tmp_path), min_relative_robustness=0.8, backbone="none")
-    nodes = {node.id: node for node in pipeline.create_pipeline(config).components}
+    nodes = {node.id: node for node in dag.create_pipeline(config).components}
     assert nodes["Robustness"].inputs["model_blessing"].producer_component_id == "Evaluator"
     assert nodes["Robustness"].exec_properties["min_relative_accuracy"] == 0.8
     assert nodes["Pusher"].inputs["model_blessing"].producer_component_id == "Robustness"
