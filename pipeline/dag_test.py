@@ -166,3 +166,16 @@ def test_the_runners_run_as_scripts_and_building_the_pipeline_does_not_import_tf
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_pusher_reads_the_blessing_robustness_makes_of_the_evaluators(tmp_path):
+    config = configs.PipelineConfig(home=str(tmp_path), min_relative_robustness=0.8, backbone="none")
+    nodes = _components(config)
+    assert nodes["Robustness"].inputs["model_blessing"].producer_component_id == "Evaluator"
+    assert nodes["Robustness"].exec_properties["min_relative_accuracy"] == 0.8
+    assert nodes["Pusher"].inputs["model_blessing"].producer_component_id == "Robustness"
+    assert nodes["Pusher"].inputs["model_blessing"].output_key == "blessing"
+    # The dashboard and the model card give the verdict the Pusher acted on, and the gate's reasons.
+    for name in ("SliceReport", "ModelCard"):
+        assert nodes[name].inputs["blessing"].producer_component_id == "Robustness", name
+        assert nodes[name].inputs["robustness"].producer_component_id == "Robustness", name
