@@ -24,7 +24,8 @@ CONTAINER_HOME = "/opt/gemstone/home"
 
 
 def in_container(path):
-    """A path inside this checkout, as the container sees it (other paths are left alone)."""
+    """A path inside the project (this checkout, or the folder an installed wheel's packages are in, where the
+    curated schemas are package data), as the container sees it (other paths are left alone)."""
     if path and os.path.isabs(path) and path.startswith(str(configs.REPO_ROOT) + os.sep):
         return CONTAINER_REPO_ROOT + path[len(str(configs.REPO_ROOT)):]
     return path

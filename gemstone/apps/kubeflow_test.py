@@ -89,6 +89,9 @@ def test_dockerfile_installs_the_projects_lock_and_existing_entry_points():
         for name in copied.split():
             assert (REPO / name).exists(), name
     assert str(kubeflow_runner.CONTAINER_REPO_ROOT) in dockerfile
+    # Installed as a wheel installs it (the curated schemas are package data): no editable install, no PYTHONPATH.
+    assert re.search(r"^RUN uv pip install --system --no-deps --no-build-isolation \.$", dockerfile, re.M)
+    assert "PYTHONPATH" not in dockerfile
     cmd = json.loads(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
     assert cmd[0] == "gemstone" and "gemstone=gemstone.apps.cli:main" in (REPO / "setup.py").read_text()
 
