@@ -60,21 +60,24 @@ def check_beam_args(beam_args: Sequence[str]) -> None:
                                 + (f" (did you mean {close[0]}?)" if close else ""))
 
 
+class _Released:
+    """What Beam's shared cache keeps alive in place of the last model: nothing (it needs a weak reference to it)."""
+
+
 def release_shared_models() -> None:
     """Lets go of the model RunInference keeps alive in Beam's per-process cache, while TensorFlow is still loaded.
 
-    Beam's `shared` cache holds the last model acquired until the process ends; freed
-    at interpreter shutdown, its TensorFlow functions' finalisers find their module
-    already torn down and print `Exception ignored in: AtomicFunction.__del__`.
+    Beam's `shared` cache keeps the last object acquired alive until the process ends; a
+    model freed at interpreter shutdown finds TensorFlow already torn down, and its functions'
+    finalisers print `Exception ignored in: AtomicFunction.__del__`. The cache keeps one object
+    alive, the one acquired last (apache_beam.utils.shared: acquiring another lets go of the
+    others): acquiring an empty one through Beam's public handle lets go of the model.
     """
     import gc
 
     from apache_beam.utils import shared
 
-    shared_map = getattr(shared, "_shared_map", None)
-    if shared_map is not None and hasattr(shared_map, "_keepalive"):
-        with shared_map._lock:
-            shared_map._keepalive = (None, None)
+    shared.Shared().acquire(_Released)
     gc.collect()
 
 
