@@ -6,6 +6,7 @@ from gemstone.apps import metadata
 
 COMPLETE = metadata_store_pb2.Execution.COMPLETE
 CACHED = metadata_store_pb2.Execution.CACHED
+PIPELINE = "gem.88"  # a dot in the pipeline's name too: the node id is what follows it
 
 
 def _store(tmp_path):
@@ -22,10 +23,21 @@ def _artifact(store, type_name, uri, **int_properties):
     return store.put_artifacts([artifact])[0]
 
 
-def _execution(store, component, state, inputs=(), outputs=()):
-    """One execution of `component` with (key, artifact id) input and output events."""
-    type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name=f"tfx.components.{component}"))
+def _context(store, kind, name):
+    type_id = store.put_context_type(metadata_store_pb2.ContextType(name=kind))
+    found = store.get_context_by_type_and_name(kind, name)
+    return found.id if found else store.put_contexts([metadata_store_pb2.Context(type_id=type_id, name=name)])[0]
+
+
+def _execution(store, component, state, inputs=(), outputs=(), component_class=None):
+    """One execution of the node `component` (of `component_class`, by default its namesake) with (key, artifact
+    id) input and output events, attributed to its pipeline and node contexts as TFX does."""
+    type_name = f"tfx.components.{component_class or component}"
+    type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name=type_name))
     [execution_id] = store.put_executions([metadata_store_pb2.Execution(type_id=type_id, last_known_state=state)])
+    for kind, name in ((metadata.PIPELINE_CONTEXT, PIPELINE), (metadata.NODE_CONTEXT, f"{PIPELINE}.{component}")):
+        store.put_attributions_and_associations(
+            [], [metadata_store_pb2.Association(context_id=_context(store, kind, name), execution_id=execution_id)])
     events = []
     for kind, pairs in ((metadata_store_pb2.Event.INPUT, inputs), (metadata_store_pb2.Event.OUTPUT, outputs)):
         for key, artifact_id in pairs:
@@ -82,3 +94,24 @@ def test_trainer_split_files_point_into_the_split_of_the_newest_trainers_example
 
     assert metadata.trainer_split_files(store, "test") == ["/transform/transformed_examples/2/Split-test/*"]
     assert metadata.trainer_split_files(store, "train") == ["/transform/transformed_examples/2/Split-train/*"]
+
+
+def test_two_nodes_of_one_component_class_are_told_apart_by_their_node_id(tmp_path):
+    """Two Evaluators (one the gate, one a report on another split): each node's newest output is its own."""
+    store = _store(tmp_path)
+    gate = _artifact(store, "ModelEvaluation", "/evaluation/gate")
+    extra = _artifact(store, "ModelEvaluation", "/evaluation/extra")
+    _execution(store, "Evaluator", COMPLETE, outputs=[("evaluation", gate)])
+    _execution(store, "Evaluator.on_new_photos", COMPLETE, outputs=[("evaluation", extra)],
+               component_class="Evaluator")
+    assert metadata.latest_output_uri(store, "Evaluator", "evaluation") == "/evaluation/gate"
+    assert metadata.latest_output_uri(store, "Evaluator.on_new_photos", "evaluation") == "/evaluation/extra"
+    assert [e.component for e in metadata.executions(store)] == ["Evaluator", "Evaluator.on_new_photos"]
+
+
+def test_the_node_contexts_are_named_as_tfx_names_them():
+    from tfx.dsl.compiler import compiler_utils, constants
+
+    assert (metadata.PIPELINE_CONTEXT, metadata.NODE_CONTEXT) == (constants.PIPELINE_CONTEXT_TYPE_NAME,
+                                                                  constants.NODE_CONTEXT_TYPE_NAME)
+    assert compiler_utils.node_context_name(PIPELINE, "Trainer") == f"{PIPELINE}.Trainer"
