@@ -55,7 +55,8 @@ def latest_train_statistics(pipeline_name: str, home: Optional[str] = None):
     """The newest StatisticsGen output's train split, located through MLMD."""
     import tensorflow_data_validation as tfdv
 
-    statistics = metadata.latest_output_uri(metadata.open_store(pipeline_name, home), "StatisticsGen", "statistics")
+    statistics = metadata.latest_output_uri(metadata.open_store(pipeline_name, home), contract.STATISTICS_GEN_ID,
+                                         "statistics")
     if not statistics:
         raise FileNotFoundError(f"pipeline {pipeline_name!r} has no statistics yet: run it first")
     return tfdv.load_stats_binary(str(Path(statistics) / "Split-train" / "FeatureStats.pb"))
