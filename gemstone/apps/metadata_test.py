@@ -1,51 +1,22 @@
 """Reading ML Metadata as TFX leaves it, including the events a cached or baseline-equal execution records."""
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from gemstone.apps import metadata
+from tests import mlmd_store
+from tests.mlmd_store import CACHED, COMPLETE
 
-COMPLETE = metadata_store_pb2.Execution.COMPLETE
-CACHED = metadata_store_pb2.Execution.CACHED
 PIPELINE = "gem.88"  # a dot in the pipeline's name too: the node id is what follows it
 
 
 def _store(tmp_path):
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(tmp_path / "metadata.db")
-    return metadata_store.MetadataStore(config)
+    return mlmd_store.store(tmp_path / "metadata.db")
 
 
-def _artifact(store, type_name, uri, **int_properties):
-    type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(name=type_name))
-    artifact = metadata_store_pb2.Artifact(type_id=type_id, uri=uri)
-    for key, value in int_properties.items():
-        artifact.custom_properties[key].int_value = value
-    return store.put_artifacts([artifact])[0]
-
-
-def _context(store, kind, name):
-    type_id = store.put_context_type(metadata_store_pb2.ContextType(name=kind))
-    found = store.get_context_by_type_and_name(kind, name)
-    return found.id if found else store.put_contexts([metadata_store_pb2.Context(type_id=type_id, name=name)])[0]
+_artifact = mlmd_store.artifact
 
 
 def _execution(store, component, state, inputs=(), outputs=(), component_class=None):
-    """One execution of the node `component` (of `component_class`, by default its namesake) with (key, artifact
-    id) input and output events, attributed to its pipeline and node contexts as TFX does."""
-    type_name = f"tfx.components.{component_class or component}"
-    type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name=type_name))
-    [execution_id] = store.put_executions([metadata_store_pb2.Execution(type_id=type_id, last_known_state=state)])
-    for kind, name in ((metadata.PIPELINE_CONTEXT, PIPELINE), (metadata.NODE_CONTEXT, f"{PIPELINE}.{component}")):
-        store.put_attributions_and_associations(
-            [], [metadata_store_pb2.Association(context_id=_context(store, kind, name), execution_id=execution_id)])
-    events = []
-    for kind, pairs in ((metadata_store_pb2.Event.INPUT, inputs), (metadata_store_pb2.Event.OUTPUT, outputs)):
-        for key, artifact_id in pairs:
-            event = metadata_store_pb2.Event(artifact_id=artifact_id, execution_id=execution_id, type=kind)
-            event.path.steps.add().key = key
-            events.append(event)
-    store.put_events(events)
-    return execution_id
+    return mlmd_store.execution(store, PIPELINE, component, state, inputs, outputs, component_class)
 
 
 def test_latest_evaluation_of_a_candidate_that_is_the_baseline_and_robustness_verdict(tmp_path):
