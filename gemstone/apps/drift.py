@@ -32,6 +32,7 @@ CONFIDENCE_DROP = 0.1
 REVIEW_RATE_RISE = 0.15
 REPORT_FILE = "drift_report.json"
 MIN_PREDICTIONS = 100  # no verdict on fewer logged predictions (see above)
+TRAIN_SPLIT = "train"  # the statistics the served photos are compared with
 
 
 def read_logs(log_dir: str) -> List[Dict[str, Any]]:
@@ -52,14 +53,14 @@ def logged_model(rows: List[Dict[str, Any]]) -> Optional[str]:
 
 
 def latest_train_statistics(pipeline_name: str, home: Optional[str] = None):
-    """The newest StatisticsGen output's train split, located through MLMD."""
-    import tensorflow_data_validation as tfdv
+    """The newest StatisticsGen output's train split, located through MLMD, read by TFX's own loader."""
+    from tfx.components.statistics_gen import stats_artifact_utils
 
-    statistics = metadata.latest_output_uri(metadata.open_store(pipeline_name, home), contract.STATISTICS_GEN_ID,
-                                         "statistics")
-    if not statistics:
+    statistics = metadata.latest_output(metadata.open_store(pipeline_name, home), contract.STATISTICS_GEN_ID,
+                                        "statistics")
+    if statistics is None:
         raise FileNotFoundError(f"pipeline {pipeline_name!r} has no statistics yet: run it first")
-    return tfdv.load_stats_binary(str(Path(statistics) / "Split-train" / "FeatureStats.pb"))
+    return stats_artifact_utils.load_statistics(statistics, TRAIN_SPLIT).proto()
 
 
 def _serving_statistics(rows: List[Dict[str, Any]]):

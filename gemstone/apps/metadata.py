@@ -190,23 +190,35 @@ def _artifacts_by_key(store, execution_id: int) -> dict:
              event.path.steps[0].key if event.path.steps else ""): artifacts[event.artifact_id] for event in events}
 
 
-def _io_by_key(store, execution_id: int) -> dict:
-    """{(INPUT|OUTPUT, key): artifact uri} of one execution."""
-    return {key: artifact.uri for key, artifact in _artifacts_by_key(store, execution_id).items()}
-
-
-def latest_output_uri(store: metadata_store.MetadataStore, component: str, key: str) -> Optional[str]:
-    """The URI of output `key` of a component's newest finished execution, or None if it never finished.
+def _latest_output(store: metadata_store.MetadataStore, component: str, key: str):
+    """The MLMD artifact of output `key` of a node's newest finished execution that recorded one, or None.
 
     The one way to find "the newest artifact" of a pipeline that ran: its ML Metadata,
     not the folder names under the pipeline root.
     """
     # A cached execution may record no events of its own; its outputs are those of an earlier one.
     for execution in reversed(_finished(executions(store), component)):
-        uri = _io_by_key(store, execution.id).get(("OUTPUT", key))
-        if uri:
-            return uri
+        artifact = _artifacts_by_key(store, execution.id).get(("OUTPUT", key))
+        if artifact is not None and artifact.uri:
+            return artifact
     return None
+
+
+def latest_output_uri(store: metadata_store.MetadataStore, component: str, key: str) -> Optional[str]:
+    """The URI of output `key` of a node's newest finished execution, or None if it never finished."""
+    artifact = _latest_output(store, component, key)
+    return artifact.uri if artifact is not None else None
+
+
+def latest_output(store: metadata_store.MetadataStore, component: str, key: str):
+    """Output `key` of a node's newest finished execution as a TFX Artifact (for TFX's artifact utilities), or None."""
+    from tfx.types import artifact_utils
+
+    artifact = _latest_output(store, component, key)
+    if artifact is None:
+        return None
+    [artifact_type] = store.get_artifact_types_by_id([artifact.type_id])
+    return artifact_utils.deserialize_artifact(artifact_type, artifact)
 
 
 def latest_execution_inputs(store: metadata_store.MetadataStore, component: str):
