@@ -179,3 +179,14 @@ def test_the_pusher_reads_the_blessing_robustness_makes_of_the_evaluators(tmp_pa
     for name in ("SliceReport", "ModelCard"):
         assert nodes[name].inputs["blessing"].producer_component_id == "Robustness", name
         assert nodes[name].inputs["robustness"].producer_component_id == "Robustness", name
+
+
+def test_a_stricter_gate_changes_the_gate_alone_so_every_node_before_it_stays_cached(tmp_path):
+    """TFX reuses a node's cached result while its exec properties and inputs are unchanged: a stricter robustness
+    or open-set gate runs Robustness again (and what reads its outputs), never the Trainer or the Evaluator."""
+    def exec_properties(**gates):
+        config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none", **gates)
+        return {node_id: node.exec_properties for node_id, node in _components(config).items()}
+
+    plain, strict = exec_properties(), exec_properties(min_relative_robustness=0.9, max_flagged_known=0.01)
+    assert [node for node in plain if plain[node] != strict[node]] == [contract.ROBUSTNESS_ID]
