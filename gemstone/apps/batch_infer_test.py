@@ -1,12 +1,11 @@
 """Batch inference on Beam: every visible file exactly once, bad files as errors, reruns without duplicates."""
-import gc
 import json
 import weakref
 from pathlib import Path
 
 import pytest
 
-from gemstone import paths
+from gemstone import inference, paths
 from gemstone.apps import batch_infer, checks, cli
 from tests.hostile_files import png_claiming
 
@@ -78,14 +77,14 @@ def test_the_summary_counts_each_review_reason_and_an_old_model_says_it_has_none
 
 def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path, monkeypatch):
     loaded = []  # a weak reference to each model RunInference loads
-    load = batch_infer.GemstoneModelHandler.load_model
+    load = inference.GemstoneModelHandler.load_model
 
     def load_and_watch(handler):
         model = load(handler)
         loaded.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(batch_infer.GemstoneModelHandler, "load_model", load_and_watch)
+    monkeypatch.setattr(inference.GemstoneModelHandler, "load_model", load_and_watch)
     version = paths.latest_version_dir(contract_model)
     result = batch_infer.run(str(version), str(mixed_folder / "tray 1" / "*.jpg"), str(tmp_path / "out"),
                              beam_args=["--direct_running_mode=in_memory"])
@@ -93,23 +92,6 @@ def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path, m
     # The model is let go of before the run returns, while TensorFlow is loaded (else, at exit:
     # `Exception ignored in AtomicFunction.__del__`).
     assert loaded and all(model() is None for model in loaded)
-
-
-def test_release_lets_go_of_what_beams_shared_cache_keeps_alive():
-    """Through Beam's public handle, as RunInference acquires its model. Fails when Beam stops keeping the
-    last object alive (then release_shared_models is not needed) or keeps it some other way."""
-    from apache_beam.utils import shared
-
-    class Model:
-        pass
-
-    model = shared.Shared().acquire(Model)
-    alive = weakref.ref(model)
-    del model
-    gc.collect()
-    assert alive() is not None  # Beam keeps it, with no reference left but its own
-    batch_infer.release_shared_models()
-    assert alive() is None
 
 
 def test_beam_options_beam_does_not_know_are_refused():
