@@ -190,3 +190,12 @@ def test_a_stricter_gate_changes_the_gate_alone_so_every_node_before_it_stays_ca
 
     plain, strict = exec_properties(), exec_properties(min_relative_robustness=0.9, max_flagged_known=0.01)
     assert [node for node in plain if plain[node] != strict[node]] == [contract.ROBUSTNESS_ID]
+
+
+def test_robustness_runs_on_the_pipelines_beam_runner(tmp_path):
+    """A Beam component: TFX hands it the pipeline's beam_pipeline_args, as it does ImageExampleGen."""
+    config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
+                                    beam_args="--runner=DataflowRunner --project=p")
+    nodes = _components(config)
+    for node in (contract.ROBUSTNESS_ID, contract.EXAMPLE_GEN_ID):
+        assert nodes[node].executor_spec.beam_pipeline_args == config.beam_pipeline_args(), node

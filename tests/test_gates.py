@@ -18,9 +18,10 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components import artifacts
 from components.model_card import component as model_card
-from components.robustness import component as robustness
+from components.robustness import executor as robustness
 from components.slice_report import component as slice_report
 from gemstone import contract
+from tests.tfx_helpers import write_examples
 
 LABELS = ["Emerald", "Ruby"]
 PHOTOS = [("Ruby", (200, 30, 40)), ("Ruby", (180, 20, 60)), ("Emerald", (20, 160, 80)), ("Emerald", (30, 140, 90))]
@@ -54,19 +55,10 @@ def _jpeg(colour):
 
 
 def _examples(uri: Path):
-    import tensorflow as tf
-
-    def feature(value: bytes):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    (uri / "Split-test").mkdir(parents=True)
-    with tf.io.TFRecordWriter(str(uri / "Split-test" / "data.gz"), options="GZIP") as writer:
-        for i, (label, colour) in enumerate(PHOTOS):
-            example = tf.train.Example(features=tf.train.Features(feature={
-                contract.IMAGE_KEY: feature(_jpeg(colour)), contract.LABEL_KEY: feature(label.encode()),
-                contract.FAMILY_KEY: feature(b"Beryl" if label == "Emerald" else b"Corundum"),
-                "source_path": feature(f"images/{label}/{i}.jpg".encode())}))
-            writer.write(example.SerializeToString())
+    write_examples(uri, "test", [[
+        {contract.IMAGE_KEY: _jpeg(colour), contract.LABEL_KEY: label.encode(),
+         contract.FAMILY_KEY: b"Beryl" if label == "Emerald" else b"Corundum",
+         "source_path": f"images/{label}/{i}.jpg".encode()} for i, (label, colour) in enumerate(PHOTOS)]])
     return _artifact(standard_artifacts.Examples, uri)
 
 
@@ -153,9 +145,13 @@ def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: f
 
     report = _artifact(artifacts.RobustnessReport, tmp_path / "robustness")
     blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
-    _run(robustness.Robustness, model=model, examples=examples, model_blessing=evaluator_blessing,
-         report=report, blessing=blessing, split="test", max_examples=100,
-         min_relative_accuracy=min_relative_accuracy)
+    # As the orchestrator runs it: its executor, on Beam (the DirectRunner), inputs and outputs by key.
+    context = robustness.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="robustness")
+    robustness.Executor(context).Do(
+        {"model": [model], "examples": [examples], "model_blessing": [evaluator_blessing]},
+        {"report": [report], "blessing": [blessing]},
+        {"split": "test", "max_examples": 100, "min_relative_accuracy": min_relative_accuracy,
+         "max_flagged_known": 0.1})
     blessing, report = _published(blessing), _published(report)
     if blessed_property is not None:
         blessing = _published(_artifact(standard_artifacts.ModelBlessing, tmp_path / "bare_blessing",
