@@ -45,7 +45,8 @@ def installed(tmp_path_factory):
     env = root / "env"
     _run([sys.executable, "-m", "venv", "--without-pip", env])
     python = env / "bin" / "python"
-    site_packages = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site_packages = Path(_run([python, "-c", purelib]).stdout.strip())
     (site_packages / "project-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _run([uv, "pip", "install", "--python", python, "--no-deps", "--offline", wheel])
     return env / "bin", wheel

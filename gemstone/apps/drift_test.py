@@ -140,8 +140,9 @@ def test_a_prediction_log_gives_the_responses_answers_and_the_request_photos_sta
 
     rows = drift.read_logs(str(tmp_path / "logs"))
 
+    unfamiliar = contract.UNFAMILIAR_VARIETY
     assert [(r["label"], r["needs_review"], r["review_reason"]) for r in rows] == [
-        ("Ruby", False, None), ("Emerald", True, contract.UNFAMILIAR_VARIETY), ("Ruby", True, contract.UNFAMILIAR_VARIETY)]
+        ("Ruby", False, None), ("Emerald", True, unfamiliar), ("Ruby", True, unfamiliar)]
     assert [r["confidence"] for r in rows] == pytest.approx([0.8] * 3)
     assert {(r["model"], r["version"]) for r in rows} == {("gem88", "7")}
     # What serve logged as `stats` in the JSON Lines log: the photo measured as it was sent.
