@@ -3,6 +3,10 @@
 Install with `make` (a Python 3.10 virtualenv from requirements.lock); the
 dependencies are pinned there, not here, so that every machine gets the same
 tree. `install_requires` names only what the code imports directly.
+
+The project's data ships inside the package (`package_data`): the curated
+schemas and the variety -> family map in gemstone/schema/, so that a wheel
+installed anywhere finds them through the package, as a checkout does.
 """
 from setuptools import find_packages, setup
 
@@ -12,6 +16,7 @@ setup(
     description="A TFX production pipeline for gemstone image classification",
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["gemstone*", "pipeline*", "components*", "modules*"]),
+    package_data={"gemstone.schema": ["families.csv", "*/schema.pbtxt"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
         "apache-beam[gcp]==2.61.0",

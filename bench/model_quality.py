@@ -77,7 +77,7 @@ def _run_pipeline() -> float:
 
 def photo_splits():
     """(paths, labels) of the test split and (paths, labels) of train, from the newest ingestion report."""
-    examples = metadata.latest_output_uri(metadata.open_store(PIPELINE_NAME), "ImageExampleGen", "examples")
+    examples = metadata.latest_output_uri(metadata.open_store(PIPELINE_NAME), contract.EXAMPLE_GEN_ID, "examples")
     report = json.loads((Path(examples) / contract.INGESTION_REPORT_FILE).read_text())
     split = {}
     for f in report["files"]:
@@ -321,7 +321,7 @@ def _retrained_rows(split, photos, family_map, forest_right) -> list:
 def _trainer_seconds() -> float:
     """The newest run's Trainer time, from ML Metadata."""
     run = metadata.runs(metadata.open_store(PIPELINE_NAME))[-1]
-    trainer = [e for e in run.executions if e.component == "Trainer"][-1]
+    trainer = [e for e in run.executions if e.component == contract.TRAINER_ID][-1]
     return trainer.finished - trainer.started
 
 

@@ -38,27 +38,29 @@ def _photos(n: int):
 
 
 def _flops_per_image(version: Path) -> float:
-    """Forward-pass FLOPs of the network on one photo (decoding and histograms not counted).
-
-    TF's profiler needs fully known shapes and a graph without function calls: the Keras
-    model is traced for a batch of one and frozen (variables to constants, functions inlined).
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
-    from tensorflow.python.profiler import model_analyzer, option_builder
-
     from modules import export
 
-    model = export.load_keras_model(str(version))
+    return flops_per_image(export.load_keras_model(str(version)))
+
+
+def flops_per_image(model) -> float:
+    """Forward-pass FLOPs of the network on one photo (decoding and histograms not counted).
+
+    TF's profiler (its public tf.compat.v1 API) needs fully known shapes and a graph without
+    function calls, whose insides it would not count: the Keras model, rebuilt from its config,
+    is traced for a batch of one, its layers inline in the graph. (The same count as freezing the
+    graph first with TensorFlow's private convert_to_constants, on the demo and 88-class models.)
+    """
+    import tensorflow as tf
+
     specs = {i.name.split(":")[0]: tf.TensorSpec([1] + list(i.shape[1:]), i.dtype) for i in model.inputs}
-    concrete = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(specs)
-    _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
-    options = option_builder.ProfileOptionBuilder.float_operation()
+    graph = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(specs).graph
+    calls = sorted({op.type for op in graph.get_operations() if op.type.endswith("PartitionedCall")})
+    if calls:
+        raise ValueError(f"the traced model calls functions ({', '.join(calls)}): the profiler would not count them")
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    return float(model_analyzer.profile(graph, options=options).total_float_ops)
+    return float(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
 
 
 def _keras_predict_loop(version: Path, photos) -> float:

@@ -129,6 +129,8 @@ DASHBOARD_FILE = "report.html"  # in the SliceReport's dashboard artifact
 MODEL_CARD_FILE = "model_card.md"  # beside every pushed model version
 MODEL_CARD_JSON_FILE = "model_card.json"
 PREDICTION_LOG_FILE = "predictions.jsonl"  # serving's log of answers (read by drift)
+# Serving's log as TFRecord files of TF Serving's PredictionLog protos, one record per request (read by drift).
+PREDICTION_LOG_RECORDS = "prediction_log-*.tfrecord"
 MODEL_ASSETS_DIR = "assets.extra"  # in the SavedModel: what the Trainer records beside the graph
 CALIBRATION_FILE = "calibration.json"  # in it: temperature, ECE before/after, review trade-off
 BACKBONE_FILE = "backbone.json"  # in it: the weights the model started from, the fine-tuning decision
@@ -140,7 +142,7 @@ EDGE_REPORT_FILE = "edge_report.json"  # in it: which TFLite models were kept, t
 
 # --- Component ids ------------------------------------------------------------------------------
 
-# The pipeline's nodes (pipeline/pipeline.py: TFX names a node after its class) as ML Metadata records them.
+# The pipeline's nodes (pipeline/dag.py: TFX names a node after its class) as ML Metadata records them.
 EXAMPLE_GEN_ID = "ImageExampleGen"
 STATISTICS_GEN_ID = "StatisticsGen"
 TRAINER_ID = "Trainer"

@@ -1,4 +1,5 @@
-"""`gemstone inspect-data`: every visible file once, accepted with its split or quarantined with its reason."""
+"""The data report (`gemstone inspect-data`): every visible file once, accepted with its split or quarantined with
+its reason. The command itself is tested with the others (gemstone/apps/cli_test.py)."""
 import io
 import json
 from collections import defaultdict
@@ -8,7 +9,6 @@ import pytest
 from PIL import Image
 
 from gemstone import data_report, demo_data
-from gemstone.apps import cli
 from tests.hostile_files import png_claiming
 
 
@@ -76,10 +76,10 @@ def hostile(tmp_path):
     return root, expected
 
 
-def test_hostile_collection_comes_out_exactly_as_described(hostile, tmp_path, capsys):
+def test_hostile_collection_comes_out_exactly_as_described(hostile, tmp_path):
     root, expected = hostile
-    assert cli.main(["inspect-data", str(root), "--output", str(tmp_path / "out")]) == 0
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    written = data_report.write(data_report.inspect(str(root)), tmp_path / "out")
+    report = json.loads(written["json"].read_text())
     listed = [f["path"] for f in report["files"]]
     assert sorted(listed) == sorted(expected)  # every visible file exactly once
     for f in report["files"]:
@@ -93,13 +93,8 @@ def test_hostile_collection_comes_out_exactly_as_described(hostile, tmp_path, ca
     assert {f["split"] for f in report["files"] if f["status"] == "accepted"} == {"train", "eval", "test"}
     assert (tmp_path / "out" / data_report.HTML_NAME).read_text().count("<tr>") > 10
     assert (tmp_path / "out" / data_report.PLOT_NAME).stat().st_size > 1000
-    out = capsys.readouterr().out
-    assert "quarantined truncated: 1" in out and "3 hidden files ignored" in out
-
-
-def test_unusable_directory_exits_with_a_message(tmp_path, capsys):
-    assert cli.main(["inspect-data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
-    assert "not found" in capsys.readouterr().err
+    summary = "\n".join(data_report.summary_lines(report))  # what inspect-data prints
+    assert "quarantined truncated: 1" in summary and "3 hidden files ignored" in summary
 
 
 def test_class_imbalance_and_rare_classes_are_reported(tmp_path):
@@ -150,7 +145,7 @@ def test_jsonl_manifest_rows_are_each_accounted_for_and_extra_columns_become_fea
                         ("stones.jsonl:6", "bad_manifest_row")]  # every row once
     discovery = ingestion.discover(str(tmp_path), "stones.jsonl")
     ruby = next(e for e in discovery.entries if e.label == "Ruby")
-    assert ruby.family == "Corundum" and ruby.stone_id == "r1"  # family from schema/families.csv
+    assert ruby.family == "Corundum" and ruby.stone_id == "r1"  # family from gemstone/schema/families.csv
     example = ingestion.to_tf_example(ingestion.load_entry(ruby, ingestion.IngestionOptions()), "g1")
     assert example.features.feature["lighting"].bytes_list.value == [b"daylight"]
     assert example.features.feature["brightness"].float_list.value[0] > 0

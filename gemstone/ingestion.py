@@ -6,7 +6,7 @@ Used by the pipeline's ImageExampleGen (inside Beam) and by
 Two input layouts are understood:
   * a folder of class folders: `<root>/<label>/.../<image>`; the label is the
     top-level folder's name (spaces allowed), the mineral family comes from
-    `schema/families.csv`;
+    `gemstone/schema/families.csv`;
   * a manifest, `.csv` or `.jsonl`, with columns `path` and `label` and,
     optionally, `family`, `stone_id` and any other attribute (kept as a string
     feature). Relative paths are relative to the manifest's folder.
@@ -18,7 +18,7 @@ import json
 import os
 import posixpath
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gemstone import image_stats, images, manifests, splits, taxonomy
 from gemstone.contract import FAMILY_KEY, IMAGE_KEY, LABEL_KEY, SIZE_BUCKET_KEY
@@ -253,12 +253,10 @@ def to_tf_example(item: Ingested, group_id: str) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=features))
 
 
-def read_examples(examples_uri: str, split: str, keys: Iterable[str], limit: Optional[int] = None,
-                  keep: Optional[Callable[[Dict[str, bytes]], bool]] = None) -> List[Dict[str, bytes]]:
-    """The named bytes features of a split's examples (as written by `to_tf_example`), in file order.
-
-    `keep`: only the examples it accepts are returned (and held in memory).
-    """
+def iter_examples(examples_uri: str, split: str, keys: Iterable[str],
+                  limit: Optional[int] = None) -> Iterator[Dict[str, bytes]]:
+    """The named bytes features of a split's examples (as written by `to_tf_example`), in file order, one at a
+    time: the first `limit` of them."""
     import tensorflow as tf
 
     files = tf.io.gfile.glob(posixpath.join(examples_uri, f"Split-{split}", "*"))
@@ -268,8 +266,17 @@ def read_examples(examples_uri: str, split: str, keys: Iterable[str], limit: Opt
     records = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
     if limit is not None:
         records = records.take(limit)
-    parsed = ({k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()} for r in records)
-    return [example for example in parsed if keep is None or keep(example)]
+    return ({k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()} for r in records)
+
+
+def read_examples(examples_uri: str, split: str, keys: Iterable[str], limit: Optional[int] = None,
+                  keep: Optional[Callable[[Dict[str, bytes]], bool]] = None) -> List[Dict[str, bytes]]:
+    """The named bytes features of a split's examples (iter_examples), in file order, in a list.
+
+    `keep`: only the examples it accepts are returned (and held in memory).
+    """
+    return [example for example in iter_examples(examples_uri, split, keys, limit)
+            if keep is None or keep(example)]
 
 
 def class_balance(per_class: Dict[str, Dict[str, int]]) -> Dict[str, Any]:

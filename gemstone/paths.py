@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+# The folder that holds the project's packages: the checkout, or site-packages for an installed wheel.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real 88-class photos the tests and benchmarks use: beside the checkout, or where GEMSTONE_REAL_DATA says.
 REAL_DATA = Path(os.environ.get("GEMSTONE_REAL_DATA") or REPO_ROOT.parent / "shared" / "data" / "gemstones-88")

@@ -1,6 +1,6 @@
 """Mineral family of each gemstone variety (the upper level of the label hierarchy).
 
-The map is project data, `schema/families.csv` (columns `variety,family`), so a
+The map is project data, `gemstone/schema/families.csv` (columns `variety,family`), so a
 gemmologist can correct it without touching code. Lookups ignore case and
 surrounding whitespace because folder names on real collections vary.
 """
@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-DEFAULT_FAMILY_MAP = Path(__file__).resolve().parent.parent / "schema" / "families.csv"
+from gemstone.schema import FAMILY_MAP as DEFAULT_FAMILY_MAP
 UNKNOWN_FAMILY = "Unknown"
 
 

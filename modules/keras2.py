@@ -9,6 +9,14 @@ Measured on the small CNN: its first `fit` took 52 s instead of 9.5 s, `predict`
 
 Importing this module adds the missing rule. modules/model.py imports it:
 every model the project trains, exports or converts is built there.
+
+A private API, on purpose, and only here: TensorFlow has no public way to say
+"leave this package alone" (`tf.autograph.experimental.do_not_convert` marks one
+function of one's own, not a library's), and autograph reads its rules from this
+module-level tuple of its private `config` module. When TensorFlow moves or
+drops it, the import below fails; when it stops reading it (or names tf_keras
+itself), tests/test_tensorflow_settings.py says so: it checks through `tf.function`
+alone that Keras 2's code runs as it is and the project's own code is converted.
 """
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
@@ -17,11 +25,13 @@ from tensorflow.python.autograph.core import config as _autograph_config  # noqa
 PACKAGE = "tf_keras"
 
 
-def leave_keras_unconverted() -> None:
-    """Puts `tf_keras` beside `keras` among the packages autograph does not convert (once)."""
+def leave_keras_unconverted() -> bool:
+    """Puts `tf_keras` beside `keras` among the packages autograph does not convert; False when it already is."""
     rules = _autograph_config.CONVERSION_RULES
-    if not any(isinstance(rule, _autograph_config.DoNotConvert) and rule.matches(PACKAGE) for rule in rules):
-        _autograph_config.CONVERSION_RULES = (_autograph_config.DoNotConvert(PACKAGE),) + tuple(rules)
+    if any(isinstance(rule, _autograph_config.DoNotConvert) and rule.matches(PACKAGE) for rule in rules):
+        return False
+    _autograph_config.CONVERSION_RULES = (_autograph_config.DoNotConvert(PACKAGE),) + tuple(rules)
+    return True
 
 
 leave_keras_unconverted()

@@ -1,6 +1,6 @@
 """Compiles the pipeline for Kubeflow Pipelines (KFP v2 PipelineSpec JSON).
 
-The very same `pipeline.create_pipeline` as the local runner: only where
+The very same `dag.create_pipeline` as the local runner: only where
 things live (object storage or a volume) and which container runs them differ.
 The tfx CLI can use this file too:
 
@@ -8,19 +8,13 @@ The tfx CLI can use this file too:
 """
 import dataclasses
 import os
-import sys
 
-# See local_runner.py: keep this folder's pipeline.py from hiding the package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import gemstone  # noqa: F401 - before TensorFlow: Keras 2 (gemstone/__init__.py)
+# (not tfx.v1: see dag.py)
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-import gemstone  # noqa: E402,F401 - before TensorFlow: Keras 2 (gemstone/__init__.py)
-# (not tfx.v1: see pipeline.py)
-from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
-
-from gemstone import backbones, contract  # noqa: E402
-from pipeline import configs  # noqa: E402
-from pipeline import pipeline as gemstone_pipeline  # noqa: E402
+from gemstone import backbones, contract
+from pipeline import configs, dag  # (see local_runner.py: nothing in this folder hides the package)
 
 DEFAULT_IMAGE = "ghcr.io/gemstone-tfx/gemstone-pipeline:0.1.0"
 # Where kubeflow/Dockerfile puts the project inside the image.
@@ -30,7 +24,8 @@ CONTAINER_HOME = "/opt/gemstone/home"
 
 
 def in_container(path):
-    """A path inside this checkout, as the container sees it (other paths are left alone)."""
+    """A path inside the project (this checkout, or the folder an installed wheel's packages are in, where the
+    curated schemas are package data), as the container sees it (other paths are left alone)."""
     if path and os.path.isabs(path) and path.startswith(str(configs.REPO_ROOT) + os.sep):
         return CONTAINER_REPO_ROOT + path[len(str(configs.REPO_ROOT)):]
     return path
@@ -65,7 +60,7 @@ def compile_pipeline(output_file: str, config: configs.PipelineConfig = None, im
         output_filename=os.path.basename(output_file),
     )
     # On Kubeflow, MLMD is the cluster's; no local SQLite connection config.
-    pipeline = gemstone_pipeline.create_pipeline(config)
+    pipeline = dag.create_pipeline(config)
     resources = trainer_resources(config)
     if resources is not None:
         next(node for node in pipeline.components if node.id == contract.TRAINER_ID).with_platform_config(resources)

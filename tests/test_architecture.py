@@ -1,7 +1,10 @@
 """One direction of imports: applications -> pipeline/ -> components/ -> the data library and modules/ -> the contract.
 
 Every import statement in the project's code counts, at module level or inside
-a function: a function-level import is a dependency all the same.
+a function: a function-level import is a dependency all the same. The unit tests
+beside the code (`x_test.py`) keep to it too: a test of a layer imports that layer
+and the ones below, never one above (that test belongs with the layer it needs).
+Only tests/ may reach any layer.
 """
 import ast
 import sys
@@ -55,18 +58,23 @@ def _is_module(dotted: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
+def _is_test(path: Path) -> bool:
+    return path.name.endswith("_test.py") or path.name.startswith("test_") or path.name == "conftest.py"
+
+
 def project_files() -> List[Path]:
-    """The project's code; tests are left out (they may reach any layer to check it)."""
-    files = []
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            if path.name.endswith("_test.py") or path.name.startswith("test_") or path.name == "conftest.py":
-                continue
-            files.append(path)
-    return files
+    """The project's code; tests are left out (see unit_test_files)."""
+    return [path for package in PACKAGES for path in sorted((REPO / package).rglob("*.py")) if not _is_test(path)]
 
 
-def violations(files: List[Path]) -> List[str]:
+def unit_test_files() -> List[Path]:
+    """The unit tests beside the code (tests/ is not among PACKAGES: it may reach any layer to check it)."""
+    return [path for package in PACKAGES for path in sorted((REPO / package).rglob("*.py")) if _is_test(path)]
+
+
+def violations(files: List[Path], sideways: bool = False) -> List[str]:
+    """Imports of a layer above the importer's, or of its own layer's other part (the data library and modules/
+    do not import each other), unless `sideways`: a test of one may use the other to check it."""
     found = []
     for path in files:
         importer = part_of(module_name(path))
@@ -74,7 +82,7 @@ def violations(files: List[Path]) -> List[str]:
             target = part_of(imported)
             if target is None or target == importer:
                 continue
-            if LAYERS[target] >= LAYERS[importer]:
+            if LAYERS[target] > LAYERS[importer] or (LAYERS[target] == LAYERS[importer] and not sideways):
                 found.append(f"{path.relative_to(REPO)}:{line} ({importer}) imports {imported} ({target})")
     return found
 
@@ -112,6 +120,11 @@ def test_no_import_goes_against_the_layers():
     assert violations(project_files()) == []
 
 
+def test_no_unit_test_beside_the_code_imports_a_layer_above_it():
+    """E.g. a component's test building the whole pipeline: that is the pipeline's test (pipeline/dag_test.py)."""
+    assert violations(unit_test_files(), sideways=True) == []
+
+
 def test_no_import_loop_between_parts():
     assert cycles(part_graph(project_files())) == []
 
@@ -129,6 +142,13 @@ def test_the_check_sees_function_level_and_upward_imports(tmp_path, monkeypatch)
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     found = violations([fake / "component.py"])
     assert [v.split(" imports ")[1] for v in found] == ["pipeline (pipeline)", "gemstone.apps.serve (apps)"]
+    # A test beside the code: up is refused there too; sideways (library <-> modules) is not.
+    (fake / "component_test.py").write_text("from pipeline import dag\nfrom modules import model\n")
+    (tmp_path / "gemstone").mkdir()
+    (tmp_path / "gemstone" / "images_test.py").write_text("from modules import model\nfrom gemstone.apps import cli\n")
+    tests = [fake / "component_test.py", tmp_path / "gemstone" / "images_test.py"]
+    assert [v.split(" imports ")[1] for v in violations(tests, sideways=True)] == [
+        "pipeline (pipeline)", "gemstone.apps (apps)"]
     assert cycles({"a": {"b"}, "b": {"a"}}) and not cycles({"a": {"b"}, "b": set()})
 
 

@@ -18,17 +18,18 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components import artifacts
 from components.model_card import component as model_card
-from components.robustness import component as robustness
+from components.robustness import executor as robustness
 from components.slice_report import component as slice_report
 from gemstone import contract
+from tests.tfx_helpers import write_examples
 
 LABELS = ["Emerald", "Ruby"]
 PHOTOS = [("Ruby", (200, 30, 40)), ("Ruby", (180, 20, 60)), ("Emerald", (20, 160, 80)), ("Emerald", (30, 140, 90))]
 
 
 def _run(component, **kwargs):
-    """A decorated component's body is its executor's function."""
-    component.EXECUTOR_SPEC.executor_class._FUNCTION(**kwargs)
+    """A decorated component's body, as TFX's test_call() runs it."""
+    component.test_call(**kwargs)
 
 
 def _artifact(kind, uri: Path, **int_properties):
@@ -54,19 +55,10 @@ def _jpeg(colour):
 
 
 def _examples(uri: Path):
-    import tensorflow as tf
-
-    def feature(value: bytes):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    (uri / "Split-test").mkdir(parents=True)
-    with tf.io.TFRecordWriter(str(uri / "Split-test" / "data.gz"), options="GZIP") as writer:
-        for i, (label, colour) in enumerate(PHOTOS):
-            example = tf.train.Example(features=tf.train.Features(feature={
-                contract.IMAGE_KEY: feature(_jpeg(colour)), contract.LABEL_KEY: feature(label.encode()),
-                contract.FAMILY_KEY: feature(b"Beryl" if label == "Emerald" else b"Corundum"),
-                "source_path": feature(f"images/{label}/{i}.jpg".encode())}))
-            writer.write(example.SerializeToString())
+    write_examples(uri, "test", [[
+        {contract.IMAGE_KEY: _jpeg(colour), contract.LABEL_KEY: label.encode(),
+         contract.FAMILY_KEY: b"Beryl" if label == "Emerald" else b"Corundum",
+         "source_path": f"images/{label}/{i}.jpg".encode()} for i, (label, colour) in enumerate(PHOTOS)]])
     return _artifact(standard_artifacts.Examples, uri)
 
 
@@ -153,9 +145,13 @@ def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: f
 
     report = _artifact(artifacts.RobustnessReport, tmp_path / "robustness")
     blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "blessing")
-    _run(robustness.Robustness, model=model, examples=examples, model_blessing=evaluator_blessing,
-         report=report, blessing=blessing, split="test", max_examples=100,
-         min_relative_accuracy=min_relative_accuracy)
+    # As the orchestrator runs it: its executor, on Beam (the DirectRunner), inputs and outputs by key.
+    context = robustness.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="robustness")
+    robustness.Executor(context).Do(
+        {"model": [model], "examples": [examples], "model_blessing": [evaluator_blessing]},
+        {"report": [report], "blessing": [blessing]},
+        {"split": "test", "max_examples": 100, "min_relative_accuracy": min_relative_accuracy,
+         "max_flagged_known": 0.1})
     blessing, report = _published(blessing), _published(report)
     if blessed_property is not None:
         blessing = _published(_artifact(standard_artifacts.ModelBlessing, tmp_path / "bare_blessing",
@@ -334,7 +330,8 @@ def test_a_variety_the_schema_does_not_know_stops_the_run_at_datagate_saying_whi
 
     from components.data_gate import component as data_gate
     from gemstone import demo_data
-    from tests.tfx_helpers import REPO, run_image_example_gen
+    from gemstone.schema import SCHEMA_DIR
+    from tests.tfx_helpers import run_image_example_gen
 
     data = Path(demo_data.make_demo_data(tmp_path / "data", per_class=3, seed=2, size=64).out_dir)
     stranger = data / "images" / "moonstone.jpg"
@@ -349,7 +346,7 @@ def test_a_variety_the_schema_does_not_know_stops_the_run_at_datagate_saying_whi
                                                             tmp_dir=str(tmp_path / "tmp"))).Do(
         {"examples": [_published(examples)]}, {"statistics": [statistics]}, {"exclude_splits": "[]"})
     schema = _artifact(standard_artifacts.Schema, tmp_path / "schema")
-    shutil.copy(REPO / "schema" / "gemstone-demo" / "schema.pbtxt", schema.uri)
+    shutil.copy(SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt", schema.uri)
     anomalies = _artifact(standard_artifacts.ExampleAnomalies, tmp_path / "anomalies")
     example_validator.Executor().Do({"statistics": [_published(statistics)], "schema": [schema]},
                                     {"anomalies": [anomalies]}, {"exclude_splits": "[]"})

@@ -1,7 +1,9 @@
-"""Running TFX from tests: the real tfx CLI (the root conftest.py, the end-to-end tests) and ImageExampleGen's executor."""
+"""Running TFX from tests: the real tfx CLI (the root conftest.py, the end-to-end tests), ImageExampleGen's executor,
+and Examples written by hand."""
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 TFX = str(Path(sys.executable).parent / "tfx")
@@ -33,3 +35,19 @@ def run_image_example_gen(input_base, pattern: str, out_dir: Path, options=None,
     context = executor.Executor.Context(beam_pipeline_args=beam_args, tmp_dir=str(out_dir / "tmp"))
     executor.Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
     return examples
+
+
+def write_examples(uri: Path, split: str, files: List[List[Dict[str, bytes]]]) -> None:
+    """A split of an Examples artifact as ImageExampleGen writes it: GZIP TFRecord files of tf.Examples, one list
+    of {feature: bytes} per file, in file order."""
+    import tensorflow as tf
+
+    folder = Path(uri) / f"Split-{split}"
+    folder.mkdir(parents=True)
+    for number, examples in enumerate(files):
+        name = f"data_tfrecord-{number:05d}-of-{len(files):05d}.gz"
+        with tf.io.TFRecordWriter(str(folder / name), options="GZIP") as writer:
+            for example in examples:
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+                    for key, value in example.items()})).SerializeToString())

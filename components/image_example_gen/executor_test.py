@@ -94,10 +94,8 @@ def test_split_ratios_follow_the_output_config():
 
 @pytest.mark.slow  # starts Beam worker processes
 def test_multi_processing_direct_runner_gives_the_same_split(demo, tmp_path):
-    """The pipeline's Beam settings for a many-core machine: worker processes, same result."""
-    from pipeline import configs
-
-    args = configs.PipelineConfig(beam_running_mode="multi_processing", beam_direct_workers=2).beam_pipeline_args()
+    """Worker processes, as the pipeline runs Beam on a many-core machine (pipeline/configs.py): same result."""
+    args = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     multi = run_image_example_gen(demo.out_dir, "manifest.csv", tmp_path / "multi", beam_args=args)
     single = run_image_example_gen(demo.out_dir, "manifest.csv", tmp_path / "single")
     for split in ("train", "eval", "test"):

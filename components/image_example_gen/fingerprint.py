@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from gemstone import code_fingerprint
+from gemstone import code_fingerprint, taxonomy
 from gemstone.code_fingerprint import ROOT
 
 ENTRY = Path("components", "image_example_gen", "executor.py")
-# Data the ingestion code reads: schema/families.csv is taxonomy.DEFAULT_FAMILY_MAP, the `family` feature.
-DATA_FILES = (Path("schema", "families.csv"),)
+# Data the ingestion code reads: the variety -> family map (taxonomy.DEFAULT_FAMILY_MAP), the `family` feature.
+DATA_FILES = (taxonomy.DEFAULT_FAMILY_MAP.relative_to(ROOT),)
 
 
 def ingestion_files(root: Path = ROOT) -> List[Path]:

@@ -1,20 +1,23 @@
-"""ImportSchemaGen: an edited schema is imported again, an unchanged one is taken from the cache."""
+"""ImportSchemaGen: an edited schema is imported again, an unchanged one is taken from the cache.
+
+(The pipeline gives it the schema's sha256: pipeline/dag_test.py.)
+"""
+import hashlib
+
 from components.import_schema_gen import component
-from pipeline import configs
+from gemstone.schema import SCHEMA_DIR
 
 
 def test_the_local_orchestrator_reimports_an_edited_schema_and_caches_an_unchanged_one(tmp_path):
     from tfx import v1 as tfx
 
     schema = tmp_path / "schema.pbtxt"
-    original = (configs.SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt").read_bytes()
+    original = (SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt").read_bytes()
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(tmp_path / "metadata.db"))
 
     def run(content):
         schema.write_bytes(content)
-        config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
-                                        schema_path=str(schema))
-        schema_gen = component.ImportSchemaGen(schema_file=config.schema_path, schema_sha256=config.schema_sha256)
+        schema_gen = component.ImportSchemaGen(schema_file=str(schema), schema_sha256=hashlib.sha256(content).hexdigest())
         tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
             pipeline_name="schema-cache", pipeline_root=str(tmp_path / "root"), components=[schema_gen],
             enable_cache=True, metadata_connection_config=metadata))

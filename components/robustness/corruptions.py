@@ -83,15 +83,27 @@ CORRUPTIONS: Dict[str, Corruption] = {
 }
 
 
-def corrupt_each(images: List[Image.Image], seed: int = 0) -> Iterator[Tuple[str, Corruption, List[bytes]]]:
-    """(name, corruption, every photo under it) for each of CORRUPTIONS, each its own random stream.
+def _random(seed: int, corruption: int, photo: int) -> np.random.Generator:
+    """The random stream of one corruption of one photo: what a photo gets does not depend on the photos before it,
+    so photos can be corrupted anywhere, in any order (the Robustness component's Beam workers)."""
+    return np.random.default_rng([seed, corruption, photo])
 
-    The one place the Robustness component and the benchmark corrupt photos,
-    so both see the same noise for the same seed.
+
+def corrupt(image: Image.Image, position: int, seed: int = 0) -> Iterator[Tuple[str, bytes]]:
+    """(name, the photo under it) for each of CORRUPTIONS, of the photo at `position` in its collection."""
+    for number, (name, corruption) in enumerate(CORRUPTIONS.items()):
+        yield name, corruption.apply(image, _random(seed, number, position))
+
+
+def corrupt_each(images: List[Image.Image], seed: int = 0) -> Iterator[Tuple[str, Corruption, List[bytes]]]:
+    """(name, corruption, every photo under it) for each of CORRUPTIONS: what `corrupt` makes of each photo.
+
+    With `corrupt`, the one place the Robustness component and the benchmark corrupt
+    photos, so both see the same noise for the same seed.
     """
     for number, (name, corruption) in enumerate(CORRUPTIONS.items()):
-        rng = np.random.default_rng([seed, number])
-        yield name, corruption, [corruption.apply(image, rng) for image in images]
+        yield name, corruption, [corruption.apply(image, _random(seed, number, position))
+                                 for position, image in enumerate(images)]
 
 
 def decode(data: bytes) -> Image.Image:

@@ -66,3 +66,15 @@ def test_no_corruption_turns_a_ruby_into_another_colour(name):
     hue = _stone_hue(_apply(name, image)[1])
     red_distance = min(hue, 1.0 - hue)  # hue is circular; red sits at 0
     assert red_distance < 0.05, (name, hue)
+
+
+def test_a_photo_gets_the_same_corruptions_alone_or_among_others():
+    """Each photo's noise is its own: corrupted one by one (as Beam's workers do) or all together, alike."""
+    photos = [_photo(), _photo().rotate(90), _photo().transpose(Image.FLIP_LEFT_RIGHT)]
+    together = {name: corrupted for name, _, corrupted in corruptions.corrupt_each(photos, seed=3)}
+    for position, photo in enumerate(photos):
+        assert dict(corruptions.corrupt(photo, position, seed=3)) == {name: together[name][position]
+                                                                      for name in corruptions.CORRUPTIONS}
+    noisy = together["gaussian_noise"]
+    assert noisy[0] != dict(corruptions.corrupt(photos[0], 0, seed=4))["gaussian_noise"]  # the seed matters
+    assert dict(corruptions.corrupt(photos[0], 1, seed=3))["gaussian_noise"] != noisy[0]  # and the position

@@ -19,14 +19,15 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from gemstone import contract, images
 from gemstone.apps import checks
+from gemstone.inference import GemstoneModelHandler, release_shared_models
 
 OUTPUT_PREFIXES = ("predictions", "errors")
 
@@ -60,24 +61,6 @@ def check_beam_args(beam_args: Sequence[str]) -> None:
                                 + (f" (did you mean {close[0]}?)" if close else ""))
 
 
-def release_shared_models() -> None:
-    """Lets go of the model RunInference keeps alive in Beam's per-process cache, while TensorFlow is still loaded.
-
-    Beam's `shared` cache holds the last model acquired until the process ends; freed
-    at interpreter shutdown, its TensorFlow functions' finalisers find their module
-    already torn down and print `Exception ignored in: AtomicFunction.__del__`.
-    """
-    import gc
-
-    from apache_beam.utils import shared
-
-    shared_map = getattr(shared, "_shared_map", None)
-    if shared_map is not None and hasattr(shared_map, "_keepalive"):
-        with shared_map._lock:
-            shared_map._keepalive = (None, None)
-    gc.collect()
-
-
 def _load(path: str):
     """(path, jpeg/png bytes) for the model, or ('error', {path, error})."""
     try:
@@ -87,34 +70,6 @@ def _load(path: str):
     except Exception as e:  # noqa: BLE001 - one bad file must never stop the batch
         return beam.pvalue.TaggedOutput("errors", {"path": path, "error": "unexpected", "detail": repr(e)})
     return path, loaded.data
-
-
-class GemstoneModelHandler(ModelHandler[bytes, PredictionResult, Any]):
-    """Loads the pushed SavedModel once per worker and calls its `serving_default` on batches of bytes."""
-
-    def __init__(self, model_dir: str, max_batch_size: int = 32):
-        self._model_dir = model_dir
-        self._max_batch_size = max_batch_size
-
-    def load_model(self):
-        import tensorflow as tf
-
-        return tf.saved_model.load(self._model_dir)
-
-    def run_inference(self, batch: Sequence[bytes], model, inference_args=None) -> Iterable[PredictionResult]:
-        import tensorflow as tf
-
-        outputs = model.signatures[contract.SERVING_SIGNATURE](**{contract.SERVING_INPUT: tf.constant(list(batch))})
-        for example, record in zip(batch, contract.prediction_records(outputs)):
-            yield PredictionResult(example, record, self._model_dir)
-
-    def batch_elements_kwargs(self):
-        # Full batches from the start: Beam's adaptive batching would begin at 1 and double (1, 1, 2, 4, ...),
-        # which suits a stream's latency, not a batch job's throughput. A bundle's last batch may be smaller.
-        return {"min_batch_size": self._max_batch_size, "max_batch_size": self._max_batch_size}
-
-    def get_metrics_namespace(self) -> str:
-        return "gemstone"
 
 
 def to_record(path: str, result: PredictionResult, model_version: str) -> Dict[str, Any]:

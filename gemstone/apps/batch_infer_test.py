@@ -1,10 +1,11 @@
 """Batch inference on Beam: every visible file exactly once, bad files as errors, reruns without duplicates."""
 import json
+import weakref
 from pathlib import Path
 
 import pytest
 
-from gemstone import paths
+from gemstone import inference, paths
 from gemstone.apps import batch_infer, checks, cli
 from tests.hostile_files import png_claiming
 
@@ -74,15 +75,23 @@ def test_the_summary_counts_each_review_reason_and_an_old_model_says_it_has_none
     assert "exported before the open-set outputs" in out and "known" not in _lines(tmp_path / "old", "predictions")[0]
 
 
-def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path):
+def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path, monkeypatch):
+    loaded = []  # a weak reference to each model RunInference loads
+    load = inference.GemstoneModelHandler.load_model
+
+    def load_and_watch(handler):
+        model = load(handler)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(inference.GemstoneModelHandler, "load_model", load_and_watch)
     version = paths.latest_version_dir(contract_model)
     result = batch_infer.run(str(version), str(mixed_folder / "tray 1" / "*.jpg"), str(tmp_path / "out"),
                              beam_args=["--direct_running_mode=in_memory"])
     assert (result["inputs"], result["predictions"], result["errors"]) == (10, 10, 0)
-    # The model RunInference cached is let go of before exit (else: `Exception ignored in AtomicFunction.__del__`).
-    from apache_beam.utils import shared
-
-    assert shared._shared_map._keepalive == (None, None)
+    # The model is let go of before the run returns, while TensorFlow is loaded (else, at exit:
+    # `Exception ignored in AtomicFunction.__del__`).
+    assert loaded and all(model() is None for model in loaded)
 
 
 def test_beam_options_beam_does_not_know_are_refused():

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from gemstone import contract, paths
-from gemstone.apps import cli
+from gemstone.apps import cli, metadata
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,6 +97,11 @@ def _fake_pipeline(home: Path, name: str) -> Path:
     run_type = store.put_context_type(pb.ContextType(name="pipeline_run"))
     types = {n: store.put_execution_type(pb.ExecutionType(name=f"tfx.components.{n.lower()}.component.{n}"))
              for n in ("Trainer", "Evaluator", "Pusher")}
+    # As TFX attributes each execution: to the pipeline's context and its node's ("<pipeline>.<node id>").
+    [pipeline] = store.put_contexts([pb.Context(
+        type_id=store.put_context_type(pb.ContextType(name=metadata.PIPELINE_CONTEXT)), name=name)])
+    node_type = store.put_context_type(pb.ContextType(name=metadata.NODE_CONTEXT))
+    nodes = dict(zip(types, store.put_contexts([pb.Context(type_id=node_type, name=f"{name}.{n}") for n in types])))
     kinds = {n: store.put_artifact_type(pb.ArtifactType(name=n)) for n in ("Model", "ModelBlessing", "PushedModel")}
     version = paths.serving_dir(name, str(home)) / "1700000000"
     version.mkdir(parents=True)
@@ -123,7 +128,8 @@ def _fake_pipeline(home: Path, name: str) -> Path:
         if config is not None:
             execution.custom_properties["custom_config"].string_value = json.dumps(config)
         pairs = [(a, event(pb.Event.INPUT, k)) for k, a in inputs] + [(a, event(pb.Event.OUTPUT, k)) for k, a in outputs]
-        _, artifact_ids, _ = store.put_execution(execution, pairs, store.get_contexts_by_id([context_id]))
+        _, artifact_ids, _ = store.put_execution(execution, pairs,
+                                                 store.get_contexts_by_id([context_id, pipeline, nodes[component]]))
         return artifact_ids
 
     first, second = (store.put_contexts([pb.Context(type_id=run_type, name=f"run-{i}")])[0] for i in (1, 2))

@@ -1,6 +1,7 @@
 """Drift: do the photos being served still look like the ones the model learned from?
 
-Compares the prediction log written by `gemstone serve` with the training
+Compares the prediction log written by `gemstone serve` (TF Serving's
+PredictionLog records, or the JSON Lines log it wrote before) with the training
 split's statistics (StatisticsGen's output, found through ML Metadata), with
 TFDV's drift comparators:
   * each image statistic (brightness, contrast, saturation, sharpness, aspect
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
-from gemstone import contract, image_stats, paths
+from gemstone import contract, image_stats, images, paths
 from gemstone.apps import metadata
 
 JSD_THRESHOLD = 0.2
@@ -32,17 +33,44 @@ CONFIDENCE_DROP = 0.1
 REVIEW_RATE_RISE = 0.15
 REPORT_FILE = "drift_report.json"
 MIN_PREDICTIONS = 100  # no verdict on fewer logged predictions (see above)
+TRAIN_SPLIT = "train"  # the statistics the served photos are compared with
 
 
 def read_logs(log_dir: str) -> List[Dict[str, Any]]:
+    """One row per logged photo (the JSON Lines log's record: model, version, the compact answer and `stats`,
+    the photo's image statistics), from both kinds of log in `log_dir`."""
     rows = []
     for path in sorted(Path(log_dir).glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 rows.append(json.loads(line))
+    for path in sorted(Path(log_dir).glob(contract.PREDICTION_LOG_RECORDS)):
+        rows.extend(prediction_log_rows(path))
     if not rows:
-        raise FileNotFoundError(f"no logged predictions (*.jsonl) under {log_dir}")
+        raise FileNotFoundError(f"no logged predictions (*.jsonl or {contract.PREDICTION_LOG_RECORDS}) under {log_dir}")
     return rows
+
+
+def prediction_log_rows(path: Path) -> Iterator[Dict[str, Any]]:
+    """The rows of a TFRecord file of TF Serving PredictionLog records (one per request, its photos in the request,
+    each `serving_default` output in the response): the answer as the response has it, the image statistics
+    measured on the request's photos with the project's own code, as serve measures each photo it is sent."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    for number, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+        log = prediction_log_pb2.PredictionLog.FromString(record).predict_log
+        spec = log.response.model_spec if log.response.HasField("model_spec") else log.request.model_spec
+        photos = tf.make_ndarray(log.request.inputs[contract.SERVING_INPUT]).ravel().tolist()
+        predictions = contract.prediction_records({name: tf.make_ndarray(tensor)
+                                                   for name, tensor in log.response.outputs.items()})
+        if len(photos) != len(predictions):
+            raise ValueError(f"{path}, record {number}: {len(photos)} photos in the request, "
+                             f"{len(predictions)} answers in the response")
+        version = str(spec.version.value) if spec.HasField("version") else ""
+        for photo, prediction in zip(photos, predictions):
+            yield {"model": spec.name, "version": version, **contract.compact(prediction),
+                   "stats": images.decode_image_bytes(photo).stats.numeric()}
 
 
 def logged_model(rows: List[Dict[str, Any]]) -> Optional[str]:
@@ -52,13 +80,14 @@ def logged_model(rows: List[Dict[str, Any]]) -> Optional[str]:
 
 
 def latest_train_statistics(pipeline_name: str, home: Optional[str] = None):
-    """The newest StatisticsGen output's train split, located through MLMD."""
-    import tensorflow_data_validation as tfdv
+    """The newest StatisticsGen output's train split, located through MLMD, read by TFX's own loader."""
+    from tfx.components.statistics_gen import stats_artifact_utils
 
-    statistics = metadata.latest_output_uri(metadata.open_store(pipeline_name, home), "StatisticsGen", "statistics")
-    if not statistics:
+    statistics = metadata.latest_output(metadata.open_store(pipeline_name, home), contract.STATISTICS_GEN_ID,
+                                        "statistics")
+    if statistics is None:
         raise FileNotFoundError(f"pipeline {pipeline_name!r} has no statistics yet: run it first")
-    return tfdv.load_stats_binary(str(Path(statistics) / "Split-train" / "FeatureStats.pb"))
+    return stats_artifact_utils.load_statistics(statistics, TRAIN_SPLIT).proto()
 
 
 def _serving_statistics(rows: List[Dict[str, Any]]):

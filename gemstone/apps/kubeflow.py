@@ -1,7 +1,7 @@
 """Kubeflow Pipelines: compile the pipeline to a KFP v2 spec, and schedule it.
 
 Compiling uses `pipeline/kubeflow_runner.py` (TFX's KubeflowV2DagRunner over the
-same `pipeline/pipeline.py` as the local runner). Scheduling uploads that spec
+same `pipeline/dag.py` as the local runner). Scheduling uploads that spec
 with the kfp client as a recurring run.
 """
 from __future__ import annotations

@@ -76,7 +76,7 @@ def test_spec_carries_the_ingestion_code_fingerprint_taken_at_compile_time(compi
 
 def test_curated_schema_path_is_rewritten_for_the_container():
     local = str(configs.SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt")
-    assert kubeflow_runner.in_container(local) == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"
+    assert kubeflow_runner.in_container(local) == "/opt/gemstone/gemstone/schema/gemstone-demo/schema.pbtxt"
     assert kubeflow_runner.in_container("gs://b/schema.pbtxt") == "gs://b/schema.pbtxt"
 
 
@@ -89,6 +89,9 @@ def test_dockerfile_installs_the_projects_lock_and_existing_entry_points():
         for name in copied.split():
             assert (REPO / name).exists(), name
     assert str(kubeflow_runner.CONTAINER_REPO_ROOT) in dockerfile
+    # Installed as a wheel installs it (the curated schemas are package data): no editable install, no PYTHONPATH.
+    assert re.search(r"^RUN uv pip install --system --no-deps --no-build-isolation \.$", dockerfile, re.M)
+    assert "PYTHONPATH" not in dockerfile
     cmd = json.loads(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
     assert cmd[0] == "gemstone" and "gemstone=gemstone.apps.cli:main" in (REPO / "setup.py").read_text()
 

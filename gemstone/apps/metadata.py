@@ -1,11 +1,16 @@
-"""Reading a pipeline's ML Metadata (MLMD) store: executions, their outcome and timing."""
+"""Reading a pipeline's ML Metadata (MLMD) store: executions, their outcome and timing.
+
+An execution belongs to a pipeline node (its id: "Trainer", "Evaluator", ...) through the
+node context TFX attributes it to, not through its type (the component's class): two nodes
+of one component class are two nodes here too.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -19,6 +24,13 @@ if TYPE_CHECKING:
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 FINISHED = ("COMPLETE", "CACHED")  # a cached execution finished in an earlier run
+# How TFX records a pipeline's nodes (tfx.dsl.compiler.constants and compiler_utils.node_context_name): a
+# context of type "pipeline" named after the pipeline, and one of type "node" per node, named
+# "<pipeline name>.<node id>", that each of the node's executions is attributed to. Spelled out here, not
+# imported: `gemstone where`, `runs` and `lineage` read ML Metadata without loading TFX (metadata_test checks
+# that TFX spells them so).
+PIPELINE_CONTEXT = "pipeline"
+NODE_CONTEXT = "node"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +56,27 @@ def open_store(pipeline_name: str, home: Optional[str] = None) -> metadata_store
     return metadata_store.MetadataStore(config)
 
 
+def node_ids(store: metadata_store.MetadataStore) -> Dict[int, str]:
+    """{execution id: the id of the pipeline node it is an execution of}, from the node contexts."""
+    pipelines = sorted((c.name for c in store.get_contexts_by_type(PIPELINE_CONTEXT)), key=len, reverse=True)
+    found = {}
+    for context in store.get_contexts_by_type(NODE_CONTEXT):
+        pipeline = next((p for p in pipelines if context.name.startswith(p + ".")), None)
+        if pipeline is not None:
+            for execution in store.get_executions_by_context(context.id):
+                found[execution.id] = context.name[len(pipeline) + 1:]
+    return found
+
+
 def executions(store: metadata_store.MetadataStore) -> List[ExecutionRecord]:
-    """Every component execution, oldest first."""
-    # An execution's type is the component class, e.g. "tfx.components.trainer.component.Trainer".
-    type_names = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    """Every execution of a pipeline node, oldest first."""
+    nodes = node_ids(store)
     records = []
     for e in sorted(store.get_executions(), key=lambda e: e.id):
-        records.append(ExecutionRecord(
-            id=e.id, component=type_names.get(e.type_id, str(e.type_id)), state=_STATE_NAMES.get(e.last_known_state, "UNKNOWN"),
-            started=e.create_time_since_epoch / 1000.0, finished=e.last_update_time_since_epoch / 1000.0))
+        if e.id in nodes:
+            records.append(ExecutionRecord(
+                id=e.id, component=nodes[e.id], state=_STATE_NAMES.get(e.last_known_state, "UNKNOWN"),
+                started=e.create_time_since_epoch / 1000.0, finished=e.last_update_time_since_epoch / 1000.0))
     return records
 
 
@@ -68,7 +92,7 @@ class RunRecord:
         if any(state == "FAILED" for state in states.values()):
             failed = [c for c, state in states.items() if state == "FAILED"]
             return f"failed at {', '.join(failed)}"
-        if states.get("Pusher") in FINISHED:
+        if states.get(contract.PUSHER_ID) in FINISHED:
             return "finished"
         return "running or stopped"
 
@@ -94,17 +118,19 @@ def run_summary(store: metadata_store.MetadataStore, run: RunRecord) -> dict:
     """
     outputs = {}
     for execution in run.executions:
-        if execution.state in FINISHED and execution.component in ("Evaluator", "Robustness", "Pusher", "ModelCard"):
+        if execution.state in FINISHED and execution.component in (contract.EVALUATOR_ID, contract.ROBUSTNESS_ID,
+                                                                   contract.PUSHER_ID, contract.MODEL_CARD_ID):
             outputs[execution.component] = {key: artifact for (kind, key), artifact
                                             in _artifacts_by_key(store, execution.id).items() if kind == "OUTPUT"}
-    blessing = outputs.get("Robustness", {}).get("blessing") or outputs.get("Evaluator", {}).get("blessing")
+    blessing = outputs.get(contract.ROBUSTNESS_ID, {}).get("blessing") or \
+        outputs.get(contract.EVALUATOR_ID, {}).get("blessing")
     blessed = blessing.custom_properties.get(contract.BLESSED_PROPERTY) if blessing is not None else None
-    pushed = outputs.get("Pusher", {}).get("pushed_model")
+    pushed = outputs.get(contract.PUSHER_ID, {}).get("pushed_model")
     pushed_version, cards = None, []
     if pushed is not None and pushed.custom_properties.get("pushed") and pushed.custom_properties["pushed"].int_value:
         pushed_version = pushed.custom_properties["pushed_version"].string_value or None
         cards.append(pushed.custom_properties["pushed_destination"].string_value)
-    card = outputs.get("ModelCard", {}).get("card")
+    card = outputs.get(contract.MODEL_CARD_ID, {}).get("card")
     if card is not None:
         cards.insert(0, card.uri)
     accuracy = photos = None
@@ -132,14 +158,14 @@ def lineage(store: metadata_store.MetadataStore, pushed_dir: str) -> dict:
     if not pushed:
         raise FileNotFoundError(f"no pushed model recorded at {pushed_dir} in this pipeline's metadata")
     artifact_types = {t.id: t.name for t in store.get_artifact_types()}
-    execution_types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    nodes = node_ids(store)
     artifacts, settings, frontier, seen = {}, {}, [pushed[0].id], set()
     while frontier:  # breadth-first: artifact <- producing execution <- its input artifacts
         seen.update(frontier)
         producers = {e.execution_id for e in store.get_events_by_artifact_ids(frontier)
                      if e.type == metadata_store_pb2.Event.OUTPUT}
         for execution in store.get_executions_by_id(list(producers)):
-            if execution_types.get(execution.type_id) == "Trainer" and "custom_config" in execution.custom_properties:
+            if nodes.get(execution.id) == contract.TRAINER_ID and "custom_config" in execution.custom_properties:
                 settings = json.loads(execution.custom_properties["custom_config"].string_value or "{}")
         events = store.get_events_by_execution_ids(list(producers))
         inputs = {e.artifact_id for e in events if e.type == metadata_store_pb2.Event.INPUT and e.artifact_id not in seen}
@@ -152,7 +178,7 @@ def lineage(store: metadata_store.MetadataStore, pushed_dir: str) -> dict:
 
 
 def _finished(records: List[ExecutionRecord], component: str) -> List[ExecutionRecord]:
-    """A component's finished executions, oldest first."""
+    """A node's finished executions, oldest first (`component`: its node id)."""
     return [e for e in records if e.component == component and e.state in FINISHED]
 
 
@@ -164,23 +190,35 @@ def _artifacts_by_key(store, execution_id: int) -> dict:
              event.path.steps[0].key if event.path.steps else ""): artifacts[event.artifact_id] for event in events}
 
 
-def _io_by_key(store, execution_id: int) -> dict:
-    """{(INPUT|OUTPUT, key): artifact uri} of one execution."""
-    return {key: artifact.uri for key, artifact in _artifacts_by_key(store, execution_id).items()}
-
-
-def latest_output_uri(store: metadata_store.MetadataStore, component: str, key: str) -> Optional[str]:
-    """The URI of output `key` of a component's newest finished execution, or None if it never finished.
+def _latest_output(store: metadata_store.MetadataStore, component: str, key: str):
+    """The MLMD artifact of output `key` of a node's newest finished execution that recorded one, or None.
 
     The one way to find "the newest artifact" of a pipeline that ran: its ML Metadata,
     not the folder names under the pipeline root.
     """
     # A cached execution may record no events of its own; its outputs are those of an earlier one.
     for execution in reversed(_finished(executions(store), component)):
-        uri = _io_by_key(store, execution.id).get(("OUTPUT", key))
-        if uri:
-            return uri
+        artifact = _artifacts_by_key(store, execution.id).get(("OUTPUT", key))
+        if artifact is not None and artifact.uri:
+            return artifact
     return None
+
+
+def latest_output_uri(store: metadata_store.MetadataStore, component: str, key: str) -> Optional[str]:
+    """The URI of output `key` of a node's newest finished execution, or None if it never finished."""
+    artifact = _latest_output(store, component, key)
+    return artifact.uri if artifact is not None else None
+
+
+def latest_output(store: metadata_store.MetadataStore, component: str, key: str):
+    """Output `key` of a node's newest finished execution as a TFX Artifact (for TFX's artifact utilities), or None."""
+    from tfx.types import artifact_utils
+
+    artifact = _latest_output(store, component, key)
+    if artifact is None:
+        return None
+    [artifact_type] = store.get_artifact_types_by_id([artifact.type_id])
+    return artifact_utils.deserialize_artifact(artifact_type, artifact)
 
 
 def latest_execution_inputs(store: metadata_store.MetadataStore, component: str):
@@ -207,7 +245,7 @@ def trainer_split_files(store: metadata_store.MetadataStore, split: str) -> list
     from tfx.types import artifact_utils
     from tfx.utils import io_utils
 
-    inputs, _ = latest_execution_inputs(store, "Trainer")
+    inputs, _ = latest_execution_inputs(store, contract.TRAINER_ID)
     return [io_utils.all_files_pattern(artifact_utils.get_split_uri([inputs["examples"]], split))]
 
 
@@ -220,7 +258,7 @@ def trainer_fn_args(store: metadata_store.MetadataStore, work_dir: str, override
     """
     from tfx.components.trainer import fn_args_utils
 
-    inputs, properties = latest_execution_inputs(store, "Trainer")
+    inputs, properties = latest_execution_inputs(store, contract.TRAINER_ID)
     inputs.pop("hyperparameters", None)  # a Tuner's output; `overrides` say what differs
     config = {**json.loads(properties.get("custom_config") or "{}"), **(overrides or {})}
     fn_args = fn_args_utils.get_common_fn_args(
@@ -241,7 +279,7 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
     from gemstone import report
 
     records = executions(store)
-    evaluators = _finished(records, "Evaluator")
+    evaluators = _finished(records, contract.EVALUATOR_ID)
     if not evaluators:
         raise FileNotFoundError("no finished evaluation in this pipeline's metadata: has a run reached the Evaluator?")
     io = _artifacts_by_key(store, evaluators[-1].id)
@@ -249,7 +287,7 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
     # before), ML Metadata keeps one input event for the artifact, under `baseline_model`.
     model = io.get(("INPUT", "model")) or io[("INPUT", "baseline_model")]
     robustness, blessing = None, io[("OUTPUT", "blessing")]
-    for record in reversed(_finished(records, "Robustness")):
+    for record in reversed(_finished(records, contract.ROBUSTNESS_ID)):
         candidate = _artifacts_by_key(store, record.id)
         if ("INPUT", "model") in candidate and candidate[("INPUT", "model")].uri == model.uri:
             robustness = candidate[("OUTPUT", "report")].uri

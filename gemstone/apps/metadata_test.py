@@ -1,39 +1,22 @@
 """Reading ML Metadata as TFX leaves it, including the events a cached or baseline-equal execution records."""
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from gemstone.apps import metadata
+from tests import mlmd_store
+from tests.mlmd_store import CACHED, COMPLETE
 
-COMPLETE = metadata_store_pb2.Execution.COMPLETE
-CACHED = metadata_store_pb2.Execution.CACHED
+PIPELINE = "gem.88"  # a dot in the pipeline's name too: the node id is what follows it
 
 
 def _store(tmp_path):
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(tmp_path / "metadata.db")
-    return metadata_store.MetadataStore(config)
+    return mlmd_store.store(tmp_path / "metadata.db")
 
 
-def _artifact(store, type_name, uri, **int_properties):
-    type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(name=type_name))
-    artifact = metadata_store_pb2.Artifact(type_id=type_id, uri=uri)
-    for key, value in int_properties.items():
-        artifact.custom_properties[key].int_value = value
-    return store.put_artifacts([artifact])[0]
+_artifact = mlmd_store.artifact
 
 
-def _execution(store, component, state, inputs=(), outputs=()):
-    """One execution of `component` with (key, artifact id) input and output events."""
-    type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name=f"tfx.components.{component}"))
-    [execution_id] = store.put_executions([metadata_store_pb2.Execution(type_id=type_id, last_known_state=state)])
-    events = []
-    for kind, pairs in ((metadata_store_pb2.Event.INPUT, inputs), (metadata_store_pb2.Event.OUTPUT, outputs)):
-        for key, artifact_id in pairs:
-            event = metadata_store_pb2.Event(artifact_id=artifact_id, execution_id=execution_id, type=kind)
-            event.path.steps.add().key = key
-            events.append(event)
-    store.put_events(events)
-    return execution_id
+def _execution(store, component, state, inputs=(), outputs=(), component_class=None):
+    return mlmd_store.execution(store, PIPELINE, component, state, inputs, outputs, component_class)
 
 
 def test_latest_evaluation_of_a_candidate_that_is_the_baseline_and_robustness_verdict(tmp_path):
@@ -82,3 +65,24 @@ def test_trainer_split_files_point_into_the_split_of_the_newest_trainers_example
 
     assert metadata.trainer_split_files(store, "test") == ["/transform/transformed_examples/2/Split-test/*"]
     assert metadata.trainer_split_files(store, "train") == ["/transform/transformed_examples/2/Split-train/*"]
+
+
+def test_two_nodes_of_one_component_class_are_told_apart_by_their_node_id(tmp_path):
+    """Two Evaluators (one the gate, one a report on another split): each node's newest output is its own."""
+    store = _store(tmp_path)
+    gate = _artifact(store, "ModelEvaluation", "/evaluation/gate")
+    extra = _artifact(store, "ModelEvaluation", "/evaluation/extra")
+    _execution(store, "Evaluator", COMPLETE, outputs=[("evaluation", gate)])
+    _execution(store, "Evaluator.on_new_photos", COMPLETE, outputs=[("evaluation", extra)],
+               component_class="Evaluator")
+    assert metadata.latest_output_uri(store, "Evaluator", "evaluation") == "/evaluation/gate"
+    assert metadata.latest_output_uri(store, "Evaluator.on_new_photos", "evaluation") == "/evaluation/extra"
+    assert [e.component for e in metadata.executions(store)] == ["Evaluator", "Evaluator.on_new_photos"]
+
+
+def test_the_node_contexts_are_named_as_tfx_names_them():
+    from tfx.dsl.compiler import compiler_utils, constants
+
+    assert (metadata.PIPELINE_CONTEXT, metadata.NODE_CONTEXT) == (constants.PIPELINE_CONTEXT_TYPE_NAME,
+                                                                  constants.NODE_CONTEXT_TYPE_NAME)
+    assert compiler_utils.node_context_name(PIPELINE, "Trainer") == f"{PIPELINE}.Trainer"

@@ -1,24 +1,20 @@
-"""Writes the curated schemas under schema/ (run once, then review and edit the .pbtxt by hand).
+"""Writes the curated schemas beside this file (run once, then review and edit the .pbtxt by hand).
 
-    python schema/curate.py
+    python -m gemstone.schema.curate
 
-Each pipeline name gets `schema/<pipeline-name>/schema.pbtxt`, which the
+Each pipeline name gets `gemstone/schema/<pipeline-name>/schema.pbtxt`, which the
 pipeline imports with ImportSchemaGen instead of inferring one: the label and
 family domains are the classes the model may know, so an unknown label, a
 missing image or an implausible size or statistic stops the run at the data
 gate (see components/data_gate).
 """
 import csv
-import sys
-from pathlib import Path
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from gemstone import demo_data, image_stats, images, ingestion  # noqa: E402
+from gemstone import demo_data, image_stats, images, ingestion
+from gemstone.schema import FAMILY_MAP, SCHEMA_DIR
 
 SOURCE_FORMATS = ["bmp", "gif", "jpeg", "mpo", "png", "tiff", "webp"]
 # Plausible ranges of the image statistics (gemstone/image_stats.py).
@@ -62,7 +58,7 @@ def make(labels, families, comment: str) -> str:
 
 
 def write(pipeline_name, labels, families, comment):
-    path = HERE / pipeline_name / "schema.pbtxt"
+    path = SCHEMA_DIR / pipeline_name / "schema.pbtxt"
     path.parent.mkdir(exist_ok=True)
     path.write_text(make(labels, families, comment))
     print(f"wrote {path}")
@@ -70,12 +66,12 @@ def write(pipeline_name, labels, families, comment):
 
 if __name__ == "__main__":
     write("gemstone-demo", demo_data.VARIETIES, demo_data.VARIETIES.values(), """
-Curated schema of the generated demo data (pipeline `gemstone-demo`), made by schema/curate.py.
+Curated schema of the generated demo data (pipeline `gemstone-demo`), made by gemstone/schema/curate.py.
 ImportSchemaGen loads it; ExampleValidator checks every run's statistics against it and the
 data gate stops the run on an anomaly: an unknown variety or family, a missing image or label,
 an implausible size or image statistic.""")
-    with open(HERE / "families.csv", newline="") as f:
+    with open(FAMILY_MAP, newline="") as f:
         rows = list(csv.DictReader(f))
     write("gem88", [r["variety"] for r in rows], [r["family"] for r in rows], """
-Curated schema of the 88-class reference photographs (pipeline `gem88`), made by schema/curate.py.
-Labels are the 88 varieties of schema/families.csv, families their mineral families.""")
+Curated schema of the 88-class reference photographs (pipeline `gem88`), made by gemstone/schema/curate.py.
+Labels are the 88 varieties of gemstone/schema/families.csv, families their mineral families.""")

@@ -9,11 +9,11 @@ import pytest
 from components.image_example_gen import executor, fingerprint
 from components.import_schema_gen import component as import_schema_gen
 from gemstone import backbones, contract
-from pipeline import configs, pipeline
+from pipeline import configs, dag
 
 
 def _components(config):
-    return {c.id: c for c in pipeline.create_pipeline(config).components}
+    return {c.id: c for c in dag.create_pipeline(config).components}
 
 
 def test_the_tuner_runs_only_when_asked_and_feeds_the_trainer(tmp_path):
@@ -37,7 +37,7 @@ def test_the_contracts_component_ids_are_the_pipelines(tmp_path):
 
 def test_without_fetched_weights_the_pipeline_is_not_built_and_says_what_to_do(tmp_path):
     with pytest.raises(backbones.BackboneMissing, match="gemstone backbone fetch.*GEMSTONE_BACKBONE=none"):
-        pipeline.create_pipeline(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path)))
+        dag.create_pipeline(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path)))
 
 
 def test_the_trainer_records_which_weights_it_starts_from(tmp_path):
@@ -99,7 +99,7 @@ def test_an_edited_schema_changes_the_import_schema_gen_cache_key(tmp_path):
 
 def test_a_missing_curated_schema_stops_the_build(tmp_path):
     with pytest.raises(FileNotFoundError, match="curated schema not found"):
-        pipeline.create_pipeline(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
+        dag.create_pipeline(configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
                                                         schema_path=str(tmp_path / "missing.pbtxt")))
 
 
@@ -111,7 +111,7 @@ def test_compiled_for_a_container_the_schema_keeps_the_hash_of_this_machines_cop
     container = dataclasses.replace(local, containerised=True,
                                     schema_path=kubeflow_runner.in_container(local.schema_path))
     schema_gen = _components(container)["ImportSchemaGen"]
-    assert schema_gen.exec_properties["schema_file"] == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"
+    assert schema_gen.exec_properties["schema_file"] == "/opt/gemstone/gemstone/schema/gemstone-demo/schema.pbtxt"
     assert schema_gen.exec_properties[import_schema_gen.SCHEMA_SHA256_KEY] == \
         hashlib.sha256(Path(local.schema_path).read_bytes()).hexdigest()
 
@@ -133,7 +133,7 @@ def test_transform_and_trainer_run_the_installed_functions_and_key_their_cache_o
         properties = components[name].exec_properties
         assert properties[function] == f"modules.{entry[:-3]}.{function}" and not properties.get("module_file")
         custom_config = json.loads(properties["custom_config"])
-        assert custom_config[pipeline.MODULE_CODE_KEY] == code_fingerprint.code_fingerprint(Path("modules", entry))
+        assert custom_config[dag.MODULE_CODE_KEY] == code_fingerprint.code_fingerprint(Path("modules", entry))
     trainer_code = code_fingerprint.code_files(Path("modules", "trainer.py"))
     # What the Trainer imports, directly or not, counts; the Transform module does too (the model
     # builds its inputs with it); tests and the pipeline do not.
@@ -143,18 +143,59 @@ def test_transform_and_trainer_run_the_installed_functions_and_key_their_cache_o
     assert not any(p.name.endswith("_test.py") or p.parts[0] == "pipeline" for p in trainer_code)
 
 
-def test_building_the_pipeline_does_not_import_tfx_v1_and_its_cloud_extensions(tmp_path):
-    """tfx.v1 imports google-cloud-aiplatform: 8 s of each `tfx pipeline create` and `tfx run create`."""
+def test_the_runners_run_as_scripts_and_building_the_pipeline_does_not_import_tfx_v1(tmp_path):
+    """As the tfx CLI and `python local_runner.py` run them: this folder first on sys.path, from another
+    directory, and no sys.path rewrite of their own: `pipeline` is still the package.
+
+    And tfx.v1 is not imported: it imports google-cloud-aiplatform, 8 s of each `tfx pipeline create`
+    and `tfx run create`."""
     import subprocess
     import sys
 
-    code = ("import sys\n"
-            "from pipeline import configs, local_runner, pipeline\n"
-            f"pipeline.create_pipeline(configs.PipelineConfig(home={str(tmp_path)!r}, data={str(tmp_path)!r},"
-            " backbone='none'))\n"
+    folder = Path(dag.__file__).parent
+    code = ("import runpy, sys\n"
+            f"sys.path.insert(0, {str(folder)!r})\n"
+            f"local = runpy.run_path({str(folder / 'local_runner.py')!r}, run_name='local_runner')\n"
+            f"runpy.run_path({str(folder / 'kubeflow_runner.py')!r}, run_name='kubeflow_runner')\n"
+            f"assert sys.path[0] == {str(folder)!r} and {str(folder.parent)!r} not in sys.path, sys.path\n"
+            "assert local['dag'].__name__ == 'pipeline.dag', local['dag']\n"
+            f"local['dag'].create_pipeline(local['configs'].PipelineConfig(home={str(tmp_path)!r}, "
+            f"data={str(tmp_path)!r}, backbone='none'))\n"
             "import modules.trainer\n"
             "print(sorted(m for m in sys.modules if m == 'tfx.v1' or m.startswith('google.cloud.aiplatform')))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=configs.REPO_ROOT)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_pusher_reads_the_blessing_robustness_makes_of_the_evaluators(tmp_path):
+    config = configs.PipelineConfig(home=str(tmp_path), min_relative_robustness=0.8, backbone="none")
+    nodes = _components(config)
+    assert nodes["Robustness"].inputs["model_blessing"].producer_component_id == "Evaluator"
+    assert nodes["Robustness"].exec_properties["min_relative_accuracy"] == 0.8
+    assert nodes["Pusher"].inputs["model_blessing"].producer_component_id == "Robustness"
+    assert nodes["Pusher"].inputs["model_blessing"].output_key == "blessing"
+    # The dashboard and the model card give the verdict the Pusher acted on, and the gate's reasons.
+    for name in ("SliceReport", "ModelCard"):
+        assert nodes[name].inputs["blessing"].producer_component_id == "Robustness", name
+        assert nodes[name].inputs["robustness"].producer_component_id == "Robustness", name
+
+
+def test_a_stricter_gate_changes_the_gate_alone_so_every_node_before_it_stays_cached(tmp_path):
+    """TFX reuses a node's cached result while its exec properties and inputs are unchanged: a stricter robustness
+    or open-set gate runs Robustness again (and what reads its outputs), never the Trainer or the Evaluator."""
+    def exec_properties(**gates):
+        config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none", **gates)
+        return {node_id: node.exec_properties for node_id, node in _components(config).items()}
+
+    plain, strict = exec_properties(), exec_properties(min_relative_robustness=0.9, max_flagged_known=0.01)
+    assert [node for node in plain if plain[node] != strict[node]] == [contract.ROBUSTNESS_ID]
+
+
+def test_robustness_runs_on_the_pipelines_beam_runner(tmp_path):
+    """A Beam component: TFX hands it the pipeline's beam_pipeline_args, as it does ImageExampleGen."""
+    config = configs.PipelineConfig(home=str(tmp_path), data=str(tmp_path), backbone="none",
+                                    beam_args="--runner=DataflowRunner --project=p")
+    nodes = _components(config)
+    for node in (contract.ROBUSTNESS_ID, contract.EXAMPLE_GEN_ID):
+        assert nodes[node].executor_spec.beam_pipeline_args == config.beam_pipeline_args(), node
