@@ -165,7 +165,6 @@ def test_edge_models_are_kept_only_when_they_agree_with_the_saved_model(pipeline
 
 def test_robustness_measures_every_corruption_and_agrees_with_tfma(pipeline_run):
     from components.robustness import corruptions
-    from gemstone import evaluation_results
 
     home, _, _, first = pipeline_run
     robustness = json.loads((first[("Robustness", "report")] / contract.ROBUSTNESS_REPORT_FILE).read_text())
@@ -199,7 +198,6 @@ def test_each_run_writes_the_slice_dashboard(pipeline_run, capsys, monkeypatch):
 def test_a_model_worse_than_the_blessed_one_and_under_the_floor_is_not_pushed(pipeline_run):
     """An untrained model (0 epochs) against the blessed one, with no tolerance, and under a floor no model
     can reach: the Evaluator names both failed checks, and nothing is pushed."""
-    from gemstone import evaluation_results
 
     home, env, _, _ = pipeline_run
     serving = paths.serving_dir(PIPELINE_NAME, str(home))
