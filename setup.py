@@ -5,8 +5,9 @@ dependencies are pinned there, not here, so that every machine gets the same
 tree. `install_requires` names only what the code imports directly.
 
 The project's data ships inside the package (`package_data`): the curated
-schemas and the variety -> family map in gemstone/schema/, so that a wheel
-installed anywhere finds them through the package, as a checkout does.
+schemas and the variety -> family map in schema/, which `gemstone/schema` links
+to, so that a wheel installed anywhere finds them through the package
+`gemstone.schema`, as a checkout does.
 """
 from setuptools import find_packages, setup
 

@@ -145,7 +145,7 @@ def test_jsonl_manifest_rows_are_each_accounted_for_and_extra_columns_become_fea
                         ("stones.jsonl:6", "bad_manifest_row")]  # every row once
     discovery = ingestion.discover(str(tmp_path), "stones.jsonl")
     ruby = next(e for e in discovery.entries if e.label == "Ruby")
-    assert ruby.family == "Corundum" and ruby.stone_id == "r1"  # family from gemstone/schema/families.csv
+    assert ruby.family == "Corundum" and ruby.stone_id == "r1"  # family from schema/families.csv
     example = ingestion.to_tf_example(ingestion.load_entry(ruby, ingestion.IngestionOptions()), "g1")
     assert example.features.feature["lighting"].bytes_list.value == [b"daylight"]
     assert example.features.feature["brightness"].float_list.value[0] > 0

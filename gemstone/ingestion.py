@@ -6,7 +6,7 @@ Used by the pipeline's ImageExampleGen (inside Beam) and by
 Two input layouts are understood:
   * a folder of class folders: `<root>/<label>/.../<image>`; the label is the
     top-level folder's name (spaces allowed), the mineral family comes from
-    `gemstone/schema/families.csv`;
+    `schema/families.csv`;
   * a manifest, `.csv` or `.jsonl`, with columns `path` and `label` and,
     optionally, `family`, `stone_id` and any other attribute (kept as a string
     feature). Relative paths are relative to the manifest's folder.

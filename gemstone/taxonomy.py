@@ -1,6 +1,6 @@
 """Mineral family of each gemstone variety (the upper level of the label hierarchy).
 
-The map is project data, `gemstone/schema/families.csv` (columns `variety,family`), so a
+The map is project data, `schema/families.csv` (columns `variety,family`), so a
 gemmologist can correct it without touching code. Lookups ignore case and
 surrounding whitespace because folder names on real collections vary.
 """

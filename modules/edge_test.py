@@ -49,7 +49,8 @@ def exported(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = rng.random((24, SIZE, SIZE, 3)).astype(np.float32)
     outputs = model_lib.with_image_features(model)(
-        {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)})
+        {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(images)},
+        training=False)  # as the Trainer measures them (else the augmentation layers are on)
     features, logits = outputs[model_lib.IMAGE_FEATURES].numpy(), outputs[contract.VARIETY_HEAD].numpy()
     fitted, _ = novelty.fit(features[:12], np.arange(12) % 4, features[12:], logits[12:], (0, features.shape[1]), 4,
                             1.5, flagged_share=0.3)

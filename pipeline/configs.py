@@ -93,7 +93,7 @@ class PipelineConfig:
       pipeline_root / serving_dir / metadata_path: default to folders under
         `home`; set them (e.g. to gs:// or s3:// URIs) to run elsewhere.
       schema_path: a curated schema.pbtxt; "" means SchemaGen infers one; None
-        (default) picks `gemstone/schema/<pipeline_name>/schema.pbtxt` when it exists.
+        (default) picks `schema/<pipeline_name>/schema.pbtxt` when it exists.
       image_size: side in pixels of the square image the model sees (0: DEFAULT_IMAGE_SIZE of the backbone).
       epochs / batch_size: training length (end-to-end models: an upper bound, early stopping ends sooner
         when the eval loss stops improving). With a pretrained backbone, `epochs` trains the head on frozen

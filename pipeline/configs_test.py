@@ -17,7 +17,7 @@ def test_settings_come_from_gemstone_variables(monkeypatch, tmp_path):
 
 
 def test_curated_schema_is_picked_by_pipeline_name_unless_disabled(monkeypatch):
-    assert configs.PipelineConfig(pipeline_name="gem88").schema_path.endswith("gemstone/schema/gem88/schema.pbtxt")
+    assert configs.PipelineConfig(pipeline_name="gem88").schema_path.endswith("schema/gem88/schema.pbtxt")
     monkeypatch.setenv("GEMSTONE_PIPELINE_NAME", "gem88")
     monkeypatch.setenv("GEMSTONE_SCHEMA", "none")
     assert configs.PipelineConfig.from_env().schema_path == ""

@@ -111,7 +111,7 @@ def test_compiled_for_a_container_the_schema_keeps_the_hash_of_this_machines_cop
     container = dataclasses.replace(local, containerised=True,
                                     schema_path=kubeflow_runner.in_container(local.schema_path))
     schema_gen = _components(container)["ImportSchemaGen"]
-    assert schema_gen.exec_properties["schema_file"] == "/opt/gemstone/gemstone/schema/gemstone-demo/schema.pbtxt"
+    assert schema_gen.exec_properties["schema_file"] == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"
     assert schema_gen.exec_properties[import_schema_gen.SCHEMA_SHA256_KEY] == \
         hashlib.sha256(Path(local.schema_path).read_bytes()).hexdigest()
 

@@ -76,7 +76,7 @@ def test_spec_carries_the_ingestion_code_fingerprint_taken_at_compile_time(compi
 
 def test_curated_schema_path_is_rewritten_for_the_container():
     local = str(configs.SCHEMA_DIR / "gemstone-demo" / "schema.pbtxt")
-    assert kubeflow_runner.in_container(local) == "/opt/gemstone/gemstone/schema/gemstone-demo/schema.pbtxt"
+    assert kubeflow_runner.in_container(local) == "/opt/gemstone/schema/gemstone-demo/schema.pbtxt"
     assert kubeflow_runner.in_container("gs://b/schema.pbtxt") == "gs://b/schema.pbtxt"
 
 

@@ -1,4 +1,4 @@
-"""The project's data that ships inside the package (setup.py's package_data), found through it.
+"""The curated schemas and the family map: the project's data, shipped inside the package, found through it.
 
 - `families.csv`: the mineral family of each variety (`variety,family`), read by
   gemstone/taxonomy.py; a gemmologist can correct it without touching code.
@@ -6,9 +6,10 @@
   imports instead of inferring one (pipeline/configs.py). `curate.py` wrote
   them (`python -m gemstone.schema.curate`); they are reviewed and edited by hand.
 
-An installed wheel has them beside its code, as a checkout does. SCHEMA_DIR is the one
-place that says where: everything else asks it. (This module is part of the ingestion
-code's fingerprint, through gemstone/taxonomy.py: it holds nothing else.)
+This folder is the checkout's top-level `schema/`; `gemstone/schema` links to it, so it is the
+package `gemstone.schema` too, and a wheel carries it (setup.py's package_data) with its code.
+SCHEMA_DIR is the one place that says where: everything else asks it. (This module is part of
+the ingestion code's fingerprint, through gemstone/taxonomy.py: it holds nothing else.)
 """
 from pathlib import Path
 

@@ -2,7 +2,7 @@
 
     python -m gemstone.schema.curate
 
-Each pipeline name gets `gemstone/schema/<pipeline-name>/schema.pbtxt`, which the
+Each pipeline name gets `schema/<pipeline-name>/schema.pbtxt`, which the
 pipeline imports with ImportSchemaGen instead of inferring one: the label and
 family domains are the classes the model may know, so an unknown label, a
 missing image or an implausible size or statistic stops the run at the data
@@ -66,12 +66,12 @@ def write(pipeline_name, labels, families, comment):
 
 if __name__ == "__main__":
     write("gemstone-demo", demo_data.VARIETIES, demo_data.VARIETIES.values(), """
-Curated schema of the generated demo data (pipeline `gemstone-demo`), made by gemstone/schema/curate.py.
+Curated schema of the generated demo data (pipeline `gemstone-demo`), made by schema/curate.py.
 ImportSchemaGen loads it; ExampleValidator checks every run's statistics against it and the
 data gate stops the run on an anomaly: an unknown variety or family, a missing image or label,
 an implausible size or image statistic.""")
     with open(FAMILY_MAP, newline="") as f:
         rows = list(csv.DictReader(f))
     write("gem88", [r["variety"] for r in rows], [r["family"] for r in rows], """
-Curated schema of the 88-class reference photographs (pipeline `gem88`), made by gemstone/schema/curate.py.
-Labels are the 88 varieties of gemstone/schema/families.csv, families their mineral families.""")
+Curated schema of the 88-class reference photographs (pipeline `gem88`), made by schema/curate.py.
+Labels are the 88 varieties of schema/families.csv, families their mineral families.""")
