@@ -114,10 +114,10 @@ def _gaussian(features: np.ndarray, labels: np.ndarray, classes: int) -> Tuple[n
 
 
 def thresholds(eval_raw: np.ndarray, flagged_share: float = FLAGGED_SHARE) -> np.ndarray:
-    """Per question, the raw score above which the same share of eval photos is flagged, that share chosen
-    so that together they flag at most `flagged_share` of them (the scores overlap, so each flags more
-    than half of it). Too few eval photos to flag any share: the highest scores, which flag none."""
-    for each in np.linspace(flagged_share, flagged_share / 2, 51):
+    """Per question, the raw score above which the same share of eval photos is flagged, the largest share
+    for which together they flag at most `flagged_share` of them (as the scores overlap, each flags between
+    half of it and all of it). Too few eval photos to flag any share: the highest scores, which flag none."""
+    for each in np.linspace(flagged_share, 0.0, 101)[:-1]:
         candidate = np.quantile(eval_raw, 1.0 - each, axis=0)
         if (eval_raw > candidate).any(axis=1).mean() <= flagged_share:
             return candidate
