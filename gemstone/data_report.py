@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from gemstone import contract, image_stats, ingestion, splits
+from gemstone.text import plural
 
 PLOT_NAME = "image_statistics.png"
 HTML_NAME = contract.DATA_REPORT_FILE
@@ -67,8 +68,8 @@ def write(report: Dict[str, Any], out_dir, json_name: str = "report.json") -> Di
 def summary_lines(report: Dict[str, Any]) -> list:
     counts, balance, split_summary = report["counts"], report["class_balance"], report["splits"]
     lines = [
-        f"{counts['files']} files: {counts['accepted']} accepted, {counts['quarantined']} quarantined, "
-        f"{counts['ignored_hidden']} hidden files ignored",
+        f"{plural(counts['files'], 'file')}: {counts['accepted']} accepted, {counts['quarantined']} quarantined, "
+        f"{plural(counts['ignored_hidden'], 'hidden file')} ignored",
     ]
     for reason, n in report["quarantine_reasons"].items():
         # The first file's detail says what the reason means here (e.g. "line 2 has no path").
@@ -76,12 +77,15 @@ def summary_lines(report: Dict[str, Any]) -> list:
         lines.append(f"  quarantined {reason}: {n}" + (f" (e.g. {example['path']}: {example['detail']})"
                                                         if example and example.get("detail") else ""))
     if balance.get("classes"):
-        lines.append(f"{balance['classes']} classes, {balance['smallest'][1]}-{balance['largest'][1]} photos each "
-                     f"(imbalance {balance['imbalance_ratio']}x); rare: {', '.join(balance['rare_classes']) or 'none'}")
-    lines.append(f"splits {split_summary.get('examples_per_split')}; {split_summary.get('near_duplicate_groups')} "
-                 f"near-duplicate/same-stone groups, {split_summary.get('cross_class_groups')} spanning classes")
+        smallest, largest = balance["smallest"][1], balance["largest"][1]
+        each = plural(largest, "photo") if smallest == largest else f"{smallest}-{largest} photos"
+        lines.append(f"{plural(balance['classes'], 'class')}, {each} each (imbalance {balance['imbalance_ratio']}x); "
+                     f"rare: {', '.join(balance['rare_classes']) or 'none'}")
+    lines.append(f"splits {split_summary.get('examples_per_split')}; "
+                 f"{plural(split_summary.get('near_duplicate_groups', 0), 'near-duplicate/same-stone group')}, "
+                 f"{plural(split_summary.get('cross_class_groups', 0), 'group')} spanning classes")
     shifts = report["image_statistics"]["shifts"]
-    lines.append(f"{len(shifts)} class/split image-statistic shifts" + (":" if shifts else ""))
+    lines.append(f"{plural(len(shifts), 'class/split image-statistic shift')}" + (":" if shifts else ""))
     lines += [f"  {s['message']}" for s in shifts[:10]]
     return lines
 

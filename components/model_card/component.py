@@ -19,6 +19,7 @@ from tfx.types import standard_artifacts
 
 from components.artifacts import ModelCardDocument, RobustnessReport
 from gemstone import contract
+from gemstone.text import plural
 
 INTENDED_USE = ("Suggests the variety and mineral family of a gemstone from a photograph, with a confidence, "
                 "to speed up a gemmologist's work. Predictions flagged needs_review must be checked by an expert.")
@@ -111,7 +112,8 @@ def metric_lines(overall: Dict[str, float]) -> List[str]:
     lines = []
     if contract.ACCURACY in overall:
         accuracy = overall[contract.ACCURACY]
-        lines.append(f"- Accuracy on {photos} test photos: {100 * accuracy:.1f} % named correctly ({accuracy:.3f})")
+        lines.append(f"- Accuracy on {plural(photos, 'test photo')}: {100 * accuracy:.1f} % named correctly "
+                     f"({accuracy:.3f})")
     if contract.TOP_K_ACCURACY in overall:
         top_k = overall[contract.TOP_K_ACCURACY]
         lines.append(f"- Top-{contract.TOP_K} accuracy: the right variety among the first {contract.TOP_K} named "
@@ -133,16 +135,16 @@ def open_set_lines(open_set: Dict[str, Any]) -> List[str]:
              f"training photos ({fitted['not_a_gemstone']['score']}), `unfamiliar_variety` when the answer is "
              f"too uncertain ({fitted['unfamiliar_variety']['score']}). Thresholds "
              f"{fitted['threshold'][0]:.4g} and {fitted['threshold'][1]:.4g} (raw scores), set on "
-             f"{fitted['eval_photos']} eval photos to flag {fitted['target_flagged_share']:.0%} of known photos "
+             f"{plural(fitted['eval_photos'], 'eval photo')} to flag {fitted['target_flagged_share']:.0%} of known photos "
              f"together: they flagged {eval_flagged[contract.NOT_A_GEMSTONE]:.1%} and "
              f"{eval_flagged[contract.UNFAMILIAR_VARIETY]:.1%} there ({fitted['eval_flagged_either']:.1%} either)."]
     test, non_gem = open_set.get("test"), open_set.get("non_gem")
     if test:
-        lines.append(f"On the {test['known_photos']} test photos, all of known varieties: {test['flagged']:.1%} "
-                     f"flagged (at most {test['max_flagged']:.0%} allowed).")
+        lines.append(f"On the {plural(test['known_photos'], 'test photo')}, all of known varieties: "
+                     f"{test['flagged']:.1%} flagged (at most {test['max_flagged']:.0%} allowed).")
     if non_gem:
-        lines.append(f"On {non_gem['photos']} photos that are not gemstones: {non_gem['flagged']:.1%} flagged, "
-                     f"{non_gem['not_a_gemstone']:.1%} as not a gemstone photo.")
+        lines.append(f"On {plural(non_gem['photos'], 'photo')} that are not gemstones: {non_gem['flagged']:.1%} "
+                     f"flagged, {non_gem['not_a_gemstone']:.1%} as not a gemstone photo.")
     return lines
 
 
@@ -153,13 +155,14 @@ def to_markdown(card: Dict[str, Any]) -> str:
     lines = [title, "", f"Created {card['created']}.", "", "## Verdict", ""] + _verdict_lines(card["verdict"]) + [
              "", "## Intended use", "", card["intended_use"], "", "## Limits", "", card["limits"], "",
              "## Data", "", f"From `{card['data']['root']}`: {json.dumps(card['data']['counts'])}; "
-             f"{len(card['data']['classes'])} classes:", "", ", ".join(card["data"]["classes"]) + ".", "",
+             f"{plural(len(card['data']['classes']), 'class')}:", "", ", ".join(card["data"]["classes"]) + ".", "",
              "## Metrics (test split)", ""]
     lines += metric_lines(overall)
     lines += ["", "Weakest classes:" if card["metrics"]["weakest_classes"] else "No class had a test photo named wrong.",
               ""]
     lines += [f"- {c['label']}: accuracy {c.get(contract.ACCURACY, float('nan')):.3f} "
-              f"on {int(c.get(contract.EXAMPLE_COUNT, 0))} photos" for c in card["metrics"]["weakest_classes"]]
+              f"on {plural(int(c.get(contract.EXAMPLE_COUNT, 0)), 'photo')}"
+              for c in card["metrics"]["weakest_classes"]]
     backbone = card.get("backbone") or {}
     if backbone:
         provenance = backbone.get("provenance") or {}
@@ -180,7 +183,8 @@ def to_markdown(card: Dict[str, Any]) -> str:
     if calibration:
         lines += ["", "## Calibration", "", f"Temperature {calibration['temperature']:.3f}; ECE "
                   f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after scaling "
-                  f"(eval split, {calibration['examples']} photos); review rate {calibration['review_rate']:.1%}."]
+                  f"(eval split, {plural(calibration['examples'], 'photo')}); review rate "
+                  f"{calibration['review_rate']:.1%}."]
     lines += open_set_lines(card.get("open_set") or {})
     if card["edge_models"]:
         lines += ["", "## Edge models", "", "```json", json.dumps(card["edge_models"], indent=1), "```"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from gemstone import manifests, paths
+from gemstone.text import plural
 
 
 class UsageError(Exception):
@@ -111,7 +112,8 @@ def input_files(input_spec: str) -> Tuple[List[str], int]:
         files = sorted(str(p) for p in listing.files + listing.ignored_other)  # non-images become error lines
         hidden = len(listing.ignored_hidden)
         if not files:
-            raise NotFound(f"no files under {input_spec}" + (f" ({hidden} hidden files ignored)" if hidden else "")
+            raise NotFound(f"no files under {input_spec}" + (f" ({plural(hidden, 'hidden file')} ignored)"
+                                                            if hidden else "")
                            + ": give the folder that holds the photos, or a glob such as 'photos/**/*.jpg'")
         return files, hidden
     if not globlib.has_magic(input_spec) and not os.path.exists(input_spec):
@@ -175,14 +177,15 @@ def collection(discovery) -> None:
         return
     unlabelled = sum(q.reason == "no_label" for q in discovery.quarantined)
     if discovery.layout == "class_folders" and unlabelled:
-        raise UsageError(f"{unlabelled} photos in {discovery.root} but none inside a class folder: "
+        raise UsageError(f"{plural(unlabelled, 'photo')} in {discovery.root} but none inside a class folder: "
                          + CLASS_FOLDERS_HINT)
     if discovery.quarantined:
         first = discovery.quarantined[0]
-        raise UsageError(f"none of the {len(discovery.quarantined)} entries of {discovery.root} can be used "
-                         f"({first.reason}: {first.detail}, and so on)")
+        more = len(discovery.quarantined) - 1
+        raise UsageError(f"no entry of {discovery.root} can be used ({first.reason}: {first.detail}"
+                         + (f"; and {plural(more, 'other')})" if more else ")"))
     hidden = len(discovery.ignored_hidden)
-    raise UsageError(f"no photos in {discovery.root}" + (f" (only {hidden} hidden files)" if hidden else "")
+    raise UsageError(f"no photos in {discovery.root}" + (f" (only {plural(hidden, 'hidden file')})" if hidden else "")
                      + ": " + CLASS_FOLDERS_HINT)
 
 
