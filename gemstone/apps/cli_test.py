@@ -273,6 +273,59 @@ def test_a_failure_that_is_no_mistake_is_one_line_and_status_3(home):
     assert verbose.returncode == 3 and "Traceback (most recent call last)" in verbose.stderr
 
 
+def _wrapped_by_beam():
+    """What Beam raises when Ctrl-C lands in a step: a RuntimeError naming it, the KeyboardInterrupt as context."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("KeyboardInterrupt [while running 'Classify/BeamML_RunInference']")
+    except RuntimeError as e:
+        return e
+
+
+@pytest.mark.parametrize("raised", [
+    KeyboardInterrupt(), _wrapped_by_beam(),
+    # From a Beam worker process only the text comes back.
+    RuntimeError("KeyboardInterrupt [while running 'Load']")], ids=["plain", "wrapped", "text"])
+def test_ctrl_c_is_status_130_however_it_arrives(raised, tmp_path, monkeypatch, capsys):
+    from gemstone.apps.commands import data as data_commands
+
+    def interrupted(args):
+        raise raised
+
+    monkeypatch.setattr(data_commands, "make_demo_data", interrupted)
+    assert cli.main(["make-demo-data", str(tmp_path)]) == cli.INTERRUPTED == 130
+    assert capsys.readouterr().err == "gemstone make-demo-data: interrupted\n"
+
+
+@pytest.mark.slow  # a subprocess that loads TensorFlow and Beam (10-25 s)
+def test_ctrl_c_on_batch_infer_exits_130_and_writes_nothing(home, contract_model):
+    from gemstone import demo_data
+
+    photos = demo_data.make_demo_data(home / "photos", per_class=30, seed=2, size=32).out_dir / "images"
+    out = home / "out"
+    run = subprocess.Popen([sys.executable, "-m", "gemstone.apps.cli", "batch-infer", "--model", str(contract_model),
+                            "--input", str(photos), "--output", str(out)], env=_env(home), cwd=home, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        said = []
+        for line in run.stderr:  # Ctrl-C once the model is at work
+            said.append(line)
+            if "a worker has classified" in line:
+                run.send_signal(signal.SIGINT)
+                break
+        _, rest = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()  # never leave the run behind the test
+    stderr = "".join(said) + rest
+    assert run.returncode == 130, stderr
+    assert stderr.rstrip().splitlines()[-1] == "gemstone batch-infer: interrupted"
+    assert not out.exists()
+    assert_clean(stderr)
+
+
 def test_drift_does_not_judge_under_its_minimum_sample(home, inputs):
     _fake_pipeline(home, "gem88")
     code, stderr, imported = probe(home, "drift", "--logs", inputs["logs"], "--output", home / "drift")
