@@ -207,6 +207,9 @@ MISTAKES = {
                                "no such photo or folder"),
     "explain, a model without the explain signature": (["explain", "--model", "{fake_model}", "{flat}", "--output",
                                                         "{home}/out"], "has no `explain` signature"),
+    "report, mistyped option": (["report", "--outptu", "{home}/r.html"], "unknown option --outptu: did you mean "
+                                                                          "--output?"),
+    "serve, mistyped required option": (["serve", "--modle", "{fake_model}"], "did you mean --model?"),
     "serve, a port out of range": (["serve", "--model", "{fake_model}", "--port", "80000"],
                                    "--port 80000 is not a port"),
     "drift, no such log folder": (["drift", "--logs", "{home}/nope"], "log folder not found"),
@@ -486,6 +489,30 @@ def test_every_option_says_what_it_is():
     assert len(parsers) > 12 and silent == []
     text = next(p for p in parsers if p.prog.endswith("batch-infer")).format_help()
     assert "(default: 32)" in text and "Beam options" in text
+
+
+def _commands(parser, words=()):
+    """(the words that name it, its parser) of every command: `where`, `kubeflow schedule`, ..."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if sub.get_default("func"):
+                    yield [*words, name], sub
+                yield from _commands(sub, [*words, name])
+
+
+def test_every_command_suggests_the_option_a_typo_was_meant_to_be(capsys):
+    commands = list(_commands(cli.build_parser()))
+    assert len(commands) > 12
+    for words, parser in commands:
+        for option in [name for a in parser._actions for name in a.option_strings if name.startswith("--")]:
+            middle = len(option) // 2 + 1
+            typo = option[:middle] + "x" + option[middle:]  # --output: --outxput
+            with pytest.raises(SystemExit) as exit_:
+                cli.build_parser().parse_known_args([*words, typo, "1"])
+            error = capsys.readouterr().err.splitlines()[-1]
+            assert exit_.value.code == 2
+            assert error == f"gemstone {' '.join(words)}: error: unknown option {typo}: did you mean {option}?"
 
 
 def test_version_and_exit_codes_in_help(home):
