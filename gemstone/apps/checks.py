@@ -189,6 +189,26 @@ def collection(discovery) -> None:
                      + ": " + CLASS_FOLDERS_HINT)
 
 
+# --- Outputs ------------------------------------------------------------------------------------
+
+def output_folder(given: str, holds: str) -> Path:
+    """A folder to write into (made if missing); not an existing file. `holds`: what goes in it, for the message."""
+    path = Path(given)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output {given} is a file: give a folder for {holds}")
+    return path
+
+
+def output_file(given: str, name_in_folder: str) -> Path:
+    """The file to write: `given`, or `name_in_folder` inside it when it is a folder (or ends with /)."""
+    path = Path(given)
+    if path.is_dir() or given.endswith(("/", os.sep)):
+        return path / name_in_folder
+    if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        raise UsageError(f"--output {given}: a folder of that path is a file")
+    return path
+
+
 # --- Options passed through (Beam) --------------------------------------------------------------
 
 # Beam options people pass most: a near miss of one of these is a typo, refused before Beam loads.

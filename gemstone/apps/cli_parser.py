@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = command("report", "write the slice dashboard of the latest evaluation (one HTML page)")
     report.add_argument("--pipeline-name", help=PIPELINE_HELP)
-    report.add_argument("--output", default="report.html", help="the HTML file to write")
+    report.add_argument("--output", default=pipelines_cmd.REPORT_FILE,
+                        help=f"the HTML file to write, or a folder to write {pipelines_cmd.REPORT_FILE} into")
     report.set_defaults(func=pipelines_cmd.report)
 
     runs = command("runs", "list a pipeline's runs: outcome, blessed, pushed, test accuracy (ML Metadata)")

@@ -182,7 +182,7 @@ def inputs(home, demo_photos):
             {"model": model, "version": "1", "label": "Ruby", "confidence": 0.9, "needs_review": False,
              "stats": {"brightness": 0.5}}) + "\n")
     return {"empty": empty, "flat": flat, "fake_model": fake_model.parent, "logs": logs["gem88"],
-            "stray_logs": logs["shop"]}
+            "stray_logs": logs["shop"], "photos": demo_photos / "images"}
 
 
 MISTAKES = {
@@ -191,6 +191,8 @@ MISTAKES = {
     "inspect-data, photos without class folders": (["inspect-data", "{flat}"], "none inside a class folder"),
     "inspect-data, manifest with wrong headers": (["inspect-data", "{home}/bad-headers.csv"],
                                                   "lacks the columns path and label (it has: file, class)"),
+    "inspect-data, an existing file as the output folder": (["inspect-data", "{photos}", "--output",
+                                                             "{home}/spec.json"], "is a file: give a folder for"),
     "batch-infer, empty folder": (["batch-infer", "--model", "{fake_model}", "--input", "{empty}", "--output",
                                    "{home}/out"], "no files under"),
     "batch-infer, mistyped model": (["batch-infer", "--model", "{home}/serving/gem89", "--input", "{flat}",
@@ -216,6 +218,8 @@ MISTAKES = {
     "drift, logs of a model that is no pipeline": (["drift", "--logs", "{stray_logs}"], "give --pipeline-name"),
     "where, mistyped pipeline": (["where", "--pipeline-name", "gem99"], "no pipeline 'gem99'"),
     "report, mistyped pipeline": (["report", "--pipeline-name", "gem99"], "did you mean 'gem88'?"),
+    "report, output inside a file": (["report", "--output", "{home}/spec.json/report.html"],
+                                     "a folder of that path is a file"),
     "runs, mistyped pipeline": (["runs", "--pipeline-name", "gemstone-dmeo"], "no pipeline 'gemstone-dmeo'"),
     "lineage, not a model folder": (["lineage", "{empty}"], "no SavedModel at"),
     "kubeflow compile without its settings": (["kubeflow", "compile", "--output", "{home}/k.json"],
@@ -327,6 +331,27 @@ def test_ctrl_c_on_batch_infer_exits_130_and_writes_nothing(home, contract_model
     assert stderr.rstrip().splitlines()[-1] == "gemstone batch-infer: interrupted"
     assert not out.exists()
     assert_clean(stderr)
+
+
+def test_report_given_a_folder_writes_report_html_into_it(home, monkeypatch, capsys):
+    from gemstone import report as report_lib
+
+    _fake_pipeline(home, "gem88")
+    monkeypatch.setenv("GEMSTONE_HOME", str(home))
+    monkeypatch.setattr(metadata, "latest_output_uri", lambda store, component, key: str(home / key))
+    monkeypatch.setattr(metadata, "latest_evaluation", lambda store: "the evaluation")
+
+    def write(sources, pipeline_name, output):  # TFMA's part has tests of its own (report_test, test_dashboard)
+        Path(output).write_text("<html></html>")
+        return {"blessed": True, "overall": {"candidate": {contract.ACCURACY: 0.5, contract.EXAMPLE_COUNT: 2.0}},
+                "split": "test", "classes": ["Ruby", "Spinel"]}
+
+    monkeypatch.setattr(report_lib, "write", write)
+    folder = home / "dashboards"
+    folder.mkdir()
+    assert cli.main(["report", "--output", str(folder)]) == cli.OK
+    assert (folder / "report.html").read_text() == "<html></html>"
+    assert capsys.readouterr().out.splitlines()[-1] == f"Report: {folder / 'report.html'}"
 
 
 def test_drift_does_not_judge_under_its_minimum_sample(home, inputs):

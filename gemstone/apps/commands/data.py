@@ -21,6 +21,7 @@ def make_demo_data(args) -> int:
 
 def inspect_data(args) -> int:
     source = checks.data_source(args.data)
+    checks.output_folder(args.output, "report.json and the HTML page")
     from gemstone import data_report, ingestion
 
     base, pattern = ingestion.default_input_pattern(str(source))

@@ -16,8 +16,7 @@ def batch_infer(args, beam_args) -> int:
     checks.extra_options(beam_args, BATCH_OPTIONS)
     version = checks.model_version(args.model)
     files, _ = checks.input_files(args.input)
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise checks.UsageError(f"--output {args.output} is a file: give a folder for predictions-*.jsonl")
+    checks.output_folder(args.output, "predictions-*.jsonl")
     note(f"Classifying {plural(len(files), 'file')} with model {version} (loading Beam and TensorFlow)...")
     from gemstone.apps import batch_infer as batch_infer_lib
 
@@ -48,8 +47,7 @@ def explain(args) -> int:
     missing = explain_lib.missing_explain(version)
     if missing:
         raise checks.UsageError(missing)
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise checks.UsageError(f"--output {args.output} is a file: give a folder for the figures and records")
+    checks.output_folder(args.output, "the figures and records")
     note(f"Explaining {plural(len(files), 'photo')} with model {version} (loading TensorFlow)...")
     result = explain_lib.run(str(version), files, args.output, progress=note)
     errors = result["errors"]

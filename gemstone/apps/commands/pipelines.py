@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from gemstone import contract
 from gemstone.apps import checks
@@ -40,7 +39,11 @@ def where(args) -> int:
     return OK
 
 
+REPORT_FILE = "report.html"  # the page's name in a folder given as --output
+
+
 def report(args) -> int:
+    output = checks.output_file(args.output, REPORT_FILE)
     name = checks.pipeline_name(args.pipeline_name, need_metadata=True)
     from gemstone.apps import metadata
 
@@ -51,13 +54,13 @@ def report(args) -> int:
     note(f"Writing the dashboard of pipeline '{name}' (TensorFlow Model Analysis)...")
     from gemstone import report as report_lib
 
-    data = report_lib.write(metadata.latest_evaluation(store), name, args.output)
+    data = report_lib.write(metadata.latest_evaluation(store), name, str(output))
     overall = data["overall"]["candidate"]
     print(f"{'Blessed' if data['blessed'] else 'NOT blessed'}: accuracy "
           f"{overall.get(contract.ACCURACY, float('nan')):.3f} on "
           f"{plural(int(overall.get(contract.EXAMPLE_COUNT, 0)), data['split'] + ' photo')}, "
           f"{plural(len(data['classes']), 'class')}")
-    print(f"Report: {Path(args.output).resolve()}")
+    print(f"Report: {output.resolve()}")
     return OK
 
 
