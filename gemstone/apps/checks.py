@@ -11,7 +11,6 @@ import difflib
 import errno
 import json
 import os
-import re
 import urllib.parse
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
@@ -328,7 +327,12 @@ def kubeflow_package(package: str) -> None:
 
 
 def cron(expression: str) -> None:
-    fields = expression.split()
-    if len(fields) not in (5, 6) or not all(re.fullmatch(r"[0-9*/,\-A-Za-z?]+", f) for f in fields):
-        raise UsageError(f"--cron {expression!r} is not a cron expression: five fields, minute hour day month "
-                         f"weekday, e.g. \"0 2 * * *\" (every night at 02:00)")
+    """A cron expression Kubeflow Pipelines reads as meant: every field in its range (gemstone/apps/cron.py)."""
+    from gemstone.apps import cron as cron_lib
+
+    try:
+        cron_lib.validate(expression)
+    except cron_lib.CronError as e:
+        raise UsageError(f"--cron {expression!r} is not a cron expression: {e}; five fields, minute (0-59) hour "
+                         f"(0-23) day (1-31) month (1-12) weekday (0-6, Sunday 0), e.g. \"0 2 * * *\" (every "
+                         f"night at 02:00)") from None

@@ -232,6 +232,9 @@ MISTAKES = {
                                                "is not a pipeline spec written by `gemstone kubeflow compile`"),
     "kubeflow schedule, not a cron": (["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}", "--cron",
                                        "nightly", "--package", "{home}/bad-headers.csv"], "not a cron expression"),
+    "kubeflow schedule, a minute out of range": (["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}",
+                                                   "--cron", "61 2 * * *", "--package", "{home}/spec.json"],
+                                                  "minute 61 is out of range 0-59"),
 }
 
 
