@@ -137,6 +137,14 @@ def photo_files(given: Sequence[str]) -> List[str]:
     return files
 
 
+def existing_file(given: str, option: str, what: str) -> Path:
+    """A file the command reads; `what` it should be, for the message."""
+    path = Path(os.path.expanduser(given))
+    if not path.is_file():
+        raise NotFound(f"{option} {given}: {'a folder' if path.is_dir() else 'no such file'}; give {what}")
+    return path
+
+
 def manifest_columns(manifest: Path) -> List[str]:
     """The columns a manifest names: the CSV header, or the keys of the first JSON line."""
     try:

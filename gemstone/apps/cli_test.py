@@ -214,6 +214,8 @@ MISTAKES = {
     "serve, mistyped required option": (["serve", "--modle", "{fake_model}"], "did you mean --model?"),
     "serve, a port out of range": (["serve", "--model", "{fake_model}", "--port", "80000"],
                                    "--port 80000 is not a port"),
+    "backbone fetch, no such file": (["backbone", "fetch", "--from-file", "{home}/nope.pth"],
+                                     "/nope.pth: no such file; give the weights file"),
     "drift, no such log folder": (["drift", "--logs", "{home}/nope"], "log folder not found"),
     "drift, logs of a model that is no pipeline": (["drift", "--logs", "{stray_logs}"], "give --pipeline-name"),
     "where, mistyped pipeline": (["where", "--pipeline-name", "gem99"], "no pipeline 'gem99'"),
