@@ -90,10 +90,25 @@ def _version() -> str:
             f"Python {platform.python_version()})")
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _hash_bits(text: str) -> int:
+    """A Hamming distance between two 64-bit perceptual hashes."""
+    value = _whole_number(text)
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be 0 to 64 (bits of a 64-bit perceptual hash), not {value}")
     return value
 
 
@@ -128,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("data", help="a folder of class folders (<data>/<variety>/<photo>), or a manifest "
                                       "(.csv / .jsonl with path and label columns)")
     inspect.add_argument("--output", default="data-report", help="folder for report.json and the HTML page")
-    inspect.add_argument("--near-duplicate-distance", type=int, default=6,
-                         help="perceptual-hash bits within which photos count as near-duplicates")
+    inspect.add_argument("--near-duplicate-distance", type=_hash_bits, default=6,
+                         help="perceptual-hash bits (0-64) within which photos count as near-duplicates")
     inspect.add_argument("--max-pixels", type=_positive, default=40_000_000,
                          help="photos with more pixels are quarantined as decompression bombs")
     inspect.set_defaults(func=data_cmd.inspect_data)
