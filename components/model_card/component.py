@@ -52,6 +52,14 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
     return {"overall": named(metrics.get("overall", {"candidate": {}})["candidate"]), "per_class": per_class}
 
 
+def weakest_classes(per_class: Dict[str, Dict[str, float]], shown: int = 5) -> List[Dict[str, Any]]:
+    """The `shown` classes of lowest accuracy, lowest first; a class every test photo of which was named right
+    (accuracy 1.0) is no weak spot, whatever the others'."""
+    weak = sorted(((name, m) for name, m in per_class.items() if m.get(contract.ACCURACY, 1.0) < 1.0),
+                  key=lambda kv: (kv[1][contract.ACCURACY], kv[0]))
+    return [{"label": name, **metrics} for name, metrics in weak[:shown]]
+
+
 def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optional[str]) -> Dict[str, Any]:
     """Blessed (the blessing's `blessed` custom property, as the Pusher reads it), pushed where, and why not."""
     import tensorflow_model_analysis as tfma
@@ -71,9 +79,6 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
     `robustness`: the Robustness component's report (the open-set figures on the test photos)."""
     evaluation = evaluation_summary(evaluation_uri)
     data = _read_json(os.path.join(examples_uri, contract.INGESTION_REPORT_FILE))
-    # Weak spots only: a class every test photo of which was named right is not one.
-    weak = sorted(((name, m) for name, m in evaluation["per_class"].items() if m.get(contract.ACCURACY, 1.0) < 1.0),
-                  key=lambda kv: kv[1].get(contract.ACCURACY, 1.0))
     novelty = _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.NOVELTY_FILE))
     test_open_set = (robustness or {}).get("open_set")
     pushed_to = (verdict.get("pushed_to") or "").rstrip("/")
@@ -87,7 +92,7 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
         "data": {"root": data.get("data_root"), "counts": data.get("counts"), "splits": data.get("splits"),
                  "classes": sorted(data.get("per_class", {}))},
         "metrics": {"overall": evaluation["overall"],
-                    "weakest_classes": [{"label": k, **v} for k, v in weak[:5]]},
+                    "weakest_classes": weakest_classes(evaluation["per_class"])},
         "calibration": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.CALIBRATION_FILE)),
         "backbone": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.BACKBONE_FILE)),
         "open_set": {"fitted": novelty, "test": {k: v for k, v in test_open_set.items() if k != "non_gem_photos"},
