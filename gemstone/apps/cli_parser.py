@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--logs", required=True, help="the prediction log folder of `gemstone serve`")
     drift.add_argument("--pipeline-name", help="the pipeline whose training data to compare with (default: the "
                                                "pipeline named like the logged model)")
-    drift.add_argument("--output", default=".", help="folder for drift_report.json (or a file name ending in "
-                                                     ".json)")
+    drift.add_argument("--output", help="folder for drift_report.json, or a file name ending in .json (default: "
+                                        "$GEMSTONE_HOME/reports/<pipeline>/drift)")
     drift.add_argument("--min-predictions", type=_positive, default=100,
                        help="no verdict on fewer logged predictions")
     drift.set_defaults(func=models_cmd.drift)

@@ -379,7 +379,9 @@ def test_drift_output_line_says_too_few_and_the_pipeline_it_chose(home, inputs):
     assert result.returncode == 0, result.stderr
     assert "compared with pipeline 'gem88'" in result.stdout
     assert "Too few to judge: drift is judged from 5 logged predictions" in result.stdout
-    assert (home / "drift_report.json").is_file()
+    report = paths.reports_dir("gem88", str(home)) / "drift" / "drift_report.json"
+    assert result.stdout.rstrip().endswith(f"Report: {report}") and report.is_file()
+    assert not (home / "drift_report.json").exists()  # not in the current folder (a checkout, often)
 
 
 # --- Success: what the command has to say, and nothing else ---------------------------------------

@@ -126,6 +126,7 @@ def serve(args) -> int:
 def drift(args) -> int:
     import json
 
+    from gemstone import paths
     from gemstone.apps import drift as drift_lib
 
     logs = Path(args.logs)
@@ -143,7 +144,8 @@ def drift(args) -> int:
                                     f"of model {logged!r}, which is no pipeline here: give --pipeline-name")
         name = candidates[0]
     name = checks.pipeline_name(name, need_metadata=True)
-    output = Path(args.output)
+    # Not the current folder by default: a report there ends up in whatever checkout the user stands in.
+    output = Path(args.output) if args.output else paths.reports_dir(name) / "drift"
     if output.suffix.lower() != ".json":
         output = output / drift_lib.REPORT_FILE
     if len(rows) >= args.min_predictions:
