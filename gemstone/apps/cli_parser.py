@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also show library warnings, TensorFlow's, absl's and Beam's logs, and tracebacks")
     formatter = {"formatter_class": _HelpFormatter}
     parser = _Parser(prog="gemstone", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-                                     epilog=__doc__.split("\n\n")[2], **formatter)
+                     epilog=__doc__.split("\n\n")[2], **formatter)
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show library warnings, TensorFlow's, absl's and Beam's logs, and tracebacks")
