@@ -33,14 +33,16 @@ SIX_FIELDS = (Field("second", 0, 59), *FIVE_FIELDS)
 _ELEMENT = re.compile(r"(?P<range>\*|\?|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/(?P<step>[0-9]+))?")
 
 
-def validate(expression: str) -> None:
-    """Raises CronError naming the first field that KFP would refuse or read otherwise than meant."""
+def validate(expression: str) -> str:
+    """The expression in KFP's six-field form (seconds first: "0 2 * * *" is "0 0 2 * * *"); CronError naming
+    the first field that KFP would refuse or read otherwise than meant."""
     parts = expression.split()
     if len(parts) not in (5, 6):
         raise CronError(f"{plural(len(parts), 'field')}, not 5 (minute hour day month weekday)")
     for field, text in zip(FIVE_FIELDS if len(parts) == 5 else SIX_FIELDS, parts):
         for element in text.split(","):
             _check_element(field, element)
+    return " ".join(["0"] * (6 - len(parts)) + parts)
 
 
 def _check_element(field: Field, element: str) -> None:

@@ -6,11 +6,14 @@ from gemstone.apps import cron
 
 @pytest.mark.parametrize("expression", [
     "0 2 * * *", "*/15 * * * *", "0 9-17/2 * * MON-FRI", "0 0 1,15 * *", "30 4 1 JAN,jul ?", "0 0 * * 0",
-    "59 23 31 12 6", "0 30 4 * * *",  # six fields: seconds first, as KFP writes them
-    "5/10 * * * *",
+    "59 23 31 12 6", "5/10 * * * *",
 ])
-def test_accepted(expression):
-    cron.validate(expression)
+def test_accepted_and_given_kfps_seconds_field(expression):
+    assert cron.validate(expression) == "0 " + expression
+
+
+def test_six_fields_are_kfps_own_form():
+    assert cron.validate("30 0  2 * * 1-5") == "30 0 2 * * 1-5"
 
 
 @pytest.mark.parametrize("expression, says", [
