@@ -7,6 +7,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from gemstone.text import plural
+
 
 def pyplot():
     """matplotlib's pyplot, drawing off screen (no display on servers and CI)."""
@@ -72,6 +74,6 @@ def robustness_chart(robustness: Dict[str, Any]) -> str:
     axes.set_xlim(0, 1)
     axes.invert_yaxis()
     axes.set_xlabel("accuracy")
-    axes.set_title(f"Accuracy under corruptions ({robustness['examples']} {robustness['split']} photos)")
+    axes.set_title(f"Accuracy under corruptions ({plural(robustness['examples'], robustness['split'] + ' photo')})")
     axes.legend(loc="lower right")
     return png(figure)

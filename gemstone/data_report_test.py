@@ -107,6 +107,49 @@ def test_class_imbalance_and_rare_classes_are_reported(tmp_path):
     assert balance["rare_classes"] == ["Citrine"] and balance["imbalance_ratio"] == 3.0
 
 
+def test_a_one_photo_collection_is_warned_about_in_the_terminal_and_the_page(tmp_path):
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.jpg").write_bytes(_encode(_stone(), "JPEG"))
+    (tmp_path / "one.csv").write_text("path,label\npics/a.jpg,Ruby\n")
+    report = data_report.inspect(str(tmp_path / "one.csv"))
+    lines = data_report.summary_lines(report)
+    assert lines[:2] == ["1 file: 1 accepted, 0 quarantined, 0 hidden files ignored",
+                         "1 class, 1 photo each (imbalance 1.0x); rare: none"]
+    [warning] = [line for line in lines if line.startswith("warning: ")]
+    assert warning.startswith("warning: no photo in eval or test: the pipeline needs photos in every split")
+    page = data_report.write(report, tmp_path / "out")["html"].read_text()
+    assert "<h3>Warnings</h3>" in page and "no photo in eval or test" in page
+
+
+def test_a_class_missing_from_a_split_is_named(tmp_path):
+    demo = demo_data.make_demo_data(tmp_path / "demo", per_class=6, seed=0, size=48)
+    rows = (demo.out_dir / "manifest.csv").read_text().splitlines()
+    ruby = [row for row in rows[1:] if ",Ruby," in row]
+    one_stone = [row for row in ruby if row.split(",")[3] == ruby[0].split(",")[3]]
+    manifest = demo.out_dir / "few-rubies.csv"
+    manifest.write_text("\n".join([rows[0]] + [row for row in rows[1:] if ",Ruby," not in row] + one_stone) + "\n")
+    report = data_report.inspect(str(manifest))
+    assert report["per_class"]["Ruby"].get("eval", 0) == report["per_class"]["Ruby"].get("test", 0) == 0
+    assert (f"warning: Ruby has no photo in eval or test ({len(one_stone)} photos): a class needs photos of as many "
+            f"different stones as there are splits") in data_report.summary_lines(report)
+
+
+def test_a_photo_in_two_class_folders_is_named_with_both_classes(tmp_path):
+    demo = demo_data.make_demo_data(tmp_path / "demo", per_class=4, seed=0, size=48)
+    images = demo.out_dir / "images"
+    ruby = sorted((images / "Ruby").glob("*.jpg"))[0]
+    (images / "Citrine" / ruby.name).write_bytes(ruby.read_bytes())  # a ruby copied into Citrine
+    report = data_report.inspect(str(images))
+    named = f"Citrine/{ruby.name} (Citrine), Ruby/{ruby.name} (Ruby)"
+    assert [line for line in data_report.summary_lines(report) if "two classes" in line] == [
+        f"warning: one stone in two classes? {named}: the same stone or near-duplicate photos labelled "
+        f"differently; keep one label"]
+    page = data_report.write(report, tmp_path / "out")["html"].read_text()
+    table = page.split("<h3>Photos in more than one class</h3>")[1].split("</table>")[0]
+    assert f"<td>Citrine/{ruby.name}</td><td>Citrine</td>" in table
+    assert f"<td>Ruby/{ruby.name}</td><td>Ruby</td>" in table
+
+
 @pytest.mark.slow  # reads 3,512 photos
 def test_the_88_class_photos_are_all_accounted_for_and_groups_stay_in_one_split(real_data, tmp_path):
     report = data_report.inspect(str(real_data))

@@ -296,6 +296,17 @@ def class_balance(per_class: Dict[str, Dict[str, int]]) -> Dict[str, Any]:
     }
 
 
+def cross_class_groups(files: List[Dict[str, Any]]) -> List[List[Dict[str, str]]]:
+    """The groups (same stone id, or near-duplicate photos) whose photos carry different labels: each photo's
+    path and label. A copy in a second class folder, or a mislabel: worth a look before training."""
+    members: Dict[str, List[Dict[str, str]]] = {}
+    for f in files:
+        if f["status"] == "accepted":
+            members.setdefault(f["group"], []).append({"path": f["path"], "label": f["label"]})
+    return sorted((m for m in members.values() if len({photo["label"] for photo in m}) > 1),
+                  key=lambda m: m[0]["path"])
+
+
 def build_report(discovery: Discovery, results: Iterable, split_of: Dict[str, str], group_of: Dict[str, str], summary: Dict[str, Any]) -> Dict[str, Any]:
     """The data report: every visible file exactly once, accepted (with split) or quarantined (with reason)."""
     files, by_reason, per_class = [], {}, {}
@@ -326,6 +337,8 @@ def build_report(discovery: Discovery, results: Iterable, split_of: Dict[str, st
         "per_class": {label: per_class[label] for label in sorted(per_class)},
         "class_balance": class_balance(per_class),
         "splits": summary,
+        "split_coverage": splits.coverage(per_class, list(summary.get("ratios", splits.DEFAULT_RATIOS))),
+        "cross_class_groups": cross_class_groups(accepted_rows),
         "image_statistics": image_stats.compare_splits(accepted_rows),
         "ignored_hidden": sorted(discovery.ignored_hidden),
         "files": files,

@@ -18,6 +18,7 @@ import numpy as np
 
 from gemstone import contract
 from gemstone.charts import png, pyplot
+from gemstone.text import plural
 
 COVERAGE_THRESHOLDS = np.linspace(0.0, 0.99, 100)
 
@@ -109,11 +110,11 @@ def section_html(section: Optional[Dict[str, Any]]) -> str:
     non_gem = section["non_gem"]
     parts = [
         "<h2>Open set: photos the model does not know</h2>",
-        f"<p>{section['flagged']:.1%} of the {section['known_photos']} test photos, all of varieties the model "
-        f"learned, were flagged as not known (not a gemstone photo {reasons[contract.NOT_A_GEMSTONE]:.1%}, an "
+        f"<p>{section['flagged']:.1%} of the {plural(section['known_photos'], 'test photo')}, all of varieties the "
+        f"model learned, were flagged as not known (not a gemstone photo {reasons[contract.NOT_A_GEMSTONE]:.1%}, an "
         f"unfamiliar variety {reasons[contract.UNFAMILIAR_VARIETY]:.1%}); a model is not pushed above "
-        f"{section['max_flagged']:.0%}. Of {non_gem['photos']} photos that are not gemstones at all (sample photos "
-        f"shipped with scikit-image, scikit-learn and matplotlib), {non_gem['flagged']:.1%} were flagged, "
+        f"{section['max_flagged']:.0%}. Of {plural(non_gem['photos'], 'photo')} that are not gemstones at all "
+        f"(sample photos shipped with scikit-image, scikit-learn and matplotlib), {non_gem['flagged']:.1%} were flagged, "
         f"{non_gem['not_a_gemstone']:.1%} as not a gemstone photo.</p>",
     ]
     if section["non_gem_missed"]:

@@ -26,6 +26,7 @@ from gemstone import contract, data_report, ingestion, open_set_report
 from gemstone.evaluation_results import confusion_matrix, load_metrics, load_plots, reliability, review_trade_off
 from gemstone.verdict import rejection_reasons, robustness_failures, validation_failures
 from gemstone.charts import confusion_chart, reliability_chart, robustness_chart
+from gemstone.text import plural
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +283,7 @@ def render(data: Dict[str, Any]) -> str:
         f"<b>{html.escape(data['split'])}</b> split; made {html.escape(data['created'])}.</p>", verdict,
         "<h2>Overall, against the previous blessed model</h2>",
         _table(["metric", "this model", "previous blessed", "change"], overall_rows),
-        f"<h2>Per class ({len(per_class)} classes)</h2><p>Click a column to sort. Accuracy on a class is its "
+        f"<h2>Per class ({plural(len(per_class), 'class')})</h2><p>Click a column to sort. Accuracy on a class is its "
         "recall; precision, recall and F1 count the top-1 answer.</p>",
         _table(["class", "family", "photos", "accuracy", "previous", "change", "top-3 accuracy", "precision",
                 "recall", "F1", "most confused with"], class_rows, table_id="per-class", sortable=True),
@@ -300,7 +301,7 @@ def render(data: Dict[str, Any]) -> str:
             f'<figcaption>{html.escape(os.path.basename(t["path"]))}<br>{t["confidence"]:.2f}</figcaption></figure>'
             for t in confusion["thumbnails"])
         sections.append(f"<h3>{html.escape(confusion['label'])} taken for {html.escape(confusion['predicted'])}: "
-                        f"{confusion['photos']} photo{'s' if confusion['photos'] != 1 else ''}</h3><div class=\"thumbs\">{thumbs}</div>")
+                        f"{plural(confusion['photos'], 'photo')}</h3><div class=\"thumbs\">{thumbs}</div>")
     sections += ["<h2>Calibration</h2>",
                  f'<img alt="reliability plot" src="data:image/png;base64,{reliability_chart(data["calibration"])}">']
     sections.append("<h2>Robustness</h2>")

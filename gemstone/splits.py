@@ -69,6 +69,18 @@ class SplitAssignment:
         }
 
 
+def coverage(per_class: Mapping[str, Mapping[str, int]], names: Sequence[str]) -> Dict[str, object]:
+    """What the splits lack: the splits no photo went to, and for each class the other splits it has no photo in.
+
+    Groups (one stone, near-duplicates) are dealt whole, so a class reaches every split only with at
+    least as many groups as there are splits.
+    """
+    empty = [name for name in names if not any(counts.get(name) for counts in per_class.values())]
+    missing = {label: [name for name in names if not counts.get(name) and name not in empty]
+               for label, counts in sorted(per_class.items())}
+    return {"empty_splits": empty, "classes_missing_from_splits": {label: m for label, m in missing.items() if m}}
+
+
 def _hashes(records: Sequence[Record]) -> np.ndarray:
     for record in records:
         if not isinstance(record.phash, str) or not _HEX16.fullmatch(record.phash):

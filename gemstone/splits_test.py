@@ -207,6 +207,18 @@ def test_cross_class_groups_are_counted_and_follow_the_majority():
     assert assignment.per_class_counts()["Spinel"] == {"train": 2, "eval": 1, "test": 0}  # counts use own labels
 
 
+def test_coverage_names_the_empty_splits_and_each_class_missing_from_another():
+    rng = random.Random(5)
+    records = [Record(f"{label}/{i}.jpg", label, _hex(rng.getrandbits(64)))
+               for label, photos in (("Jade", 1), ("Onyx", 2), ("Opal", 1)) for i in range(photos)]
+    assignment = splits.assign_splits(records, max_distance=-1)
+    # One photo: train only; two: train and eval; so no photo at all in test, which is said once, not per class.
+    assert splits.coverage(assignment.per_class_counts(), list(assignment.ratios)) == {
+        "empty_splits": ["test"], "classes_missing_from_splits": {"Jade": ["eval"], "Opal": ["eval"]}}
+    whole = splits.coverage({"Ruby": {"train": 7, "eval": 2, "test": 1}}, ["train", "eval", "test"])
+    assert whole == {"empty_splits": [], "classes_missing_from_splits": {}}
+
+
 def test_summary_is_json_and_counts_every_example():
     assignment = splits.assign_splits(_records_with_groups(), ratios={"train": 8, "eval": 2})
     summary = json.loads(json.dumps(assignment.summary()))

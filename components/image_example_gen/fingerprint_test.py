@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from components.image_example_gen import component, executor, fingerprint
-from gemstone import contract, data_report, image_stats, images, ingestion, manifests, schema, splits, taxonomy
+from gemstone import contract, data_report, image_stats, images, ingestion, manifests, schema, splits, taxonomy, text
 
 # Files that are not ingestion code: editing them must leave the cache alone.
 UNRELATED = [Path("components", "image_example_gen", "component.py"), Path("gemstone", "apps", "cli.py"),
@@ -33,7 +33,7 @@ def checkout(tmp_path):
 
 def test_it_covers_the_executor_what_it_imports_within_the_project_and_the_family_map():
     expected = {_rel(m) for m in (executor, ingestion, manifests, images, splits, taxonomy, image_stats, data_report,
-                                  contract, schema)}
+                                  contract, schema, text)}
     expected.add(taxonomy.DEFAULT_FAMILY_MAP.resolve().relative_to(fingerprint.ROOT))
     assert set(fingerprint.ingestion_files()) == expected
 

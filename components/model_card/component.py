@@ -19,6 +19,7 @@ from tfx.types import standard_artifacts
 
 from components.artifacts import ModelCardDocument, RobustnessReport
 from gemstone import contract
+from gemstone.text import plural
 
 INTENDED_USE = ("Suggests the variety and mineral family of a gemstone from a photograph, with a confidence, "
                 "to speed up a gemmologist's work. Predictions flagged needs_review must be checked by an expert.")
@@ -51,6 +52,14 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
     return {"overall": named(metrics.get("overall", {"candidate": {}})["candidate"]), "per_class": per_class}
 
 
+def weakest_classes(per_class: Dict[str, Dict[str, float]], shown: int = 5) -> List[Dict[str, Any]]:
+    """The `shown` classes of lowest accuracy, lowest first; a class every test photo of which was named right
+    (accuracy 1.0) is no weak spot, whatever the others'."""
+    weak = sorted(((name, m) for name, m in per_class.items() if m.get(contract.ACCURACY, 1.0) < 1.0),
+                  key=lambda kv: (kv[1][contract.ACCURACY], kv[0]))
+    return [{"label": name, **metrics} for name, metrics in weak[:shown]]
+
+
 def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optional[str]) -> Dict[str, Any]:
     """Blessed (the blessing's `blessed` custom property, as the Pusher reads it), pushed where, and why not."""
     import tensorflow_model_analysis as tfma
@@ -70,9 +79,6 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
     `robustness`: the Robustness component's report (the open-set figures on the test photos)."""
     evaluation = evaluation_summary(evaluation_uri)
     data = _read_json(os.path.join(examples_uri, contract.INGESTION_REPORT_FILE))
-    # Weak spots only: a class every test photo of which was named right is not one.
-    weak = sorted(((name, m) for name, m in evaluation["per_class"].items() if m.get(contract.ACCURACY, 1.0) < 1.0),
-                  key=lambda kv: kv[1].get(contract.ACCURACY, 1.0))
     novelty = _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.NOVELTY_FILE))
     test_open_set = (robustness or {}).get("open_set")
     pushed_to = (verdict.get("pushed_to") or "").rstrip("/")
@@ -86,7 +92,7 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
         "data": {"root": data.get("data_root"), "counts": data.get("counts"), "splits": data.get("splits"),
                  "classes": sorted(data.get("per_class", {}))},
         "metrics": {"overall": evaluation["overall"],
-                    "weakest_classes": [{"label": k, **v} for k, v in weak[:5]]},
+                    "weakest_classes": weakest_classes(evaluation["per_class"])},
         "calibration": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.CALIBRATION_FILE)),
         "backbone": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.BACKBONE_FILE)),
         "open_set": {"fitted": novelty, "test": {k: v for k, v in test_open_set.items() if k != "non_gem_photos"},
@@ -111,7 +117,8 @@ def metric_lines(overall: Dict[str, float]) -> List[str]:
     lines = []
     if contract.ACCURACY in overall:
         accuracy = overall[contract.ACCURACY]
-        lines.append(f"- Accuracy on {photos} test photos: {100 * accuracy:.1f} % named correctly ({accuracy:.3f})")
+        lines.append(f"- Accuracy on {plural(photos, 'test photo')}: {100 * accuracy:.1f} % named correctly "
+                     f"({accuracy:.3f})")
     if contract.TOP_K_ACCURACY in overall:
         top_k = overall[contract.TOP_K_ACCURACY]
         lines.append(f"- Top-{contract.TOP_K} accuracy: the right variety among the first {contract.TOP_K} named "
@@ -133,16 +140,16 @@ def open_set_lines(open_set: Dict[str, Any]) -> List[str]:
              f"training photos ({fitted['not_a_gemstone']['score']}), `unfamiliar_variety` when the answer is "
              f"too uncertain ({fitted['unfamiliar_variety']['score']}). Thresholds "
              f"{fitted['threshold'][0]:.4g} and {fitted['threshold'][1]:.4g} (raw scores), set on "
-             f"{fitted['eval_photos']} eval photos to flag {fitted['target_flagged_share']:.0%} of known photos "
+             f"{plural(fitted['eval_photos'], 'eval photo')} to flag {fitted['target_flagged_share']:.0%} of known photos "
              f"together: they flagged {eval_flagged[contract.NOT_A_GEMSTONE]:.1%} and "
              f"{eval_flagged[contract.UNFAMILIAR_VARIETY]:.1%} there ({fitted['eval_flagged_either']:.1%} either)."]
     test, non_gem = open_set.get("test"), open_set.get("non_gem")
     if test:
-        lines.append(f"On the {test['known_photos']} test photos, all of known varieties: {test['flagged']:.1%} "
-                     f"flagged (at most {test['max_flagged']:.0%} allowed).")
+        lines.append(f"On the {plural(test['known_photos'], 'test photo')}, all of known varieties: "
+                     f"{test['flagged']:.1%} flagged (at most {test['max_flagged']:.0%} allowed).")
     if non_gem:
-        lines.append(f"On {non_gem['photos']} photos that are not gemstones: {non_gem['flagged']:.1%} flagged, "
-                     f"{non_gem['not_a_gemstone']:.1%} as not a gemstone photo.")
+        lines.append(f"On {plural(non_gem['photos'], 'photo')} that are not gemstones: {non_gem['flagged']:.1%} "
+                     f"flagged, {non_gem['not_a_gemstone']:.1%} as not a gemstone photo.")
     return lines
 
 
@@ -153,13 +160,14 @@ def to_markdown(card: Dict[str, Any]) -> str:
     lines = [title, "", f"Created {card['created']}.", "", "## Verdict", ""] + _verdict_lines(card["verdict"]) + [
              "", "## Intended use", "", card["intended_use"], "", "## Limits", "", card["limits"], "",
              "## Data", "", f"From `{card['data']['root']}`: {json.dumps(card['data']['counts'])}; "
-             f"{len(card['data']['classes'])} classes:", "", ", ".join(card["data"]["classes"]) + ".", "",
+             f"{plural(len(card['data']['classes']), 'class')}:", "", ", ".join(card["data"]["classes"]) + ".", "",
              "## Metrics (test split)", ""]
     lines += metric_lines(overall)
     lines += ["", "Weakest classes:" if card["metrics"]["weakest_classes"] else "No class had a test photo named wrong.",
               ""]
     lines += [f"- {c['label']}: accuracy {c.get(contract.ACCURACY, float('nan')):.3f} "
-              f"on {int(c.get(contract.EXAMPLE_COUNT, 0))} photos" for c in card["metrics"]["weakest_classes"]]
+              f"on {plural(int(c.get(contract.EXAMPLE_COUNT, 0)), 'photo')}"
+              for c in card["metrics"]["weakest_classes"]]
     backbone = card.get("backbone") or {}
     if backbone:
         provenance = backbone.get("provenance") or {}
@@ -180,7 +188,8 @@ def to_markdown(card: Dict[str, Any]) -> str:
     if calibration:
         lines += ["", "## Calibration", "", f"Temperature {calibration['temperature']:.3f}; ECE "
                   f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after scaling "
-                  f"(eval split, {calibration['examples']} photos); review rate {calibration['review_rate']:.1%}."]
+                  f"(eval split, {plural(calibration['examples'], 'photo')}); review rate "
+                  f"{calibration['review_rate']:.1%}."]
     lines += open_set_lines(card.get("open_set") or {})
     if card["edge_models"]:
         lines += ["", "## Edge models", "", "```json", json.dumps(card["edge_models"], indent=1), "```"]

@@ -35,3 +35,26 @@ def test_the_card_says_when_the_head_learnt_from_the_eval_photos_after_calibrati
     assert "trained again on the training and eval photos" not in component.to_markdown(card)
     card["backbone"]["refit_with_eval"] = True
     assert "trained again on the training and eval photos" in component.to_markdown(card)
+
+
+def test_the_weakest_classes_are_the_least_accurate_and_never_a_perfect_one():
+    per_class = {"Ruby": {contract.ACCURACY: 1.0, contract.EXAMPLE_COUNT: 4.0},
+                 "Spinel": {contract.ACCURACY: 0.25, contract.EXAMPLE_COUNT: 4.0},
+                 "Garnet": {contract.ACCURACY: 0.75, contract.EXAMPLE_COUNT: 4.0},
+                 "Topaz": {contract.ACCURACY: 0.5, contract.EXAMPLE_COUNT: 2.0}}
+    assert [c["label"] for c in component.weakest_classes(per_class)] == ["Spinel", "Topaz", "Garnet"]
+    assert [c["label"] for c in component.weakest_classes(per_class, shown=2)] == ["Spinel", "Topaz"]
+    assert component.weakest_classes({"Ruby": per_class["Ruby"]}) == []
+
+
+def test_the_card_lists_the_classes_it_was_trained_on():
+    card = {"model": "gem88", "version": "1", "created": "2026-12-05", "intended_use": "x",
+            "limits": component.LIMITS, "verdict": {"blessed": True, "pushed": True, "pushed_to": "/s/gem88/1",
+                                                    "reasons": []},
+            "data": {"root": "/d", "counts": {"files": 9}, "classes": ["Garnet", "Ruby", "Spinel"]},
+            "metrics": {"overall": {contract.ACCURACY: 1.0, contract.EXAMPLE_COUNT: 3.0}, "weakest_classes": []},
+            "calibration": {}, "backbone": {}, "edge_models": {}, "lineage": {}}
+    text = component.to_markdown(card)
+    assert "Trained only on the classes listed below" in text
+    assert "3 classes:\n\nGarnet, Ruby, Spinel." in text.split("## Data")[1]
+    assert "No class had a test photo named wrong." in text and "Weakest classes:" not in text

@@ -24,6 +24,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 
 from components.robustness import corruptions
 from gemstone import contract, ingestion
+from gemstone.text import plural
 
 REPORT_FILE = contract.ROBUSTNESS_REPORT_FILE
 PREDICTIONS_FILE = contract.ROBUSTNESS_PREDICTIONS_FILE
@@ -107,9 +108,9 @@ def open_set_failures(report: Dict[str, object]) -> List[str]:
     found = report.get("open_set")
     if not found or found["flagged"] <= found["max_flagged"]:
         return []
-    return [f"open set: {found['flagged']:.1%} of the {found['known_photos']} known test photos were flagged as not "
-            f"known (not a gemstone {found['flagged_by_reason'][contract.NOT_A_GEMSTONE]:.1%}, unfamiliar variety "
-            f"{found['flagged_by_reason'][contract.UNFAMILIAR_VARIETY]:.1%}), over the {found['max_flagged']:.0%} "
+    return [f"open set: {found['flagged']:.1%} of the {plural(found['known_photos'], 'known test photo')} were "
+            f"flagged as not known (not a gemstone {found['flagged_by_reason'][contract.NOT_A_GEMSTONE]:.1%}, "
+            f"unfamiliar variety {found['flagged_by_reason'][contract.UNFAMILIAR_VARIETY]:.1%}), over the {found['max_flagged']:.0%} "
             f"allowed"]
 
 

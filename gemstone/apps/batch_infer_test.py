@@ -75,6 +75,33 @@ def test_the_summary_counts_each_review_reason_and_an_old_model_says_it_has_none
     assert "exported before the open-set outputs" in out and "known" not in _lines(tmp_path / "old", "predictions")[0]
 
 
+def test_ctrl_c_exits_130_and_leaves_the_output_folder_as_it_was(contract_model, mixed_folder, tmp_path,
+                                                                  monkeypatch, capsys):
+    """Ctrl-C while Beam runs reaches the command wrapped (RuntimeError: KeyboardInterrupt [while running ...])."""
+    load, seen = batch_infer._load, []
+
+    def interrupted_at_the_fifth_photo(path):
+        seen.append(path)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+        return load(path)
+
+    monkeypatch.setattr(batch_infer, "_load", interrupted_at_the_fifth_photo)
+    args = ["batch-infer", "--model", str(contract_model), "--input", str(mixed_folder),
+            "--direct_running_mode=in_memory"]
+    assert cli.main([*args, "--output", str(tmp_path / "new")]) == cli.INTERRUPTED
+    assert "gemstone batch-infer: interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # the folder it made is gone
+
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "predictions-00000-of-00001.jsonl").write_text('{"path": "before"}\n')
+    seen.clear()
+    assert cli.main([*args, "--output", str(previous)]) == cli.INTERRUPTED
+    assert [p.name for p in previous.iterdir()] == ["predictions-00000-of-00001.jsonl"]  # no staging left
+    assert _lines(previous, "predictions") == [{"path": "before"}]
+
+
 def test_glob_input_and_version_folder(contract_model, mixed_folder, tmp_path, monkeypatch):
     loaded = []  # a weak reference to each model RunInference loads
     load = inference.GemstoneModelHandler.load_model

@@ -11,12 +11,12 @@ import difflib
 import errno
 import json
 import os
-import re
 import urllib.parse
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from gemstone import manifests, paths
+from gemstone.text import plural
 
 
 class UsageError(Exception):
@@ -111,7 +111,8 @@ def input_files(input_spec: str) -> Tuple[List[str], int]:
         files = sorted(str(p) for p in listing.files + listing.ignored_other)  # non-images become error lines
         hidden = len(listing.ignored_hidden)
         if not files:
-            raise NotFound(f"no files under {input_spec}" + (f" ({hidden} hidden files ignored)" if hidden else "")
+            raise NotFound(f"no files under {input_spec}" + (f" ({plural(hidden, 'hidden file')} ignored)"
+                                                            if hidden else "")
                            + ": give the folder that holds the photos, or a glob such as 'photos/**/*.jpg'")
         return files, hidden
     if not globlib.has_magic(input_spec) and not os.path.exists(input_spec):
@@ -134,6 +135,14 @@ def photo_files(given: Sequence[str]) -> List[str]:
         else:
             raise NotFound(f"no such photo or folder: {spec}")
     return files
+
+
+def existing_file(given: str, option: str, what: str) -> Path:
+    """A file the command reads; `what` it should be, for the message."""
+    path = Path(os.path.expanduser(given))
+    if not path.is_file():
+        raise NotFound(f"{option} {given}: {'a folder' if path.is_dir() else 'no such file'}; give {what}")
+    return path
 
 
 def manifest_columns(manifest: Path) -> List[str]:
@@ -175,15 +184,36 @@ def collection(discovery) -> None:
         return
     unlabelled = sum(q.reason == "no_label" for q in discovery.quarantined)
     if discovery.layout == "class_folders" and unlabelled:
-        raise UsageError(f"{unlabelled} photos in {discovery.root} but none inside a class folder: "
+        raise UsageError(f"{plural(unlabelled, 'photo')} in {discovery.root} but none inside a class folder: "
                          + CLASS_FOLDERS_HINT)
     if discovery.quarantined:
         first = discovery.quarantined[0]
-        raise UsageError(f"none of the {len(discovery.quarantined)} entries of {discovery.root} can be used "
-                         f"({first.reason}: {first.detail}, and so on)")
+        more = len(discovery.quarantined) - 1
+        raise UsageError(f"no entry of {discovery.root} can be used ({first.reason}: {first.detail}"
+                         + (f"; and {plural(more, 'other')})" if more else ")"))
     hidden = len(discovery.ignored_hidden)
-    raise UsageError(f"no photos in {discovery.root}" + (f" (only {hidden} hidden files)" if hidden else "")
+    raise UsageError(f"no photos in {discovery.root}" + (f" (only {plural(hidden, 'hidden file')})" if hidden else "")
                      + ": " + CLASS_FOLDERS_HINT)
+
+
+# --- Outputs ------------------------------------------------------------------------------------
+
+def output_folder(given: str, holds: str) -> Path:
+    """A folder to write into (made if missing); not an existing file. `holds`: what goes in it, for the message."""
+    path = Path(given)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output {given} is a file: give a folder for {holds}")
+    return path
+
+
+def output_file(given: str, name_in_folder: str) -> Path:
+    """The file to write: `given`, or `name_in_folder` inside it when it is a folder (or ends with /)."""
+    path = Path(given)
+    if path.is_dir() or given.endswith(("/", os.sep)):
+        return path / name_in_folder
+    if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        raise UsageError(f"--output {given}: a folder of that path is a file")
+    return path
 
 
 # --- Options passed through (Beam) --------------------------------------------------------------
@@ -305,7 +335,12 @@ def kubeflow_package(package: str) -> None:
 
 
 def cron(expression: str) -> None:
-    fields = expression.split()
-    if len(fields) not in (5, 6) or not all(re.fullmatch(r"[0-9*/,\-A-Za-z?]+", f) for f in fields):
-        raise UsageError(f"--cron {expression!r} is not a cron expression: five fields, minute hour day month "
-                         f"weekday, e.g. \"0 2 * * *\" (every night at 02:00)")
+    """A cron expression Kubeflow Pipelines reads as meant: every field in its range (gemstone/apps/cron.py)."""
+    from gemstone.apps import cron as cron_lib
+
+    try:
+        cron_lib.validate(expression)
+    except cron_lib.CronError as e:
+        raise UsageError(f"--cron {expression!r} is not a cron expression: {e}; five fields, minute (0-59) hour "
+                         f"(0-23) day (1-31) month (1-12) weekday (0-6, Sunday 0), e.g. \"0 2 * * *\" (every "
+                         f"night at 02:00)") from None

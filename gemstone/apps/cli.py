@@ -65,6 +65,24 @@ def _end_without_finalising(status: int) -> None:
     os._exit(status)
 
 
+def _is_interruption(error: BaseException) -> bool:
+    """Ctrl-C, or an error raised because of it. Beam re-raises a KeyboardInterrupt in a step as
+    RuntimeError("KeyboardInterrupt [while running 'Classify/...']"), the original as its context; from a
+    worker process only that text arrives."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt) or str(error).startswith(KeyboardInterrupt.__name__):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _interrupted(command: str) -> int:
+    print(f"gemstone {command}: interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 def main(argv=None) -> int:
     """Runs one command; returns its exit status.
 
@@ -92,14 +110,15 @@ def main(argv=None) -> int:
         print(f"gemstone {command}: error: {e}", file=sys.stderr)
         return USAGE
     except KeyboardInterrupt:
-        print(f"gemstone {command}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted(command)
     except BrokenPipeError:
         # The reader went away (`gemstone runs | head`): what it read was right, nothing to say. Python would
         # complain again when it flushes stdout at exit, so stdout points at nothing from here on.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return OK
     except Exception as e:  # noqa: BLE001 - one line for people; the traceback on request
+        if _is_interruption(e):
+            return _interrupted(command)
         if not program:
             raise
         if verbose:

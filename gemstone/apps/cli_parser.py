@@ -16,6 +16,8 @@ gemstone/apps/commands/; running one is gemstone/apps/cli.py's main.
 from __future__ import annotations
 
 import argparse
+import difflib
+import sys
 
 from gemstone import contract
 from gemstone.apps import checks
@@ -37,6 +39,43 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, answering a mistyped option of a command with the closest one it has.
+
+    `gemstone report --outptu x` says "unknown option --outptu: did you mean --output?", also when the typo
+    leaves a required option out (`serve --modle M`). argparse (Python 3.10) only says "unrecognized
+    arguments". A command that passes other options on (batch-infer: Beam's) is refused only near misses.
+    """
+
+    CLOSE = 0.75  # difflib's similarity from which an unknown option is taken for a typo of a known one
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        namespace, unknown = super().parse_known_args(args, namespace)
+        if unknown and self.get_default("func") and not self.get_default("takes_extra_args"):
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return namespace, unknown
+
+    def error(self, message):
+        if self.get_default("func"):  # a command's parser: its arguments are all in self._given
+            message = self._mistyped_option() or message
+        super().error(message)
+
+    def _mistyped_option(self):
+        """'unknown option --x: did you mean --y?' for the first given option that is a near miss of one."""
+        options = [name for action in self._actions for name in action.option_strings if name.startswith("--")]
+        for arg in getattr(self, "_given", []):
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if not name.startswith("--") or any(option.startswith(name) for option in options):
+                continue  # a value, a known option, or argparse's abbreviation of one
+            close = difflib.get_close_matches(name, options, n=1, cutoff=self.CLOSE)
+            if close:
+                return f"unknown option {name}: did you mean {close[0]}?"
+        return None
+
+
 def _version() -> str:
     import platform
     from importlib import metadata as package_metadata
@@ -51,10 +90,25 @@ def _version() -> str:
             f"Python {platform.python_version()})")
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _hash_bits(text: str) -> int:
+    """A Hamming distance between two 64-bit perceptual hashes."""
+    value = _whole_number(text)
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be 0 to 64 (bits of a 64-bit perceptual hash), not {value}")
     return value
 
 
@@ -68,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="also show library warnings, TensorFlow's, absl's and Beam's logs, and tracebacks")
     formatter = {"formatter_class": _HelpFormatter}
-    parser = argparse.ArgumentParser(prog="gemstone", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-                                     epilog=__doc__.split("\n\n")[2], **formatter)
+    parser = _Parser(prog="gemstone", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+                     epilog=__doc__.split("\n\n")[2], **formatter)
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show library warnings, TensorFlow's, absl's and Beam's logs, and tracebacks")
@@ -89,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("data", help="a folder of class folders (<data>/<variety>/<photo>), or a manifest "
                                       "(.csv / .jsonl with path and label columns)")
     inspect.add_argument("--output", default="data-report", help="folder for report.json and the HTML page")
-    inspect.add_argument("--near-duplicate-distance", type=int, default=6,
-                         help="perceptual-hash bits within which photos count as near-duplicates")
+    inspect.add_argument("--near-duplicate-distance", type=_hash_bits, default=6,
+                         help="perceptual-hash bits (0-64) within which photos count as near-duplicates")
     inspect.add_argument("--max-pixels", type=_positive, default=40_000_000,
                          help="photos with more pixels are quarantined as decompression bombs")
     inspect.set_defaults(func=data_cmd.inspect_data)
@@ -144,15 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--logs", required=True, help="the prediction log folder of `gemstone serve`")
     drift.add_argument("--pipeline-name", help="the pipeline whose training data to compare with (default: the "
                                                "pipeline named like the logged model)")
-    drift.add_argument("--output", default=".", help="folder for drift_report.json (or a file name ending in "
-                                                     ".json)")
+    drift.add_argument("--output", help="folder for drift_report.json, or a file name ending in .json (default: "
+                                        "$GEMSTONE_HOME/reports/<pipeline>/drift)")
     drift.add_argument("--min-predictions", type=_positive, default=100,
                        help="no verdict on fewer logged predictions")
     drift.set_defaults(func=models_cmd.drift)
 
     report = command("report", "write the slice dashboard of the latest evaluation (one HTML page)")
     report.add_argument("--pipeline-name", help=PIPELINE_HELP)
-    report.add_argument("--output", default="report.html", help="the HTML file to write")
+    report.add_argument("--output", default=pipelines_cmd.REPORT_FILE,
+                        help=f"the HTML file to write, or a folder to write {pipelines_cmd.REPORT_FILE} into")
     report.set_defaults(func=pipelines_cmd.report)
 
     runs = command("runs", "list a pipeline's runs: outcome, blessed, pushed, test accuracy (ML Metadata)")

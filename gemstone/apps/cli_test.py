@@ -182,7 +182,7 @@ def inputs(home, demo_photos):
             {"model": model, "version": "1", "label": "Ruby", "confidence": 0.9, "needs_review": False,
              "stats": {"brightness": 0.5}}) + "\n")
     return {"empty": empty, "flat": flat, "fake_model": fake_model.parent, "logs": logs["gem88"],
-            "stray_logs": logs["shop"]}
+            "stray_logs": logs["shop"], "photos": demo_photos / "images"}
 
 
 MISTAKES = {
@@ -191,6 +191,12 @@ MISTAKES = {
     "inspect-data, photos without class folders": (["inspect-data", "{flat}"], "none inside a class folder"),
     "inspect-data, manifest with wrong headers": (["inspect-data", "{home}/bad-headers.csv"],
                                                   "lacks the columns path and label (it has: file, class)"),
+    "inspect-data, an existing file as the output folder": (["inspect-data", "{photos}", "--output",
+                                                             "{home}/spec.json"], "is a file: give a folder for"),
+    "inspect-data, a negative near-duplicate distance": (["inspect-data", "{photos}", "--near-duplicate-distance",
+                                                          "-3"], "must be 0 to 64 (bits of a 64-bit perceptual hash)"),
+    "make-demo-data, not a number": (["make-demo-data", "{home}/demo", "--per-class", "forty"],
+                                     "argument --per-class: not a whole number: 'forty'"),
     "batch-infer, empty folder": (["batch-infer", "--model", "{fake_model}", "--input", "{empty}", "--output",
                                    "{home}/out"], "no files under"),
     "batch-infer, mistyped model": (["batch-infer", "--model", "{home}/serving/gem89", "--input", "{flat}",
@@ -207,12 +213,19 @@ MISTAKES = {
                                "no such photo or folder"),
     "explain, a model without the explain signature": (["explain", "--model", "{fake_model}", "{flat}", "--output",
                                                         "{home}/out"], "has no `explain` signature"),
+    "report, mistyped option": (["report", "--outptu", "{home}/r.html"], "unknown option --outptu: did you mean "
+                                                                          "--output?"),
+    "serve, mistyped required option": (["serve", "--modle", "{fake_model}"], "did you mean --model?"),
     "serve, a port out of range": (["serve", "--model", "{fake_model}", "--port", "80000"],
                                    "--port 80000 is not a port"),
+    "backbone fetch, no such file": (["backbone", "fetch", "--from-file", "{home}/nope.pth"],
+                                     "/nope.pth: no such file; give the weights file"),
     "drift, no such log folder": (["drift", "--logs", "{home}/nope"], "log folder not found"),
     "drift, logs of a model that is no pipeline": (["drift", "--logs", "{stray_logs}"], "give --pipeline-name"),
     "where, mistyped pipeline": (["where", "--pipeline-name", "gem99"], "no pipeline 'gem99'"),
     "report, mistyped pipeline": (["report", "--pipeline-name", "gem99"], "did you mean 'gem88'?"),
+    "report, output inside a file": (["report", "--output", "{home}/spec.json/report.html"],
+                                     "a folder of that path is a file"),
     "runs, mistyped pipeline": (["runs", "--pipeline-name", "gemstone-dmeo"], "no pipeline 'gemstone-dmeo'"),
     "lineage, not a model folder": (["lineage", "{empty}"], "no SavedModel at"),
     "kubeflow compile without its settings": (["kubeflow", "compile", "--output", "{home}/k.json"],
@@ -225,6 +238,9 @@ MISTAKES = {
                                                "is not a pipeline spec written by `gemstone kubeflow compile`"),
     "kubeflow schedule, not a cron": (["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}", "--cron",
                                        "nightly", "--package", "{home}/bad-headers.csv"], "not a cron expression"),
+    "kubeflow schedule, a minute out of range": (["kubeflow", "schedule", "--endpoint", "http://127.0.0.1:{port}",
+                                                   "--cron", "61 2 * * *", "--package", "{home}/spec.json"],
+                                                  "minute 61 is out of range 0-59"),
 }
 
 
@@ -273,6 +289,80 @@ def test_a_failure_that_is_no_mistake_is_one_line_and_status_3(home):
     assert verbose.returncode == 3 and "Traceback (most recent call last)" in verbose.stderr
 
 
+def _wrapped_by_beam():
+    """What Beam raises when Ctrl-C lands in a step: a RuntimeError naming it, the KeyboardInterrupt as context."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("KeyboardInterrupt [while running 'Classify/BeamML_RunInference']")
+    except RuntimeError as e:
+        return e
+
+
+@pytest.mark.parametrize("raised", [
+    KeyboardInterrupt(), _wrapped_by_beam(),
+    # From a Beam worker process only the text comes back.
+    RuntimeError("KeyboardInterrupt [while running 'Load']")], ids=["plain", "wrapped", "text"])
+def test_ctrl_c_is_status_130_however_it_arrives(raised, tmp_path, monkeypatch, capsys):
+    from gemstone.apps.commands import data as data_commands
+
+    def interrupted(args):
+        raise raised
+
+    monkeypatch.setattr(data_commands, "make_demo_data", interrupted)
+    assert cli.main(["make-demo-data", str(tmp_path)]) == cli.INTERRUPTED == 130
+    assert capsys.readouterr().err == "gemstone make-demo-data: interrupted\n"
+
+
+@pytest.mark.slow  # a subprocess that loads TensorFlow and Beam (10-25 s)
+def test_ctrl_c_on_batch_infer_exits_130_and_writes_nothing(home, contract_model):
+    from gemstone import demo_data
+
+    photos = demo_data.make_demo_data(home / "photos", per_class=30, seed=2, size=32).out_dir / "images"
+    out = home / "out"
+    run = subprocess.Popen([sys.executable, "-m", "gemstone.apps.cli", "batch-infer", "--model", str(contract_model),
+                            "--input", str(photos), "--output", str(out)], env=_env(home), cwd=home, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        said = []
+        for line in run.stderr:  # Ctrl-C once the model is at work
+            said.append(line)
+            if "a worker has classified" in line:
+                run.send_signal(signal.SIGINT)
+                break
+        _, rest = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()  # never leave the run behind the test
+    stderr = "".join(said) + rest
+    assert run.returncode == 130, stderr
+    assert stderr.rstrip().splitlines()[-1] == "gemstone batch-infer: interrupted"
+    assert not out.exists()
+    assert_clean(stderr)
+
+
+def test_report_given_a_folder_writes_report_html_into_it(home, monkeypatch, capsys):
+    from gemstone import report as report_lib
+
+    _fake_pipeline(home, "gem88")
+    monkeypatch.setenv("GEMSTONE_HOME", str(home))
+    monkeypatch.setattr(metadata, "latest_output_uri", lambda store, component, key: str(home / key))
+    monkeypatch.setattr(metadata, "latest_evaluation", lambda store: "the evaluation")
+
+    def write(sources, pipeline_name, output):  # TFMA's part has tests of its own (report_test, test_dashboard)
+        Path(output).write_text("<html></html>")
+        return {"blessed": True, "overall": {"candidate": {contract.ACCURACY: 0.5, contract.EXAMPLE_COUNT: 2.0}},
+                "split": "test", "classes": ["Ruby", "Spinel"]}
+
+    monkeypatch.setattr(report_lib, "write", write)
+    folder = home / "dashboards"
+    folder.mkdir()
+    assert cli.main(["report", "--output", str(folder)]) == cli.OK
+    assert (folder / "report.html").read_text() == "<html></html>"
+    assert capsys.readouterr().out.splitlines()[-1] == f"Report: {folder / 'report.html'}"
+
+
 def test_drift_does_not_judge_under_its_minimum_sample(home, inputs):
     _fake_pipeline(home, "gem88")
     code, stderr, imported = probe(home, "drift", "--logs", inputs["logs"], "--output", home / "drift")
@@ -289,7 +379,9 @@ def test_drift_output_line_says_too_few_and_the_pipeline_it_chose(home, inputs):
     assert result.returncode == 0, result.stderr
     assert "compared with pipeline 'gem88'" in result.stdout
     assert "Too few to judge: drift is judged from 5 logged predictions" in result.stdout
-    assert (home / "drift_report.json").is_file()
+    report = paths.reports_dir("gem88", str(home)) / "drift" / "drift_report.json"
+    assert result.stdout.rstrip().endswith(f"Report: {report}") and report.is_file()
+    assert not (home / "drift_report.json").exists()  # not in the current folder (a checkout, often)
 
 
 # --- Success: what the command has to say, and nothing else ---------------------------------------
@@ -335,7 +427,7 @@ def test_inspect_data_is_quiet_and_says_what_it_quarantined(home, demo_photos):
 
     shutil.copy(next((data / "images" / "Ruby").glob("*.jpg")), data / "images" / "stray.jpg")
     result = gemstone(home, "inspect-data", data / "images", "--output", home / "report")
-    assert result.returncode == 0 and "note: 1 photos are not inside a class folder" in result.stdout, result.stderr
+    assert result.returncode == 0 and "note: 1 photo not inside a class folder, so not used" in result.stdout, result.stderr
 
 
 @pytest.mark.slow  # a subprocess that loads TensorFlow (10-25 s); the work itself is tested in-process
@@ -433,6 +525,30 @@ def test_every_option_says_what_it_is():
     assert len(parsers) > 12 and silent == []
     text = next(p for p in parsers if p.prog.endswith("batch-infer")).format_help()
     assert "(default: 32)" in text and "Beam options" in text
+
+
+def _commands(parser, words=()):
+    """(the words that name it, its parser) of every command: `where`, `kubeflow schedule`, ..."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if sub.get_default("func"):
+                    yield [*words, name], sub
+                yield from _commands(sub, [*words, name])
+
+
+def test_every_command_suggests_the_option_a_typo_was_meant_to_be(capsys):
+    commands = list(_commands(cli.build_parser()))
+    assert len(commands) > 12
+    for words, parser in commands:
+        for option in [name for a in parser._actions for name in a.option_strings if name.startswith("--")]:
+            middle = len(option) // 2 + 1
+            typo = option[:middle] + "x" + option[middle:]  # --output: --outxput
+            with pytest.raises(SystemExit) as exit_:
+                cli.build_parser().parse_known_args([*words, typo, "1"])
+            error = capsys.readouterr().err.splitlines()[-1]
+            assert exit_.value.code == 2
+            assert error == f"gemstone {' '.join(words)}: error: unknown option {typo}: did you mean {option}?"
 
 
 def test_version_and_exit_codes_in_help(home):

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from gemstone import contract, image_stats, images, paths
 from gemstone.apps import metadata
+from gemstone.text import plural
 
 JSD_THRESHOLD = 0.2
 LABEL_LINF_THRESHOLD = 0.3
@@ -65,8 +66,8 @@ def prediction_log_rows(path: Path) -> Iterator[Dict[str, Any]]:
         predictions = contract.prediction_records({name: tf.make_ndarray(tensor)
                                                    for name, tensor in log.response.outputs.items()})
         if len(photos) != len(predictions):
-            raise ValueError(f"{path}, record {number}: {len(photos)} photos in the request, "
-                             f"{len(predictions)} answers in the response")
+            raise ValueError(f"{path}, record {number}: {plural(len(photos), 'photo')} in the request, "
+                             f"{plural(len(predictions), 'answer')} in the response")
         version = str(spec.version.value) if spec.HasField("version") else ""
         for photo, prediction in zip(photos, predictions):
             yield {"model": spec.name, "version": version, **contract.compact(prediction),

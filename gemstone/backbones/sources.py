@@ -155,8 +155,6 @@ def _from_npm(out: Path, say: Progress, timings: dict) -> dict:
 
 def _from_file(path: Path, out: Path, say: Progress, timings: dict, backbone: str = INCEPTION_V3,
                network=None) -> dict:
-    if not path.is_file():
-        raise BackboneError(f"--from-file {path}: no such file")
     if backbone == EFFICIENTNET_LITE2:
         say(f"file: reading {path} (a PyTorch state dict, {PYPI_PACKAGE}'s)")
         model = _lite2_from_state_dict(path, out, say, timings, network)

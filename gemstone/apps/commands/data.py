@@ -5,13 +5,15 @@ from pathlib import Path
 
 from gemstone.apps import checks
 from gemstone.apps.commands import OK
+from gemstone.text import plural
 
 
 def make_demo_data(args) -> int:
     from gemstone import demo_data
 
     summary = demo_data.make_demo_data(args.output, per_class=args.per_class, seed=args.seed, progress=True)
-    print(f"Demo data: {summary.n_images} images of {summary.n_stones} stones in {len(summary.classes)} classes")
+    print(f"Demo data: {plural(summary.n_images, 'image')} of {plural(summary.n_stones, 'stone')} in "
+          f"{plural(len(summary.classes), 'class')}")
     print(f"  class folders: {Path(args.output) / 'images'}")
     print(f"  manifest:      {Path(args.output) / 'manifest.csv'}")
     return OK
@@ -19,6 +21,7 @@ def make_demo_data(args) -> int:
 
 def inspect_data(args) -> int:
     source = checks.data_source(args.data)
+    checks.output_folder(args.output, "report.json and the HTML page")
     from gemstone import data_report, ingestion
 
     base, pattern = ingestion.default_input_pattern(str(source))
@@ -31,8 +34,9 @@ def inspect_data(args) -> int:
     print(f"Report: {written['json']}\nPage:   {written['html']}")
     unlabelled = report["quarantine_reasons"].get("no_label", 0)
     if unlabelled and report["layout"] == "class_folders":
-        print(f"note: {unlabelled} photos are not inside a class folder: {checks.CLASS_FOLDERS_HINT}")
+        print(f"note: {plural(unlabelled, 'photo')} not inside a class folder, so not used: "
+              f"{checks.CLASS_FOLDERS_HINT}")
     if not report["counts"]["accepted"]:
-        raise checks.UsageError(f"none of the {report['counts']['files']} files can be used (see the reasons "
-                                f"above and in {written['json']})")
+        raise checks.UsageError(f"none of the files can be used ({plural(report['counts']['files'], 'file')}; "
+                                f"see the reasons above and in {written['json']})")
     return OK

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from gemstone.apps import checks
 from gemstone.apps.commands import OK, note
+from gemstone.text import plural
 
 
 def kubeflow_compile(args) -> int:
@@ -14,7 +15,7 @@ def kubeflow_compile(args) -> int:
 
     path = kubeflow.compile_spec(args.output, image=args.image)
     tasks = kubeflow.pipeline_spec(path)["root"]["dag"]["tasks"]
-    print(f"Compiled KFP v2 pipeline spec with {len(tasks)} components: {path}")
+    print(f"Compiled KFP v2 pipeline spec with {plural(len(tasks), 'component')}: {path}")
     return OK
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from gemstone import contract
 from gemstone.apps import checks
 from gemstone.apps.commands import NO, OK, USAGE, note
+from gemstone.text import plural
 
 BATCH_OPTIONS = ("--model", "--input", "--output", "--batch-size", "--verbose")
 
@@ -15,17 +16,18 @@ def batch_infer(args, beam_args) -> int:
     checks.extra_options(beam_args, BATCH_OPTIONS)
     version = checks.model_version(args.model)
     files, _ = checks.input_files(args.input)
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise checks.UsageError(f"--output {args.output} is a file: give a folder for predictions-*.jsonl")
-    note(f"Classifying {len(files)} files with model {version} (loading Beam and TensorFlow)...")
+    checks.output_folder(args.output, "predictions-*.jsonl")
+    note(f"Classifying {plural(len(files), 'file')} with model {version} (loading Beam and TensorFlow)...")
     from gemstone.apps import batch_infer as batch_infer_lib
 
     if beam_args:
         batch_infer_lib.check_beam_args(beam_args)
     result = batch_infer_lib.run(str(version), args.input, args.output, beam_args=beam_args or None,
                              batch_size=args.batch_size, progress=True)
-    print(f"{result['inputs']} files ({result['hidden_ignored']} hidden ignored) with model {result['model']}:")
-    print(f"  {result['predictions']} predictions, {result['errors']} errors, in {result['output']}")
+    print(f"{plural(result['inputs'], 'file')} ({result['hidden_ignored']} hidden ignored) with model "
+          f"{result['model']}:")
+    print(f"  {plural(result['predictions'], 'prediction')}, {plural(result['errors'], 'error')}, in "
+          f"{result['output']}")
     review = result["review"]
     if review is None:
         print("  note: this model was exported before the open-set outputs: it names a variety for any photo, "
@@ -45,14 +47,12 @@ def explain(args) -> int:
     missing = explain_lib.missing_explain(version)
     if missing:
         raise checks.UsageError(missing)
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise checks.UsageError(f"--output {args.output} is a file: give a folder for the figures and records")
-    note(f"Explaining {len(files)} photo{'' if len(files) == 1 else 's'} with model {version} (loading "
-         f"TensorFlow)...")
+    checks.output_folder(args.output, "the figures and records")
+    note(f"Explaining {plural(len(files), 'photo')} with model {version} (loading TensorFlow)...")
     result = explain_lib.run(str(version), files, args.output, progress=note)
     errors = result["errors"]
-    print(f"{result['explained']} photo{'' if result['explained'] == 1 else 's'} explained with model "
-          f"{result['model']}, {len(errors)} could not be read, in {result['output']}")
+    print(f"{plural(result['explained'], 'photo')} explained with model {result['model']}, {len(errors)} could "
+          f"not be read, in {result['output']}")
     for error in errors:
         print(f"  {error['path']}: {error['error']}: {error['detail']}")
     return USAGE if errors else OK
@@ -126,6 +126,7 @@ def serve(args) -> int:
 def drift(args) -> int:
     import json
 
+    from gemstone import paths
     from gemstone.apps import drift as drift_lib
 
     logs = Path(args.logs)
@@ -143,22 +144,24 @@ def drift(args) -> int:
                                     f"of model {logged!r}, which is no pipeline here: give --pipeline-name")
         name = candidates[0]
     name = checks.pipeline_name(name, need_metadata=True)
-    output = Path(args.output)
+    # Not the current folder by default: a report there ends up in whatever checkout the user stands in.
+    output = Path(args.output) if args.output else paths.reports_dir(name) / "drift"
     if output.suffix.lower() != ".json":
         output = output / drift_lib.REPORT_FILE
     if len(rows) >= args.min_predictions:
-        note(f"Comparing {len(rows)} logged predictions with pipeline '{name}' (TensorFlow Data Validation)...")
+        note(f"Comparing {plural(len(rows), 'logged prediction')} with pipeline '{name}' (TensorFlow Data "
+             f"Validation)...")
     result = drift_lib.check(str(logs), name, min_predictions=args.min_predictions)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=1))
     count = result["logged_predictions"]
-    print(f"{count} logged prediction{'' if count == 1 else 's'} of model {logged!r}, compared with pipeline "
+    print(f"{plural(count, 'logged prediction')} of model {logged!r}, compared with pipeline "
           f"'{name}'; mean confidence {result['mean_confidence']:.3f}, {result['review_rate']:.1%} flagged "
           f"for review")
     if logged and logged != name:
         print(f"note: the logs are of model {logged!r}, not of pipeline '{name}'")
     if not result["judged"]:
-        print(f"Too few to judge: drift is judged from {args.min_predictions} logged predictions "
+        print(f"Too few to judge: drift is judged from {plural(args.min_predictions, 'logged prediction')} "
               f"(--min-predictions). No verdict. Report: {output}")
         return OK
     for finding in result["anomalies"]:

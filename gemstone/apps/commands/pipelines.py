@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from gemstone import contract
 from gemstone.apps import checks
 from gemstone.apps.commands import NO, OK, note
+from gemstone.text import plural
 
 
 def where(args) -> int:
@@ -39,7 +39,11 @@ def where(args) -> int:
     return OK
 
 
+REPORT_FILE = "report.html"  # the page's name in a folder given as --output
+
+
 def report(args) -> int:
+    output = checks.output_file(args.output, REPORT_FILE)
     name = checks.pipeline_name(args.pipeline_name, need_metadata=True)
     from gemstone.apps import metadata
 
@@ -50,12 +54,13 @@ def report(args) -> int:
     note(f"Writing the dashboard of pipeline '{name}' (TensorFlow Model Analysis)...")
     from gemstone import report as report_lib
 
-    data = report_lib.write(metadata.latest_evaluation(store), name, args.output)
+    data = report_lib.write(metadata.latest_evaluation(store), name, str(output))
     overall = data["overall"]["candidate"]
     print(f"{'Blessed' if data['blessed'] else 'NOT blessed'}: accuracy "
-          f"{overall.get(contract.ACCURACY, float('nan')):.3f} on {int(overall.get(contract.EXAMPLE_COUNT, 0))} "
-          f"{data['split']} photos, {len(data['classes'])} classes")
-    print(f"Report: {Path(args.output).resolve()}")
+          f"{overall.get(contract.ACCURACY, float('nan')):.3f} on "
+          f"{plural(int(overall.get(contract.EXAMPLE_COUNT, 0)), data['split'] + ' photo')}, "
+          f"{plural(len(data['classes']), 'class')}")
+    print(f"Report: {output.resolve()}")
     return OK
 
 
@@ -79,7 +84,7 @@ def runs(args) -> int:
         when = datetime.datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M")
         cached = sum(e.state == "CACHED" for e in run.executions)
         blessed = {True: "yes", False: "no", None: "-"}[summary["blessed"]]
-        accuracy = (f"{summary['accuracy']:.3f} on {summary['test_photos']} photos"
+        accuracy = (f"{summary['accuracy']:.3f} on {plural(summary['test_photos'], 'photo')}"
                     if summary["accuracy"] is not None else "-")
         rows.append([when, run.outcome, blessed, summary["pushed_version"] or "no", accuracy,
                      f"{len(run.executions)} ({cached} cached)", run.run_id])
