@@ -51,13 +51,13 @@ def _features(fn_args, config, test_files):
     import tensorflow_transform as tft
     import tf_keras as keras
 
-    from modules import trainer, transfer
+    from modules import inputs, trainer, transfer
 
     keras.utils.set_random_seed(int(config["seed"]))
     transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     # Every eval view, whichever way the run went: the variants may refit.
     features = trainer.transfer_features(fn_args, transform_output, {**config, "refit_with_eval": True})
-    test_photos = trainer.input_dataset(test_files, transform_output, int(config["batch_size"]), False,
+    test_photos = inputs.input_dataset(test_files, transform_output, int(config["batch_size"]), False,
                                         int(config["seed"]))
     test = transfer.cache(features.parts, test_photos, 1, None, 0, "test", keep_cut_maps=False)
     return transform_output, features, test

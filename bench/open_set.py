@@ -205,7 +205,7 @@ def pushed_model_row(test_files) -> dict:
 def run():
     from gemstone import contract, taxonomy
     from gemstone.apps import metadata
-    from modules import trainer, transfer
+    from modules import inputs, trainer, transfer
 
     try:
         store = metadata.open_store(PIPELINE_NAME)
@@ -225,8 +225,8 @@ def run():
                    for c in transform_output.vocabulary_by_name(contract.LABEL_VOCAB)]
         held = held_out_varieties(classes, taxonomy.load_family_map())
         features = trainer.transfer_features(fn_args, transform_output, config)
-        test = transfer.cache(features.parts, trainer.input_dataset(test_files, transform_output,
-                                                                    int(config["batch_size"]), False, 0),
+        test = transfer.cache(features.parts, inputs.input_dataset(test_files, transform_output,
+                                                                   int(config["batch_size"]), False, 0),
                               1, None, 0, "test", keep_cut_maps=False)
         rows = held_out_rows(features, test, transform_output, config, classes, held, SEEDS, work)
     means = []
