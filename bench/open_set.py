@@ -88,7 +88,8 @@ def candidate_scores(outputs: dict, temperature: float, penultimate, fit) -> dic
         "energy (log-sum-exp of the logits)": -_lse(product),
         "entropy of the calibrated answer (the pipeline's)": -(p * np.log(p + 1e-12)).sum(1),
         "experts' disagreement (Bhattacharyya)": -np.sqrt(p_image * p_colour).sum(1),
-        "class-conditional Mahalanobis on the head's pooled features": _whitened_distance(*fit, penultimate),
+        "class-conditional Mahalanobis on the head's pooled features": _whitened_distance(
+            fit[0], fit[1], penultimate, fit[2]),
     }
 
 
