@@ -1,7 +1,7 @@
 """The pipeline's gates on small real artifacts (no pipeline run, no training).
 
 The end: runs the executors in order, as the orchestrator would: Robustness (on
-a tiny SavedModel), TFX's own Pusher, SliceReport and ModelCard, each output
+a tiny SavedModel), the pipeline's Pusher (TFX's: components/pusher), SliceReport and ModelCard, each output
 passed on through its ML Metadata proto. A model the robustness gate rejects
 must not be pushed, no step may raise, and the dashboard and the model card
 must exist and say why.
@@ -135,8 +135,9 @@ def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: f
     `unfamiliar`: the model flags every photo as an unfamiliar variety.
     """
     from google.protobuf import json_format
-    from tfx.components.pusher import executor as pusher
     from tfx.proto import pusher_pb2
+
+    from components.pusher import executor as pusher
 
     model, examples = _model(tmp_path / "model", unfamiliar), _examples(tmp_path / "examples")
     evaluation = _evaluation(tmp_path / "evaluation", accuracy=1.0, min_accuracy=0.5 if evaluator_blessed else 1.01)
