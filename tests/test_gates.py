@@ -201,7 +201,7 @@ def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_dashboard_and
     assert "Evaluator threshold failed" not in out["page"]
 
     verdict = out["card"]["verdict"]
-    assert verdict == {"blessed": False, "pushed": False, "pushed_to": None,
+    assert verdict == {"blessed": False, "pushed": False, "pushed_to": None, "already_serving": None,
                        "reasons": [f"Robustness gate failed: {f}" for f in failures]}
     assert "Not blessed, so not pushed" in out["card_md"] and failures[-1] in out["card_md"]
 
@@ -252,7 +252,8 @@ def test_with_the_gate_off_a_model_the_evaluator_blessed_is_pushed_with_its_card
     version = Path(pushed.get_string_custom_property("pushed_destination"))
     assert version.parent == out["serving"] and (version / "saved_model.pb").exists()
     assert json.loads((version / "model_card.json").read_text())["verdict"]["blessed"] is True
-    assert out["card"]["verdict"] == {"blessed": True, "pushed": True, "pushed_to": str(version), "reasons": []}
+    assert out["card"]["verdict"] == {"blessed": True, "pushed": True, "pushed_to": str(version),
+                                      "already_serving": None, "reasons": []}
     assert "Blessed: the model met the accuracy floor" in out["page"]
 
 
