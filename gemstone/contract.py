@@ -156,6 +156,7 @@ SLICE_REPORT_ID = "SliceReport"
 
 # Names as TFMA writes them (read back by the dashboard and the model card).
 ACCURACY = "sparse_categorical_accuracy"
+ACCURACY_CLASS = "SparseCategoricalAccuracy"  # TFMA's metric class of it, which the accuracy gates are set on
 EXAMPLE_COUNT = "example_count"
 TOP_K = 3
 TOP_K_ACCURACY = "sparse_top_k_categorical_accuracy"
