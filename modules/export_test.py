@@ -79,12 +79,12 @@ def test_keras_rebuilds_the_saved_model_from_its_config_and_it_answers_as_the_si
     # export.save keeps no per-layer traces (loading is 7x faster); Keras must still load the model
     # (the Tuner test and bench/shipping do), which needs the custom layers registered.
     from modules import export
-    from modules import model as model_lib
+    from modules import augmentation
     from modules import transform
 
     version = str(contract_model / "1")
     rebuilt = export.load_keras_model(version, compile=False)
-    assert rebuilt.get_layer("photo_conditions").__class__ is model_lib.RandomPhotoConditions
+    assert rebuilt.get_layer("photo_conditions").__class__ is augmentation.RandomPhotoConditions
     photos = sorted(demo_photos.rglob("*.jpg"))[:4]
     images = tf.constant([p.read_bytes() for p in photos])
     logits = rebuilt(transform.model_inputs(images, rebuilt.input[contract.IMAGE_XF].shape[1]),

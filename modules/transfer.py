@@ -36,6 +36,7 @@ import tf_keras as keras  # noqa: E402
 from absl import logging  # noqa: E402
 
 from gemstone import contract  # noqa: E402
+from modules import augmentation  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 from modules import whole_network as whole_network_lib  # noqa: E402
 
@@ -109,8 +110,8 @@ class WholeNetwork(NamedTuple):
 
 def augmenter(colour_features: bool, seed: int):
     """(image, histogram) -> an augmented view of both, as the end-to-end models are trained on."""
-    conditions = model_lib.RandomPhotoConditions(histogram=colour_features, seed=seed)
-    geometry = model_lib.augmentation(seed)
+    conditions = augmentation.RandomPhotoConditions(histogram=colour_features, seed=seed)
+    geometry = augmentation.augmentation(seed)
 
     @tf.function(reduce_retracing=True)  # (traced once per batch size otherwise: seconds each)
     def augment(image, colour):

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import logging  # noqa: E402
-# (not tfx.v1, whose Google Cloud extensions take about 8 s to import: see pipeline/pipeline.py)
+# (not tfx.v1, whose Google Cloud extensions take about 8 s to import: see pipeline/dag.py)
 from tfx.components.trainer.fn_args_utils import FnArgs  # noqa: E402
 from tfx.components.tuner.component import TunerFnResult  # noqa: E402
 

@@ -1,5 +1,4 @@
 """The ingestion code's fingerprint: what it covers, and that it moves exactly when that code does."""
-import inspect
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,9 @@ UNRELATED = [Path("components", "image_example_gen", "component.py"), Path("gems
 
 
 def _rel(module):
-    return Path(inspect.getsourcefile(module)).resolve().relative_to(fingerprint.ROOT)
+    """The module's file relative to the project root, as its import names it (gemstone/schema links to schema/)."""
+    parts = module.__name__.split(".")
+    return Path(*parts, "__init__.py") if hasattr(module, "__path__") else Path(*parts[:-1], parts[-1] + ".py")
 
 
 def _copy(files, dest):
