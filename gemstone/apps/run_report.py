@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from typing import Iterable, List, Optional
 
 from gemstone.apps.metadata import RESOLVER_TYPE, ExecutionRecord
@@ -144,7 +145,10 @@ def log_tail(log_text: str, component: Optional[str], count: int = LOG_TAIL_LINE
     return [line if len(line) <= LOG_LINE_WIDTH else line[:LOG_LINE_WIDTH - 3] + "..." for line in kept]
 
 
-def failure_lines(component: Optional[str], log_text: str, log: str, seconds: float) -> List[str]:
+def failure_lines(component: Optional[str], log_text: str, log: str, seconds: float, status: int = 1) -> List[str]:
+    """`status`: the tfx CLI's exit status; negative when a signal ended it (then it could log nothing about it)."""
     where = f"at {component}" if component else "before any component ran (the tfx CLI)"
+    if status < 0:
+        where += f": the tfx CLI was ended by {signal.Signals(-status).name}, from outside this run"
     return ([f"FAILED {where}, after {duration(seconds)}. The end of its log ({shown(log)}):"]
             + [f"    {line}" for line in log_tail(log_text, component)])

@@ -113,3 +113,9 @@ def test_a_failure_names_the_component_and_shows_the_end_of_its_log():
     assert lines[0] == "FAILED at Trainer, after 88 s. The end of its log (/l.log):"
     assert lines[-1].startswith("    ValueError")
     assert run_report.failure_lines(None, "boom", "/l.log", 3)[0].startswith("FAILED before any component ran")
+
+
+def test_a_run_ended_by_a_signal_says_so():
+    line = run_report.failure_lines("Transform", LOG, "/l.log", 41, status=-9)[0]
+    assert line == ("FAILED at Transform: the tfx CLI was ended by SIGKILL, from outside this run, after 41 s. "
+                    "The end of its log (/l.log):")

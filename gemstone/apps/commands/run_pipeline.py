@@ -115,7 +115,8 @@ def run_pipeline(args) -> int:
     log_text = log_path.read_text(errors="replace")
     if status != 0:
         component = run_report.failed_component(progress.records, log_text)
-        print("\n".join(run_report.failure_lines(component, log_text, str(log_path), seconds)), file=sys.stderr)
+        print("\n".join(run_report.failure_lines(component, log_text, str(log_path), seconds, status)),
+              file=sys.stderr)
         return FAILED
     store = metadata.open_store(name)  # the run has ended: read once more, and let an error be seen
     records = [e for e in metadata.executions(store) if e.id > progress.before]
