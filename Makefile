@@ -82,15 +82,11 @@ backbone: $(BACKBONE)
 $(BACKBONE): | $(STAMP)
 	$(VENV)/bin/gemstone backbone fetch --backbone $(BACKBONE_NAME)
 
-# Runs the pipeline through the real tfx CLI: register (or update) it, then run it.
+# Runs the pipeline through the real tfx CLI (`tfx pipeline create` or `update`, then `tfx run create --engine
+# local`): its whole log goes to $(GEMSTONE_HOME)/logs/<pipeline>/; the terminal shows each component as it
+# finishes, then the verdict, the test accuracy, the push and where things are (gemstone/apps/commands/run_pipeline.py).
 define tfx_run
-	cd pipeline && if [ -f "$(LOCAL_HOME)/$(1)/pipeline_args.json" ]; then \
-	  ../$(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py; \
-	else \
-	  ../$(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py; \
-	fi
-	cd pipeline && ../$(VENV)/bin/tfx run create --engine local --pipeline_name $(1)
-	$(VENV)/bin/gemstone where --pipeline-name $(1)
+	@$(VENV)/bin/gemstone run-pipeline --pipeline-name $(1)
 endef
 
 demo: export GEMSTONE_PIPELINE_NAME := gemstone-demo
@@ -102,7 +98,7 @@ demo: export GEMSTONE_IMAGE_SIZE ?= 96
 demo: export GEMSTONE_VIEWS ?= 2
 demo: export GEMSTONE_FINE_TUNE_EPOCHS ?= 3
 demo: setup backbone
-	$(VENV)/bin/gemstone make-demo-data $(DEMO_DATA)
+	@$(VENV)/bin/gemstone make-demo-data $(DEMO_DATA)
 	$(call tfx_run,gemstone-demo)
 
 run: export GEMSTONE_PIPELINE_NAME := $(PIPELINE_NAME)

@@ -156,11 +156,19 @@ SLICE_REPORT_ID = "SliceReport"
 
 # Names as TFMA writes them (read back by the dashboard and the model card).
 ACCURACY = "sparse_categorical_accuracy"
+ACCURACY_CLASS = "SparseCategoricalAccuracy"  # TFMA's metric class of it, which the accuracy gates are set on
 EXAMPLE_COUNT = "example_count"
 TOP_K = 3
 TOP_K_ACCURACY = "sparse_top_k_categorical_accuracy"
 # A ModelBlessing's verdict (TFX's own key, as the Evaluator and Robustness write it): 1 = push.
 BLESSED_PROPERTY = "blessed"
+# What the pipeline's Evaluator and Pusher record beside TFX's own properties (components/evaluator, pusher):
+# on the Evaluator's blessing, 1 when its baseline was the candidate itself (the latest blessed model, the
+# Trainer's output taken from the cache), which it did not compare with itself; on the PushedModel, the version
+# that already held the model when the Pusher pushed nothing, and that version's folder.
+CANDIDATE_IS_LATEST_BLESSED_PROPERTY = "candidate_is_latest_blessed"
+ALREADY_SERVING_VERSION_PROPERTY = "already_serving_version"
+ALREADY_SERVING_DESTINATION_PROPERTY = "already_serving_destination"
 # Expected calibration error: equal-width bins of the top-1 confidence, everywhere it is shown.
 ECE_BINS = 15
 

@@ -8,10 +8,12 @@ Layout (TF Serving's for the pushed models, numeric versions):
       metadata/<pipeline-name>/metadata.db   MLMD (SQLite)
       serving/<pipeline-name>/<version>/     pushed SavedModels
       reports/<pipeline-name>/        dashboards and reports
+      logs/<pipeline-name>/<started>.log     the whole log of each `gemstone run-pipeline`
 """
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -44,6 +46,12 @@ def serving_dir(pipeline_name: str, home: Optional[str] = None) -> Path:
 
 def reports_dir(pipeline_name: str, home: Optional[str] = None) -> Path:
     return gemstone_home(home) / "reports" / pipeline_name
+
+
+def run_log_path(pipeline_name: str, started: float, home: Optional[str] = None) -> Path:
+    """The log file of a run of the pipeline started at `started` (seconds since the epoch), named by its local time."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(started))
+    return gemstone_home(home) / "logs" / pipeline_name / f"{stamp}.log"
 
 
 def is_version_dir(folder: Path) -> bool:

@@ -1,11 +1,11 @@
 """Why a model was or was not blessed: the verdict the Pusher acts on, and the reasons, one line each.
 
 Read by the dashboard (gemstone/report.py) and the model card, from the blessing, TFMA's validation
-result and the Robustness component's report (its gates).
+result and the Robustness component's report (its gates); the thresholds from the Evaluator's settings.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from gemstone import contract
 from gemstone.evaluation_results import slice_name
@@ -38,3 +38,17 @@ def rejection_reasons(evaluator_failures: List[str], gate_failures: List[str]) -
     """Why a model is not blessed, one line each: the Evaluator's failed thresholds, the robustness gate's."""
     return ([f"Evaluator threshold failed: {line}" for line in evaluator_failures]
             + [f"Robustness gate failed: {line}" for line in gate_failures])
+
+
+def accuracy_thresholds(eval_config: Dict[str, Any]) -> Tuple[Optional[float], Optional[float]]:
+    """(the accuracy floor, the largest drop allowed against the baseline) of an EvalConfig as JSON, the Evaluator's
+    exec property: what a blessed model passed. None for a threshold the config does not set."""
+    for spec in eval_config.get("metrics_specs", []):
+        for metric in spec.get("metrics", []):
+            if metric.get("class_name") != contract.ACCURACY_CLASS:
+                continue
+            for per_slice in metric.get("per_slice_thresholds", []):
+                threshold = per_slice.get("threshold", {})
+                change = threshold.get("change_threshold", {}).get("absolute")
+                return threshold.get("value_threshold", {}).get("lower_bound"), -change if change is not None else None
+    return None, None

@@ -13,8 +13,7 @@ from ml_metadata.proto import metadata_store_pb2
 # TFX's modules, not its `tfx.v1` re-exports: importing tfx.v1 imports its Google Cloud extensions
 # (google-cloud-aiplatform), about 8 s of every process that builds the pipeline.
 from tfx import types
-from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, StatisticsGen, Trainer, Transform,
-                            Tuner)
+from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform, Tuner
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration.pipeline import Pipeline
@@ -22,9 +21,11 @@ from tfx.proto import pusher_pb2, trainer_pb2
 from tfx.types import standard_artifacts
 
 from components.data_gate.component import DataGate
+from components.evaluator.component import Evaluator  # TFX's, but a model is never its own baseline
 from components.image_example_gen.component import ImageExampleGen
 from components.import_schema_gen.component import ImportSchemaGen
 from components.model_card.component import ModelCard
+from components.pusher.component import Pusher  # TFX's, but the model already serving is not pushed again
 from components.robustness.component import Robustness
 from components.slice_report.component import SliceReport
 from gemstone import code_fingerprint, contract, ingestion

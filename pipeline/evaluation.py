@@ -38,7 +38,7 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float, review_threshold:
     metrics_specs = [
         tfma.MetricsSpec(metrics=[
             # The gate is on the overall slice; per-class figures are for people to review.
-            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
+            tfma.MetricConfig(class_name=contract.ACCURACY_CLASS, per_slice_thresholds=[
                 tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)]),
             tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config=f'"k": {contract.TOP_K}'),
             tfma.MetricConfig(class_name="ExampleCount"),

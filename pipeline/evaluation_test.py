@@ -31,3 +31,18 @@ def test_per_class_precision_recall_f1_for_every_class_when_the_count_is_known()
     assert "Precision" not in _metric_names(without)
     assert {"SparseTopKCategoricalAccuracy", "MultiClassConfusionMatrixPlot", "CalibrationPlot"} <= \
         set(_metric_names(without))
+
+
+def test_the_thresholds_are_read_back_from_the_config_the_evaluator_records():
+    """As ML Metadata keeps the Evaluator's eval_config (TFX's JSON): what `gemstone run-pipeline` says a model
+    passed."""
+    import json
+
+    from tfx.utils import proto_utils
+
+    from gemstone import verdict
+
+    recorded = json.loads(proto_utils.proto_to_json(evaluation.eval_config(0.7, 0.03, 0.6, num_classes=8)))
+    floor, drop = verdict.accuracy_thresholds(recorded)
+    assert floor == 0.7 and abs(drop - 0.03) < 1e-9
+    assert verdict.accuracy_thresholds({"metrics_specs": []}) == (None, None)

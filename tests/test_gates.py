@@ -1,7 +1,7 @@
 """The pipeline's gates on small real artifacts (no pipeline run, no training).
 
 The end: runs the executors in order, as the orchestrator would: Robustness (on
-a tiny SavedModel), TFX's own Pusher, SliceReport and ModelCard, each output
+a tiny SavedModel), the pipeline's Pusher (TFX's: components/pusher), SliceReport and ModelCard, each output
 passed on through its ML Metadata proto. A model the robustness gate rejects
 must not be pushed, no step may raise, and the dashboard and the model card
 must exist and say why.
@@ -135,8 +135,9 @@ def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: f
     `unfamiliar`: the model flags every photo as an unfamiliar variety.
     """
     from google.protobuf import json_format
-    from tfx.components.pusher import executor as pusher
     from tfx.proto import pusher_pb2
+
+    from components.pusher import executor as pusher
 
     model, examples = _model(tmp_path / "model", unfamiliar), _examples(tmp_path / "examples")
     evaluation = _evaluation(tmp_path / "evaluation", accuracy=1.0, min_accuracy=0.5 if evaluator_blessed else 1.01)
@@ -200,7 +201,7 @@ def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_dashboard_and
     assert "Evaluator threshold failed" not in out["page"]
 
     verdict = out["card"]["verdict"]
-    assert verdict == {"blessed": False, "pushed": False, "pushed_to": None,
+    assert verdict == {"blessed": False, "pushed": False, "pushed_to": None, "already_serving": None,
                        "reasons": [f"Robustness gate failed: {f}" for f in failures]}
     assert "Not blessed, so not pushed" in out["card_md"] and failures[-1] in out["card_md"]
 
@@ -251,7 +252,8 @@ def test_with_the_gate_off_a_model_the_evaluator_blessed_is_pushed_with_its_card
     version = Path(pushed.get_string_custom_property("pushed_destination"))
     assert version.parent == out["serving"] and (version / "saved_model.pb").exists()
     assert json.loads((version / "model_card.json").read_text())["verdict"]["blessed"] is True
-    assert out["card"]["verdict"] == {"blessed": True, "pushed": True, "pushed_to": str(version), "reasons": []}
+    assert out["card"]["verdict"] == {"blessed": True, "pushed": True, "pushed_to": str(version),
+                                      "already_serving": None, "reasons": []}
     assert "Blessed: the model met the accuracy floor" in out["page"]
 
 

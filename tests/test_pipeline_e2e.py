@@ -8,9 +8,12 @@ with the baseline the resolver found) and under the floor is not pushed, and the
 run says why. What a rejection does after that (no push, the dashboard's and the
 model card's reasons, the robustness gate) is tested on small artifacts in
 tests/test_gates.py; that a gate's setting leaves the nodes before it cached, in
-pipeline/dag_test.py.
+pipeline/dag_test.py. A last run, through `gemstone run-pipeline` as `make demo` runs it, changes
+nothing: up to the Trainer it comes from the cache; the Evaluator does not compare the model with
+itself, nothing is pushed, and the terminal says so in a screenful.
 """
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -219,3 +222,42 @@ def test_a_model_worse_than_the_blessed_one_and_under_the_floor_is_not_pushed(pi
     assert "not blessed, so it is not pushed" in output
     assert "sparse_categorical_accuracy (candidate, change against the baseline)" in output
     assert "sparse_categorical_accuracy (candidate) = " in output
+
+
+def test_a_second_run_with_nothing_changed_pushes_nothing_and_does_not_compare_the_model_with_itself(pipeline_run):
+    """`gemstone run-pipeline` with the first run's settings: the Trainer's model comes from the cache and is the
+    latest blessed one (the run above was not blessed). The Evaluator judges it alone, nothing is pushed, and the
+    terminal says so in a screenful while the whole log goes to its file."""
+    import subprocess
+    import sys
+
+    home, env, _, first = pipeline_run
+    serving = paths.serving_dir(PIPELINE_NAME, str(home))
+    before = sorted(p.name for p in serving.iterdir())
+    serving_version = paths.latest_version_dir(serving).name
+    start = len(_executions(home))
+    result = subprocess.run([sys.executable, "-m", "gemstone.apps.cli", "run-pipeline", "--pipeline-name",
+                             PIPELINE_NAME], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    states = dict(_executions(home)[start:])
+    assert states["Trainer"] == "CACHED" and states["Evaluator"] == states["Pusher"] == "COMPLETE", states
+    assert sorted(p.name for p in serving.iterdir()) == before  # no new version
+    store = metadata.open_store(PIPELINE_NAME, str(home))
+    evaluation = evaluation_results.load_metrics(metadata.latest_output_uri(store, "Evaluator", "evaluation"))
+    assert evaluation["overall"]["baseline"] == {}  # evaluated alone, not against itself
+    blessing = metadata.latest_output(store, "Evaluator", "blessing")
+    assert blessing.get_int_custom_property(contract.CANDIDATE_IS_LATEST_BLESSED_PROPERTY) == 1
+    assert not blessing.has_custom_property("baseline_model_id")
+    pushed = metadata.latest_output(store, "Pusher", "pushed_model")
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert pushed.get_string_custom_property(contract.ALREADY_SERVING_VERSION_PROPERTY) == serving_version
+
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 40, result.stdout
+    assert f"Not pushed: already serving version {serving_version}" in lines
+    assert any(line.startswith("  not compared with itself") for line in lines)
+    assert re.search(r"^  Trainer +cached$", result.stdout, re.M) and re.search(r"^  Evaluator +ran in ", result.stdout,
+                                                                                  re.M)
+    log = Path(next(line for line in lines if line.startswith("  whole log:")).split(":", 1)[1].strip())
+    assert log.is_file() and "Component Pusher is finished." in log.read_text()

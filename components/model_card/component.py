@@ -40,7 +40,8 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 
 def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
-    """Overall metrics and per-class metrics of the candidate, from TFMA's output."""
+    """Overall and per-class metrics of the candidate, and the overall ones of the baseline (the latest blessed model)
+    when the Evaluator compared the two, from TFMA's output."""
     from gemstone import evaluation_results
 
     def named(values):  # per-class-id metrics (tuple keys) are the dashboard's, not the card's
@@ -49,7 +50,9 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
     metrics = evaluation_results.load_metrics(evaluation_uri)
     per_class = {name.split(":", 1)[1]: named(m["candidate"]) for name, m in metrics.items()
                  if name.startswith(f"{contract.LABEL_KEY}:")}
-    return {"overall": named(metrics.get("overall", {"candidate": {}})["candidate"]), "per_class": per_class}
+    overall = metrics.get("overall", {})
+    return {"overall": named(overall.get("candidate", {})), "baseline": named(overall.get("baseline", {})),
+            "per_class": per_class}
 
 
 def weakest_classes(per_class: Dict[str, Dict[str, float]], shown: int = 5) -> List[Dict[str, Any]]:
@@ -60,8 +63,11 @@ def weakest_classes(per_class: Dict[str, Dict[str, float]], shown: int = 5) -> L
     return [{"label": name, **metrics} for name, metrics in weak[:shown]]
 
 
-def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optional[str]) -> Dict[str, Any]:
-    """Blessed (the blessing's `blessed` custom property, as the Pusher reads it), pushed where, and why not."""
+def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optional[str],
+            already_serving: Optional[str] = None) -> Dict[str, Any]:
+    """Blessed (the blessing's `blessed` custom property, as the Pusher reads it), pushed where, and why not.
+
+    `already_serving`: the version folder that already held the model, when the Pusher pushed nothing for that."""
     import tensorflow_model_analysis as tfma
 
     from gemstone import verdict as verdict_lib
@@ -70,7 +76,8 @@ def verdict(blessing, evaluation_uri: str, robustness_uri: str, pushed_to: Optio
     reasons = [] if blessed else verdict_lib.rejection_reasons(
         verdict_lib.validation_failures(tfma.load_validation_result(evaluation_uri)),
         verdict_lib.robustness_failures(_read_json(os.path.join(robustness_uri, contract.ROBUSTNESS_REPORT_FILE))))
-    return {"blessed": blessed, "pushed": pushed_to is not None, "pushed_to": pushed_to, "reasons": reasons}
+    return {"blessed": blessed, "pushed": pushed_to is not None, "pushed_to": pushed_to,
+            "already_serving": already_serving, "reasons": reasons}
 
 
 def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri: str,
@@ -92,6 +99,7 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
         "data": {"root": data.get("data_root"), "counts": data.get("counts"), "splits": data.get("splits"),
                  "classes": sorted(data.get("per_class", {}))},
         "metrics": {"overall": evaluation["overall"],
+                    **({"baseline": evaluation["baseline"]} if evaluation["baseline"] else {}),
                     "weakest_classes": weakest_classes(evaluation["per_class"])},
         "calibration": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.CALIBRATION_FILE)),
         "backbone": _read_json(os.path.join(model_dir, contract.MODEL_ASSETS_DIR, contract.BACKBONE_FILE)),
@@ -105,8 +113,13 @@ def build_card(model_dir: str, model_uri: str, evaluation_uri: str, examples_uri
 
 def _verdict_lines(verdict: Dict[str, Any]) -> List[str]:
     if verdict["blessed"]:
-        return ["Blessed: it passed the Evaluator's thresholds and the robustness gate; "
-                + (f"pushed to `{verdict['pushed_to']}`." if verdict["pushed"] else "not pushed.")]
+        if verdict["pushed"]:
+            pushed = f"pushed to `{verdict['pushed_to']}`."
+        elif verdict.get("already_serving"):
+            pushed = f"not pushed again: `{verdict['already_serving']}` already holds this model."
+        else:
+            pushed = "not pushed."
+        return ["Blessed: it passed the Evaluator's thresholds and the robustness gate; " + pushed]
     return ["**Not blessed, so not pushed.** Why:", ""] + [
         f"- {reason}" for reason in verdict["reasons"] or ["(see the Evaluator's and Robustness' logs)"]]
 
@@ -163,6 +176,10 @@ def to_markdown(card: Dict[str, Any]) -> str:
              f"{plural(len(card['data']['classes']), 'class')}:", "", ", ".join(card["data"]["classes"]) + ".", "",
              "## Metrics (test split)", ""]
     lines += metric_lines(overall)
+    baseline = card["metrics"].get("baseline") or {}
+    if contract.ACCURACY in baseline:
+        lines.append(f"- The latest blessed model, which it was compared with: accuracy "
+                     f"{baseline[contract.ACCURACY]:.3f}")
     lines += ["", "Weakest classes:" if card["metrics"]["weakest_classes"] else "No class had a test photo named wrong.",
               ""]
     lines += [f"- {c['label']}: accuracy {c.get(contract.ACCURACY, float('nan')):.3f} "
@@ -215,8 +232,10 @@ def ModelCard(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TF
 
     pushed = bool(pushed_model.get_int_custom_property("pushed"))
     version_dir = pushed_model.get_string_custom_property("pushed_destination") if pushed else None
+    # The version that already serves the model keeps the card of the run that pushed it.
+    already_serving = pushed_model.get_string_custom_property(contract.ALREADY_SERVING_DESTINATION_PROPERTY) or None
     content = build_card(version_dir or path_utils.serving_model_path(model.uri), model.uri, evaluation.uri,
-                         examples.uri, verdict(blessing, evaluation.uri, robustness.uri, version_dir),
+                         examples.uri, verdict(blessing, evaluation.uri, robustness.uri, version_dir, already_serving),
                          _read_json(os.path.join(robustness.uri, contract.ROBUSTNESS_REPORT_FILE)))
     for folder in [card.uri] + ([version_dir] if version_dir else []):
         with tf.io.gfile.GFile(os.path.join(folder, contract.MODEL_CARD_JSON_FILE), "w") as f:

@@ -58,3 +58,24 @@ def test_the_card_lists_the_classes_it_was_trained_on():
     assert "Trained only on the classes listed below" in text
     assert "3 classes:\n\nGarnet, Ruby, Spinel." in text.split("## Data")[1]
     assert "No class had a test photo named wrong." in text and "Weakest classes:" not in text
+
+
+def _blessed_card(verdict, metrics):
+    return {"model": None, "version": None, "created": "2026-12-05", "intended_use": "x", "limits": "y",
+            "verdict": {"blessed": True, "pushed": False, "pushed_to": None, "reasons": [], **verdict},
+            "data": {"root": "/d", "counts": {"files": 3}, "classes": ["Ruby"]},
+            "metrics": {"overall": {contract.ACCURACY: 0.75, contract.EXAMPLE_COUNT: 4.0}, "weakest_classes": [],
+                        **metrics},
+            "calibration": {}, "backbone": {}, "edge_models": {}, "lineage": {}}
+
+
+def test_a_model_the_newest_version_holds_already_is_said_to_be_served_by_it():
+    text = component.to_markdown(_blessed_card({"already_serving": "/s/gem88/7"}, {}))
+    assert "not pushed again: `/s/gem88/7` already holds this model." in text
+    assert "not pushed again" not in component.to_markdown(_blessed_card({"already_serving": None}, {}))
+
+
+def test_the_card_gives_the_accuracy_of_the_model_it_was_compared_with_only_when_it_was():
+    compared = component.to_markdown(_blessed_card({}, {"baseline": {contract.ACCURACY: 0.5}}))
+    assert "- The latest blessed model, which it was compared with: accuracy 0.500" in compared
+    assert "compared with" not in component.to_markdown(_blessed_card({}, {}))

@@ -17,25 +17,29 @@ from gemstone.apps.commands import FAILED, INTERRUPTED, NO, OK, USAGE  # noqa: F
 from gemstone.apps.commands.models import BATCH_OPTIONS  # noqa: F401 - batch-infer's own options (the rest go to Beam)
 
 
-def configure_output(verbose: bool) -> None:
+def configure_output(verbose: bool, environment: bool = True) -> None:
     """What a run of the program shows: the command's own output, or (verbose) every library's too.
 
     Quiet, the default: TensorFlow's C++ logs from errors down (the CUDA plugin lines),
     Python warnings (Google client libraries' FutureWarnings on Python 3.10), and
     the Python logs of absl, TensorFlow, Beam, kfp (which logs each failed retry with its
     traceback) are not shown: the command says what went wrong in one line. Set before
-    TensorFlow loads; worker processes inherit the environment variables.
+    TensorFlow loads; worker processes inherit the environment variables, unless `environment`
+    is False: a command whose child processes log to a file of their own (run-pipeline's tfx CLI)
+    leaves them the environment it was given.
     """
     import logging
     import warnings
 
     if verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        if environment:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":  # unset, or the Makefile's 2 (which still shows CUDA)
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    if environment:
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":  # unset, or the Makefile's 2 (still shows CUDA)
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
     warnings.simplefilter("ignore")
     for name in ("", "absl", "tensorflow", "apache_beam", "tfx"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -95,7 +99,7 @@ def main(argv=None) -> int:
     program = argv is None
     verbose = getattr(args, "verbose", False)
     if program:
-        configure_output(verbose)
+        configure_output(verbose, environment=not getattr(args, "leaves_environment", False))
     command = " ".join(filter(None, [args.command, getattr(args, "kubeflow_command", None),
                                      getattr(args, "backbone_command", None)]))
     try:

@@ -22,7 +22,7 @@ import sys
 from gemstone import contract
 from gemstone.apps import checks
 from gemstone.apps.commands import backbone as backbone_cmd, data as data_cmd, kubeflow as kubeflow_cmd
-from gemstone.apps.commands import models as models_cmd, pipelines as pipelines_cmd
+from gemstone.apps.commands import models as models_cmd, pipelines as pipelines_cmd, run_pipeline as run_pipeline_cmd
 
 # The backbones `backbone fetch` offers, the default first: the contract's, so the parser needs no numpy.
 PRETRAINED_BACKBONES = contract.BACKBONES
@@ -219,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
                                             "or the base folder (its newest version)")
     lineage.add_argument("--pipeline-name", help="default: the base folder's name")
     lineage.set_defaults(func=pipelines_cmd.lineage)
+
+    run = command("run-pipeline", "run the pipeline through the tfx CLI; show each component, the verdict, the push",
+                  description="Run the pipeline through the real tfx CLI (`tfx pipeline create` or `update`, then "
+                              "`tfx run create --engine local`), its settings from the GEMSTONE_* variables, as "
+                              "`make demo` and `make run` do. Its whole log goes to $GEMSTONE_HOME/logs/<pipeline>/; "
+                              "the terminal shows each component as it finishes, then whether the model was blessed "
+                              "and why, its test accuracy, the version pushed (or why none) and where things are. "
+                              "Exit status 3 when the run fails (the failing component and the end of its log are "
+                              "shown), 130 when interrupted.")
+    run.add_argument("--pipeline-name", help="the pipeline's name (default: $GEMSTONE_PIPELINE_NAME)")
+    run.set_defaults(func=run_pipeline_cmd.run_pipeline, leaves_environment=True)
 
     where = command("where", "say where a pipeline's outputs are")
     where.add_argument("--pipeline-name", help=PIPELINE_HELP)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from gemstone import contract, paths
+from gemstone import contract, paths, verdict
 
 if TYPE_CHECKING:
     from gemstone.report import EvaluationSources
@@ -31,6 +31,8 @@ FINISHED = ("COMPLETE", "CACHED")  # a cached execution finished in an earlier r
 # that TFX spells them so).
 PIPELINE_CONTEXT = "pipeline"
 NODE_CONTEXT = "node"
+# The execution type of a Resolver node (tfx.dsl.components.common.resolver.Resolver): a node, not a component.
+RESOLVER_TYPE = "tfx.dsl.components.common.resolver.Resolver"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ExecutionRecord:
     state: str  # COMPLETE, CACHED, FAILED, RUNNING, ...
     started: float  # seconds since the epoch
     finished: float
+    type_name: str = ""  # the execution type: the component's class, e.g. "tfx.components.trainer.component.Trainer"
 
     @property
     def seconds(self) -> float:
@@ -71,12 +74,14 @@ def node_ids(store: metadata_store.MetadataStore) -> Dict[int, str]:
 def executions(store: metadata_store.MetadataStore) -> List[ExecutionRecord]:
     """Every execution of a pipeline node, oldest first."""
     nodes = node_ids(store)
+    types = {t.id: t.name for t in store.get_execution_types()}
     records = []
     for e in sorted(store.get_executions(), key=lambda e: e.id):
         if e.id in nodes:
             records.append(ExecutionRecord(
                 id=e.id, component=nodes[e.id], state=_STATE_NAMES.get(e.last_known_state, "UNKNOWN"),
-                started=e.create_time_since_epoch / 1000.0, finished=e.last_update_time_since_epoch / 1000.0))
+                started=e.create_time_since_epoch / 1000.0, finished=e.last_update_time_since_epoch / 1000.0,
+                type_name=types.get(e.type_id, "")))
     return records
 
 
@@ -110,39 +115,103 @@ def runs(store: metadata_store.MetadataStore) -> List[RunRecord]:
 
 
 def run_summary(store: metadata_store.MetadataStore, run: RunRecord) -> dict:
-    """What a run made of its model: blessed (None: not judged), the version pushed, test accuracy and photo count.
+    """What a run made of its model, and where it left it. Keys (None: not known, e.g. the node did not finish):
 
-    The blessing is the one the Pusher read (Robustness', else the Evaluator's); the
-    accuracy comes from the run's model card (model_card.json: the ModelCard's
-    artifact, or beside the pushed version for runs made before it had one).
+    - blessed: the verdict of the blessing the Pusher read (Robustness', else the Evaluator's); reasons: why
+      not, one line each (the model card's); compared: "baseline" (with the latest blessed model), "itself" (the
+      candidate was that model, so it was evaluated alone) or None (no model was blessed before);
+      accuracy_floor, max_accuracy_drop: the Evaluator's thresholds
+    - accuracy, top_k_accuracy, test_photos, baseline_accuracy: from the run's model card (model_card.json: the
+      ModelCard's artifact, or beside the pushed version for runs made before it had one)
+    - pushed_version, pushed_destination; pusher_cached: the push is an earlier run's (the Pusher's result came
+      from the cache); already_serving_version, already_serving_destination: the version that already held the
+      model, so nothing was pushed; serving_dir: the Pusher's base folder
+    - dashboard, model_card: the files the run's SliceReport and ModelCard wrote
     """
-    outputs = {}
-    for execution in run.executions:
-        if execution.state in FINISHED and execution.component in (contract.EVALUATOR_ID, contract.ROBUSTNESS_ID,
-                                                                   contract.PUSHER_ID, contract.MODEL_CARD_ID):
-            outputs[execution.component] = {key: artifact for (kind, key), artifact
-                                            in _artifacts_by_key(store, execution.id).items() if kind == "OUTPUT"}
-    blessing = outputs.get(contract.ROBUSTNESS_ID, {}).get("blessing") or \
-        outputs.get(contract.EVALUATOR_ID, {}).get("blessing")
-    blessed = blessing.custom_properties.get(contract.BLESSED_PROPERTY) if blessing is not None else None
-    pushed = outputs.get(contract.PUSHER_ID, {}).get("pushed_model")
-    pushed_version, cards = None, []
-    if pushed is not None and pushed.custom_properties.get("pushed") and pushed.custom_properties["pushed"].int_value:
-        pushed_version = pushed.custom_properties["pushed_version"].string_value or None
-        cards.append(pushed.custom_properties["pushed_destination"].string_value)
+    finished = {e.component: e for e in run.executions if e.state in FINISHED}
+    outputs = {component: {key: artifact for (kind, key), artifact in _artifacts_by_key(store, e.id).items()
+                           if kind == "OUTPUT"}
+               for component, e in finished.items()
+               if component in (contract.EVALUATOR_ID, contract.ROBUSTNESS_ID, contract.PUSHER_ID,
+                                contract.MODEL_CARD_ID, contract.SLICE_REPORT_ID)}
+    evaluator_blessing = outputs.get(contract.EVALUATOR_ID, {}).get("blessing")
+    blessing = outputs.get(contract.ROBUSTNESS_ID, {}).get("blessing") or evaluator_blessing
+    summary = {"blessed": _int_property(blessing, contract.BLESSED_PROPERTY), "compared": None,
+               "accuracy_floor": None, "max_accuracy_drop": None}
+    if summary["blessed"] is not None:
+        summary["blessed"] = bool(summary["blessed"])
+    if evaluator_blessing is not None and "baseline_model_id" in evaluator_blessing.custom_properties:
+        summary["compared"] = "baseline"
+    elif _int_property(evaluator_blessing, contract.CANDIDATE_IS_LATEST_BLESSED_PROPERTY):
+        summary["compared"] = "itself"
+    if contract.EVALUATOR_ID in finished:
+        config = _execution_property(store, finished[contract.EVALUATOR_ID].id, "eval_config")
+        thresholds = verdict.accuracy_thresholds(json.loads(config or "{}"))
+        summary["accuracy_floor"], summary["max_accuracy_drop"] = thresholds
+    summary.update(_push(store, finished.get(contract.PUSHER_ID), outputs.get(contract.PUSHER_ID, {})))
     card = outputs.get(contract.MODEL_CARD_ID, {}).get("card")
-    if card is not None:
-        cards.insert(0, card.uri)
-    accuracy = photos = None
-    for folder in cards:
+    folders = [card.uri] if card is not None else []
+    folders += [summary["pushed_destination"]] if summary["pushed_destination"] else []
+    summary.update(_card_figures(folders))
+    dashboard = outputs.get(contract.SLICE_REPORT_ID, {}).get("dashboard")
+    summary["dashboard"] = os.path.join(dashboard.uri, contract.DASHBOARD_FILE) if dashboard is not None else None
+    return summary
+
+
+def _int_property(artifact, key: str) -> Optional[int]:
+    if artifact is None or key not in artifact.custom_properties:
+        return None
+    return artifact.custom_properties[key].int_value
+
+
+def _string_property(artifact, key: str) -> Optional[str]:
+    if artifact is None or key not in artifact.custom_properties:
+        return None
+    return artifact.custom_properties[key].string_value or None
+
+
+def _execution_property(store: metadata_store.MetadataStore, execution_id: int, key: str) -> Optional[str]:
+    """An exec property of an execution, as TFX records it (a custom property; JSON for a proto)."""
+    [execution] = store.get_executions_by_id([execution_id])
+    value = execution.custom_properties.get(key)
+    return value.string_value if value is not None else None
+
+
+def _push(store: metadata_store.MetadataStore, pusher: Optional[ExecutionRecord], outputs: dict) -> dict:
+    """What the run's Pusher did (run_summary's push keys)."""
+    pushed = outputs.get("pushed_model")
+    found = {"pushed_version": None, "pushed_destination": None, "pusher_cached": pusher is not None and
+             pusher.state == "CACHED", "already_serving_version": None, "already_serving_destination": None,
+             "serving_dir": None}
+    if _int_property(pushed, "pushed"):
+        found["pushed_version"] = _string_property(pushed, "pushed_version")
+        found["pushed_destination"] = _string_property(pushed, "pushed_destination")
+    found["already_serving_version"] = _string_property(pushed, contract.ALREADY_SERVING_VERSION_PROPERTY)
+    found["already_serving_destination"] = _string_property(pushed, contract.ALREADY_SERVING_DESTINATION_PROPERTY)
+    if pusher is not None:
+        destination = json.loads(_execution_property(store, pusher.id, "push_destination") or "{}")
+        found["serving_dir"] = destination.get("filesystem", {}).get("base_directory")
+    return found
+
+
+def _card_figures(folders: List[str]) -> dict:
+    """The test figures of the first model card found in `folders` (run_summary's metric keys)."""
+    figures = {"accuracy": None, "top_k_accuracy": None, "test_photos": None, "baseline_accuracy": None,
+               "reasons": [], "model_card": None}
+    for folder in folders:
         path = Path(folder) / contract.MODEL_CARD_JSON_FILE
         if path.is_file():
-            overall = json.loads(path.read_text()).get("metrics", {}).get("overall", {})
-            accuracy, photos = overall.get(contract.ACCURACY), overall.get(contract.EXAMPLE_COUNT)
-            photos = int(photos) if photos is not None else None
+            card = json.loads(path.read_text())
+            metrics = card.get("metrics", {})
+            overall = metrics.get("overall", {})
+            photos = overall.get(contract.EXAMPLE_COUNT)
+            figures.update(accuracy=overall.get(contract.ACCURACY), top_k_accuracy=overall.get(contract.TOP_K_ACCURACY),
+                           test_photos=int(photos) if photos is not None else None,
+                           baseline_accuracy=metrics.get("baseline", {}).get(contract.ACCURACY),
+                           reasons=card.get("verdict", {}).get("reasons", []),
+                           model_card=str(Path(folder) / contract.MODEL_CARD_FILE))
             break
-    return {"blessed": bool(blessed.int_value) if blessed is not None else None,
-            "pushed_version": pushed_version, "accuracy": accuracy, "test_photos": photos}
+    return figures
 
 
 def lineage(store: metadata_store.MetadataStore, pushed_dir: str) -> dict:

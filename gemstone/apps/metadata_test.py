@@ -1,4 +1,6 @@
 """Reading ML Metadata as TFX leaves it, including the events a cached or baseline-equal execution records."""
+import json
+
 from ml_metadata.proto import metadata_store_pb2
 
 from gemstone.apps import metadata
@@ -86,3 +88,60 @@ def test_the_node_contexts_are_named_as_tfx_names_them():
     assert (metadata.PIPELINE_CONTEXT, metadata.NODE_CONTEXT) == (constants.PIPELINE_CONTEXT_TYPE_NAME,
                                                                   constants.NODE_CONTEXT_TYPE_NAME)
     assert compiler_utils.node_context_name(PIPELINE, "Trainer") == f"{PIPELINE}.Trainer"
+
+
+def test_the_resolver_type_is_named_as_tfx_names_it():
+    from tfx.dsl.components.common import resolver
+
+    assert metadata.RESOLVER_TYPE == f"{resolver.Resolver.__module__}.{resolver.Resolver.__name__}"
+
+
+def _with_property(store, execution_id: int, key: str, value: str) -> None:
+    """An exec property as TFX records it: a string custom property of the execution (JSON for a proto)."""
+    [execution] = store.get_executions_by_id([execution_id])
+    execution.custom_properties[key].string_value = value
+    store.put_executions([execution])
+
+
+def _second_run(tmp_path, store):
+    """A run with nothing changed since the one that pushed version 1700000000: the Evaluator judged the model alone
+    (it was the latest blessed one), the Pusher pushed nothing; its model card in `card`."""
+    from tfx.types import standard_artifacts
+
+    model = _artifact(store, "Model", "/model/8")
+    evaluator_blessing = _artifact(store, "ModelBlessing", "/evaluator_blessing/22", blessed=1,
+                                   candidate_is_latest_blessed=1)
+    evaluator = _execution(store, "Evaluator", COMPLETE, inputs=[("model", model)],
+                           outputs=[("blessing", evaluator_blessing)])
+    _with_property(store, evaluator, "eval_config", json.dumps({"metrics_specs": [{"metrics": [
+        {"class_name": "SparseCategoricalAccuracy", "per_slice_thresholds": [{"slicing_specs": [{}], "threshold": {
+            "change_threshold": {"absolute": -0.05, "direction": "HIGHER_IS_BETTER"},
+            "value_threshold": {"lower_bound": 0.5}}}]}]}]}))
+    blessing = _artifact(store, "ModelBlessing", "/blessing/23", blessed=1)
+    _execution(store, "Robustness", COMPLETE, inputs=[("model", model)], outputs=[("blessing", blessing)])
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = "/pushed/24"
+    pushed.set_int_custom_property("pushed", 0)
+    pushed.set_string_custom_property("already_serving_version", "1700000000")
+    pushed.set_string_custom_property("already_serving_destination", "/serving/demo/1700000000")
+    pusher = _execution(store, "Pusher", COMPLETE, outputs=[("pushed_model", mlmd_store.published(store, pushed))])
+    _with_property(store, pusher, "push_destination", '{"filesystem": {"base_directory": "/serving/demo"}}')
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "model_card.json").write_text(json.dumps({
+        "verdict": {"blessed": True, "pushed": False, "reasons": []},
+        "metrics": {"overall": {"sparse_categorical_accuracy": 0.75, "sparse_top_k_categorical_accuracy": 1.0,
+                                "example_count": 4.0}}}))
+    _execution(store, "ModelCard", COMPLETE, outputs=[("card", _artifact(store, "ModelCardDocument", str(card)))])
+    return metadata.RunRecord("run-2", 0.0, metadata.executions(store))
+
+
+def test_the_summary_of_a_run_that_found_its_model_already_serving(tmp_path):
+    store = _store(tmp_path)
+    summary = metadata.run_summary(store, _second_run(tmp_path, store))
+    assert summary["blessed"] is True and summary["compared"] == "itself"
+    assert (summary["accuracy_floor"], summary["max_accuracy_drop"]) == (0.5, 0.05)
+    assert (summary["accuracy"], summary["top_k_accuracy"], summary["test_photos"]) == (0.75, 1.0, 4)
+    assert summary["pushed_version"] is None and summary["already_serving_version"] == "1700000000"
+    assert summary["serving_dir"] == "/serving/demo"
+    assert summary["model_card"] == str(tmp_path / "card" / "model_card.md")

@@ -1,8 +1,8 @@
 """The `gemstone` commands, one module per group: what each command does once its arguments are parsed.
 
-data.py (make-demo-data, inspect-data), pipelines.py (where, runs, lineage,
-report), models.py (batch-infer, explain, serve, drift), kubeflow.py (kubeflow compile,
-schedule) and backbone.py (backbone fetch). Each command takes the parsed
+data.py (make-demo-data, inspect-data), run_pipeline.py (run-pipeline), pipelines.py
+(where, runs, lineage, report), models.py (batch-infer, explain, serve, drift), kubeflow.py
+(kubeflow compile, schedule) and backbone.py (backbone fetch). Each command takes the parsed
 arguments and returns an exit status; a mistake it finds raises
 checks.UsageError. They check their arguments before importing TensorFlow or
 Beam, so that importing these modules (the parser does) loads neither.
