@@ -1,5 +1,7 @@
 """The dashboard's figures (gemstone/report.py). The page `gemstone report` writes for a pipeline run, rendered by a
 real headless browser: tests/test_dashboard.py."""
+import pytest
+
 from gemstone import evaluation_results, report
 
 
@@ -22,3 +24,20 @@ def test_ece_by_chance_is_what_luck_alone_gives_a_calibrated_model_and_shrinks_w
     assert evaluation_results.ece_by_chance_p95([{"photos": 100, "confidence": 0.99}]) < 0.03
     shown = evaluation_results.reliability([(100, 50, 50, 0.4), (0, 0, 0, 0.6)])
     assert shown["ece"] == 0 and shown["ece_by_chance_p95"] == few
+
+
+@pytest.mark.parametrize("successes, trials, low, high", [
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Statistics in Medicine 17,
+    # table I, method 3 (Wilson's score interval without continuity correction).
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+    # A class with 10 test photos, all right: the interval still reaches down to 10 / (10 + 1.96^2) = 72 %.
+    (10, 10, 0.7225, 1.0)])
+def test_the_wilson_interval_gives_the_published_values(successes, trials, low, high):
+    found = evaluation_results.wilson_interval(successes, trials)
+    assert found == pytest.approx((low, high), abs=5e-5)
+
+
+def test_the_wilson_interval_narrows_with_more_photos_and_needs_some():
+    assert evaluation_results.wilson_interval(0, 0) is None
+    few, many = evaluation_results.wilson_interval(4, 5), evaluation_results.wilson_interval(400, 500)
+    assert few[0] < many[0] < 0.8 < many[1] < few[1]
