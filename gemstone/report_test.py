@@ -1,8 +1,10 @@
 """The dashboard's figures (gemstone/report.py). The page `gemstone report` writes for a pipeline run, rendered by a
 real headless browser: tests/test_dashboard.py."""
+import base64
+
 import pytest
 
-from gemstone import evaluation_results, report
+from gemstone import charts, evaluation_results, report
 
 
 def test_robustness_predictions_of_old_and_new_runs_are_read_alike():
@@ -41,3 +43,9 @@ def test_the_wilson_interval_narrows_with_more_photos_and_needs_some():
     assert evaluation_results.wilson_interval(0, 0) is None
     few, many = evaluation_results.wilson_interval(4, 5), evaluation_results.wilson_interval(400, 500)
     assert few[0] < many[0] < 0.8 < many[1] < few[1]
+
+
+def test_the_confusion_cells_give_the_photos_and_their_share_of_the_true_class():
+    cells = charts.confusion_cells([[3, 1], [0, 4]])
+    assert [(i, j, text) for i, j, text, _ in cells] == [(0, 0, "3\n75%"), (0, 1, "1\n25%"), (1, 1, "4\n100%")]
+    assert base64.b64decode(charts.confusion_chart([[3, 1], [0, 4]], ["Emerald", "Ruby"]))[:4] == b"\x89PNG"
