@@ -317,6 +317,8 @@ def test_the_dashboard_shows_the_photos_behind_the_worst_confusion(tmp_path):
     [thumbnail] = confusion["thumbnails"]
     assert thumbnail["path"] == "images/Ruby/0.jpg" and thumbnail["confidence"] == 0.61
     assert thumbnail["jpeg_base64"]
+    # This model has no explain signature: the photo is shown without where the model looked.
+    assert thumbnail["overlay_base64"] is None and not data["explained"]
 
 
 @pytest.mark.slow  # Beam runs ImageExampleGen and StatisticsGen (about 20 s)
