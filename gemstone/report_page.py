@@ -101,8 +101,8 @@ def _header(data: Dict[str, Any]) -> List[str]:
 def _overall(data: Dict[str, Any], compared: bool) -> List[str]:
     overall, previous = data["overall"]["candidate"], data["overall"]["baseline"]
 
-    def row(name, *cells):
-        return [name, *cells] + (["", ""] if compared else [])
+    def this_model_only(name, value):  # a figure the previous model is not compared on
+        return [name, value] + (["", ""] if compared else [])
 
     rows = [[name, _number(overall.get(key), digits)] +
             ([_number(previous.get(key), digits), _change(overall.get(key), previous.get(key))] if compared else [])
@@ -110,14 +110,14 @@ def _overall(data: Dict[str, Any], compared: bool) -> List[str]:
                                       ("photos", contract.EXAMPLE_COUNT, 0))]
     f1s = [r["f1"] for r in data["per_class"] if r["f1"] is not None]
     if f1s:
-        rows.append(row("macro F1", _number(sum(f1s) / len(f1s))))
-    rows.append(row("expected calibration error (top-1)", _number(data["calibration"]["ece"]) + (
+        rows.append(this_model_only("macro F1", _number(sum(f1s) / len(f1s))))
+    rows.append(this_model_only("expected calibration error (top-1)", _number(data["calibration"]["ece"]) + (
         f" (by chance alone, a perfectly calibrated model stays under {data['calibration']['ece_by_chance_p95']:.3f}"
         " 19 times in 20 on these photos)")))
     for threshold, trade in sorted(data["review"].items()):
         if threshold > 0:
-            rows.append(row(f"answered without review (confidence >= {threshold:g})",
-                            f"{trade['coverage']:.1%} of photos at accuracy {trade['accuracy']:.3f}"))
+            rows.append(this_model_only(f"answered without review (confidence >= {threshold:g})",
+                                        f"{trade['coverage']:.1%} of photos at accuracy {trade['accuracy']:.3f}"))
     if compared:
         return ["<h2>Overall, against the previous blessed model</h2>",
                 _table(["metric", "this model", "previous blessed", "change"], rows)]
