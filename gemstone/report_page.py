@@ -161,13 +161,16 @@ def _photo(figure: Dict[str, Any], caption: str) -> str:
     if figure.get("overlay_base64"):
         images += (f'<img alt="where the model looked: {html.escape(figure["path"])}" class="overlay" '
                    f'src="data:image/jpeg;base64,{figure["overlay_base64"]}">')
+    if figure.get("map_empty"):
+        caption += "<br><i>empty map</i>"
     return f"<figure>{images}<figcaption>{caption}</figcaption></figure>"
 
 
 def _overlays_note(data: Dict[str, Any]) -> str:
     if data.get("explained"):
         return ('<p class="note">Each photo beside where the model looked for the variety it named (its saliency '
-                'map, from the model\'s <code>explain</code> signature: red is where the answer depends most).</p>')
+                'map, from the model\'s <code>explain</code> signature: red is where the answer depends most). An '
+                '<i>empty map</i>: the method found no part of the photo that raised the named variety\'s score.</p>')
     return ('<p class="note">This model has no <code>explain</code> signature (it was exported before it): '
             'photos without where the model looked.</p>')
 

@@ -68,10 +68,19 @@ def heatmaps_of(image_of: Mapping[str, bytes], explainer: Optional[Explainer]) -
             if heatmap is not None}
 
 
+def is_empty(heatmap_png: bytes) -> bool:
+    """Whether a map is 0 everywhere: its overlay is the photo unchanged (Grad-CAM's is, when no region of the
+    feature map raised the named variety's score)."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(heatmap_png)).convert("L").getextrema()[1] == 0
+
+
 def figures(photos: Sequence[Mapping[str, Any]], image_of: Mapping[str, bytes],
             heatmap_of: Mapping[str, bytes]) -> List[Dict[str, Any]]:
     """The photos (per-photo predictions) as the page shows them: the record, its thumbnail and, when the model
-    explained it, `overlay_base64` (None otherwise). Photos whose bytes were not found are left out."""
+    explained it, `overlay_base64` (None otherwise) and `map_empty`. Photos whose bytes were not found are left
+    out."""
     shown = []
     for photo in photos:
         data = image_of.get(photo["source_path"])
@@ -80,7 +89,8 @@ def figures(photos: Sequence[Mapping[str, Any]], image_of: Mapping[str, bytes],
         heatmap = heatmap_of.get(photo["source_path"])
         shown.append({**photo, "path": photo["source_path"], "jpeg_base64": thumbnail_base64(data),
                       "overlay_base64": thumbnail_base64(overlay.overlay(data, heatmap, max_side=THUMBNAIL_SIDE))
-                      if heatmap is not None else None})
+                      if heatmap is not None else None,
+                      "map_empty": heatmap is not None and is_empty(heatmap)})
     return shown
 
 

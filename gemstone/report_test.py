@@ -99,13 +99,21 @@ def _jpeg(colour=(120, 120, 120), size=(64, 48)):
     return buffer.getvalue()
 
 
+def _png(image):
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def _left_half_looked_at(size=(32, 24)):
     """A heatmap as the explain signature gives it (the photo's aspect ratio): hot on the left half only."""
     heat = Image.new("L", size, 0)
     heat.paste(255, (0, 0, size[0] // 2, size[1]))
-    buffer = io.BytesIO()
-    heat.save(buffer, "PNG")
-    return buffer.getvalue()
+    return _png(heat)
+
+
+def _empty_map(size=(32, 24)):
+    return _png(Image.new("L", size, 0))
 
 
 def _decoded(b64):
@@ -118,22 +126,26 @@ def _photo(path, label="Ruby", predicted="Spinel", confidence=0.4, reason=None):
 
 
 def test_a_thumbnail_gets_the_overlay_of_where_the_model_looked_and_none_without_a_map():
-    image_of = {"a.jpg": _jpeg(), "b.jpg": _jpeg()}
+    image_of = {"a.jpg": _jpeg(), "b.jpg": _jpeg(), "c.jpg": _jpeg()}
     calls = []
 
     def explainer(photos):  # as the explain signature: one heatmap per photo, in order
         calls.append(len(photos))
-        return [_left_half_looked_at(), None]
+        return [_left_half_looked_at(), None, _empty_map()]
 
     heatmap_of = report_photos.heatmaps_of(image_of, explainer)
-    assert calls == [2] and list(heatmap_of) == ["a.jpg"]  # each photo explained once; b.jpg could not be
-    shown = report_photos.figures([_photo("a.jpg"), _photo("b.jpg"), _photo("gone.jpg")], image_of, heatmap_of)
-    assert [f["path"] for f in shown] == ["a.jpg", "b.jpg"]  # a photo not found among the examples is left out
+    assert calls == [3] and list(heatmap_of) == ["a.jpg", "c.jpg"]  # each photo explained once; b.jpg could not be
+    shown = report_photos.figures([_photo("a.jpg"), _photo("b.jpg"), _photo("gone.jpg"), _photo("c.jpg")],
+                                  image_of, heatmap_of)
+    assert [f["path"] for f in shown] == ["a.jpg", "b.jpg", "c.jpg"]  # a photo not among the examples is left out
     plain, laid_over = _decoded(shown[0]["jpeg_base64"]), _decoded(shown[0]["overlay_base64"])
     assert plain.shape == laid_over.shape == (48, 64, 3)  # at most THUMBNAIL_SIDE, the photo's aspect ratio
     change = np.abs(laid_over - plain).sum(axis=2)
     assert change[:, :24].mean() > 100 and change[:, 40:].mean() < 10  # coloured where it looked, only there
     assert shown[1]["overlay_base64"] is None and shown[1]["confidence"] == 0.4
+    # A map that is 0 everywhere leaves the photo as it is, and the figure says so.
+    assert [f["map_empty"] for f in shown] == [False, False, True]
+    assert np.abs(_decoded(shown[2]["overlay_base64"]) - _decoded(shown[2]["jpeg_base64"])).max() < 10
     assert report_photos.heatmaps_of(image_of, None) == {}
 
 
@@ -251,6 +263,11 @@ def test_the_worst_confusions_and_the_photos_flagged_for_review_show_their_overl
     assert 'src="data:image/jpeg;base64,REVG"' in review  # the overlay beside the photo
     confusions = page[page.index("<h2>Worst confusions"):page.index('<h2 id="review">')]
     assert 'src="data:image/jpeg;base64,QUJD"' in confusions and 'src="data:image/jpeg;base64,REVG"' in confusions
+    empty = report_page.render({**_data(), "worst_confusions": [{
+        "label": "Ruby", "predicted": "Emerald", "photos": 1,
+        "thumbnails": [{**_data()["worst_confusions"][0]["thumbnails"][0], "map_empty": True}]}]})
+    assert "<i>empty map</i>" in empty[empty.index("<h2>Worst confusions"):empty.index('<h2 id="review">')]
+    assert "<i>empty map</i></figcaption>" not in page
     none_flagged = report_page.render(_data(flagged=0))
     assert "No test photo was flagged for review." in none_flagged
     without = report_page.render({**_data(), "explained": False})
