@@ -2,7 +2,8 @@
 
 The page is the same one `gemstone report` writes: overall metrics against the
 previous blessed model, per-class / family / photo-size slices, the confusion
-matrix, the worst confusions with thumbnails, the reliability plot, the
+matrix, the worst confusions and the photos flagged for review, each beside
+where the model looked (its `explain` signature), the reliability plot, the
 robustness chart and the data report. It is written whether or not the model
 was blessed: a rejected model's page says why (the Evaluator's failed
 thresholds, the robustness gate's failed corruptions). The verdict is the
