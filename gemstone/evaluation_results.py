@@ -5,9 +5,12 @@ evaluation through these, not through TFMA's protos.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+import math
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+Z_95 = 1.959963984540054  # the normal quantile of a two-sided 95 % interval
 
 
 def slice_name(slice_key) -> str:
@@ -100,3 +103,18 @@ def review_trade_off(entries_at_threshold) -> Dict[str, float]:
     right = sum(c for a, p, c in entries_at_threshold if p >= 0 and a == p)
     return {"coverage": answered / total if total else float("nan"),
             "accuracy": right / answered if answered else float("nan")}
+
+
+def wilson_interval(successes: float, trials: float, z: float = Z_95) -> Optional[Tuple[float, float]]:
+    """The Wilson score interval of a proportion (95 % by default); None without trials.
+
+    Wilson's, not the textbook p +- z sqrt(p(1-p)/n): with the few test photos a class has, that one gives
+    an interval of width 0 at 0 or 100 % and runs past 0 and 1. Newcombe (1998) compares them.
+    """
+    if trials <= 0:
+        return None
+    share = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (share + z * z / (2 * trials)) / denominator
+    half_width = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)

@@ -29,6 +29,13 @@ def is_blessed(blessing) -> bool:
     return blessing.get_int_custom_property(contract.BLESSED_PROPERTY) == 1
 
 
+def pushed_to(pushed_model) -> Optional[str]:
+    """The version folder a PushedModel artifact (a TFX Artifact) says the Pusher wrote; None if it pushed nothing."""
+    if not pushed_model.get_int_custom_property("pushed"):
+        return None
+    return pushed_model.get_string_custom_property("pushed_destination") or None
+
+
 def robustness_failures(robustness: Optional[Dict[str, Any]]) -> List[str]:
     """The robustness gate's failures recorded in robustness.json (none when the gate is off)."""
     return list(((robustness or {}).get("gate") or {}).get("failures") or [])

@@ -13,7 +13,7 @@ Used by the tests (the demo model) and bench/explain.py (the 88-class model).
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
 import contextlib  # noqa: E402
-from typing import Dict  # noqa: E402
+from typing import Dict, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -106,6 +106,31 @@ def random_pixels(shape, share: float, rng: np.random.Generator) -> np.ndarray:
     return top_pixels(rng.uniform(size=shape), share, rng)
 
 
+def named_probability(model, images: np.ndarray, classes: np.ndarray, temperature: float = 1.0,
+                      batch: int = 16) -> np.ndarray:
+    """Per photo, the (calibrated) probability the model gives the class in `classes`."""
+    probabilities = np.concatenate([_probabilities(model, tf.constant(images[s:s + batch]), temperature)
+                                    for s in range(0, len(images), batch)])
+    return probabilities[np.arange(len(images)), classes]
+
+
+def deletion_drops(model, images: np.ndarray, maps: np.ndarray, classes: np.ndarray, temperature: float,
+                   rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Per photo, how far the named class's probability falls when the SHARE most salient pixels of its map are
+    blanked, and when as many random pixels are."""
+    before = named_probability(model, images, classes, temperature)
+    salient = before - named_probability(model, blanked(images, top_pixels(maps, SHARE, rng)), classes, temperature)
+    scattered = before - named_probability(model, blanked(images, random_pixels(maps.shape, SHARE, rng)), classes,
+                                           temperature)
+    return salient, scattered
+
+
+def deletion_ratio(salient_drop: np.ndarray, random_drop: np.ndarray) -> float:
+    """The median fall when the salient pixels are blanked over that when random ones are (passes at
+    MIN_DELETION_RATIO or more)."""
+    return float(np.median(salient_drop) / max(np.median(random_drop), 1e-6))
+
+
 def check(method: str, model, images: np.ndarray, temperature: float = 1.0, backbone: str = "efficientnet_lite2",
           seed: int = 0) -> Dict[str, float]:
     """Both checks of one method on `images` ([n, S, S, 3] in [0, 1]): the figures and whether each passed."""
@@ -114,15 +139,8 @@ def check(method: str, model, images: np.ndarray, temperature: float = 1.0, back
     with randomised(model, seed):
         random_maps, _ = maps_and_classes(method, model, images, backbone)
     rho = spearman(maps, random_maps)
-
-    def named_probability(photos):
-        return np.concatenate([_probabilities(model, tf.constant(photos[s:s + 16]), temperature)
-                               for s in range(0, len(photos), 16)])[np.arange(len(photos)), classes]
-
-    before = named_probability(images)
-    salient_drop = before - named_probability(blanked(images, top_pixels(maps, SHARE, rng)))
-    random_drop = before - named_probability(blanked(images, random_pixels(maps.shape, SHARE, rng)))
-    ratio = float(np.median(salient_drop) / max(np.median(random_drop), 1e-6))
+    salient_drop, random_drop = deletion_drops(model, images, maps, classes, temperature, rng)
+    ratio = deletion_ratio(salient_drop, random_drop)
     return {"method": method, "photos": int(len(images)), "spearman_median": round(float(np.median(rho)), 3),
             "randomisation_passed": bool(np.median(rho) < MAX_SPEARMAN),
             "deletion_salient_median": round(float(np.median(salient_drop)), 4),

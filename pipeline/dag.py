@@ -157,7 +157,8 @@ def create_pipeline(config: configs.PipelineConfig,
 
     slice_report = SliceReport(evaluation=evaluator.outputs["evaluation"], blessing=robustness.outputs["blessing"],
                                model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-                               robustness=robustness.outputs["report"], pipeline_name=config.pipeline_name,
+                               robustness=robustness.outputs["report"], pushed_model=pusher.outputs["pushed_model"],
+                               pipeline_name=config.pipeline_name,
                                split=evaluation.EVAL_SPLIT)
 
     return Pipeline(

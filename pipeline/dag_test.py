@@ -179,6 +179,8 @@ def test_the_pusher_reads_the_blessing_robustness_makes_of_the_evaluators(tmp_pa
     for name in ("SliceReport", "ModelCard"):
         assert nodes[name].inputs["blessing"].producer_component_id == "Robustness", name
         assert nodes[name].inputs["robustness"].producer_component_id == "Robustness", name
+        # And which version the Pusher wrote the model to, or that it did not push it.
+        assert nodes[name].inputs["pushed_model"].producer_component_id == "Pusher", name
 
 
 def test_a_stricter_gate_changes_the_gate_alone_so_every_node_before_it_stays_cached(tmp_path):

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from gemstone import contract, report
+from gemstone import contract, paths, report, report_photos
 from gemstone.apps import cli, metadata
 from tests.tfx_helpers import E2E_PIPELINE
 
@@ -74,8 +74,8 @@ def test_the_figures_hang_together(dashboard):
     overall = data["overall"]["candidate"]
     assert matrix.sum() == overall[contract.EXAMPLE_COUNT]
     assert abs(np.trace(matrix) / matrix.sum() - overall[contract.ACCURACY]) < 1e-6
-    for class_id, row in enumerate(data["per_class"]):
-        assert row["photos"] == matrix[class_id].sum()
+    for row in data["per_class"]:  # worst first, not in the classes' order
+        assert row["photos"] == matrix[data["classes"].index(row["label"])].sum()
         if row["photos"]:  # accuracy on a class's slice is its recall
             assert abs(row["accuracy"] - row["recall"]) < 1e-6
     calibrated = data["calibration"]
@@ -87,6 +87,36 @@ def test_the_figures_hang_together(dashboard):
         assert confusion["photos"] == matrix[data["classes"].index(confusion["label"]),
                                              data["classes"].index(confusion["predicted"])]
         assert len(confusion["thumbnails"]) == min(confusion["photos"], report.THUMBNAILS_PER_CONFUSION)
+    accuracies = [row["accuracy"] for row in data["per_class"] if row["photos"]]
+    assert accuracies == sorted(accuracies)  # worst first
+    for row in data["per_class"]:
+        if row["photos"]:
+            low, high = row["accuracy_interval"]
+            assert low <= row["accuracy"] <= high and high - low > 0
+
+
+def test_the_page_names_the_version_the_pusher_wrote(dashboard, demo_pipeline):
+    _, data = dashboard
+    home, _, _ = demo_pipeline
+    pushed = paths.latest_version_dir(paths.serving_dir(E2E_PIPELINE, str(home)))
+    if data["blessed"]:
+        assert data["pushed"] == {"version": pushed.name, "path": str(pushed)}
+    else:
+        assert data["pushed"] is None
+
+
+def test_the_photos_shown_carry_where_the_model_looked(dashboard):
+    """The run's model has the explain signature: every photo shown has its overlay, those flagged for review too."""
+    page, data = dashboard
+    assert data["explained"]
+    shown = [t for confusion in data["worst_confusions"] for t in confusion["thumbnails"]]
+    review = data["flagged_for_review"]
+    shown += review["shown"]
+    assert shown, "the premise: a 2-epoch model gets some photos wrong or flags them"
+    assert all(photo["overlay_base64"] for photo in shown)
+    assert len(review["shown"]) == min(review["flagged"], report_photos.REVIEW_GALLERY_SIZE)
+    assert all(photo["review_reason"] in contract.REVIEW_REASONS for photo in review["shown"])
+    assert page.read_text().count('class="overlay"') == len(shown)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make test installs it: apt-get install chromium)")
@@ -98,8 +128,9 @@ def test_the_page_renders_offline_in_a_browser_and_shows_every_class(dashboard, 
     parsed = _Page()
     parsed.feed(dom)
     assert parsed.urls == []  # nothing from the network: works offline
-    shown = sorted(row[0] for row in parsed.rows if row)
-    assert shown == sorted(data["classes"]) and len(shown) == len(data["classes"])
+    shown = [row[0] for row in parsed.rows if row]
+    assert sorted(shown) == sorted(data["classes"]) and len(shown) == len(data["classes"])
+    assert shown == [row["label"] for row in data["per_class"]]  # worst first, as collected
     # The sort script ran: it gives every header its tooltip.
     assert parsed.titles and all(title == "click to sort" for title in parsed.titles)
     for alt in ("confusion matrix", "reliability plot", "robustness chart", "image statistics"):

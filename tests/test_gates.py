@@ -168,7 +168,7 @@ def _end_of_pipeline(tmp_path, evaluator_blessed: bool, min_relative_accuracy: f
 
     dashboard = _artifact(artifacts.SliceDashboard, tmp_path / "dashboard")
     _run(slice_report.SliceReport, evaluation=evaluation, blessing=blessing, model=model, examples=examples,
-         robustness=report, dashboard=dashboard, pipeline_name="gates-test", split="test")
+         robustness=report, pushed_model=pushed, dashboard=dashboard, pipeline_name="gates-test", split="test")
     card = _artifact(artifacts.ModelCardDocument, tmp_path / "card")
     _run(model_card.ModelCard, model=model, evaluation=evaluation, examples=examples, blessing=blessing,
          robustness=report, pushed_model=pushed, card=card)
@@ -197,6 +197,7 @@ def test_a_model_the_robustness_gate_rejects_is_not_pushed_and_the_dashboard_and
     assert not out["serving"].exists()
 
     assert "Not blessed: the model will not be pushed" in out["page"]
+    assert "<b>Not pushed</b>" in out["page"]
     assert f"Robustness gate failed: {failures[0]}" in out["page"]
     assert "Evaluator threshold failed" not in out["page"]
 
@@ -255,6 +256,8 @@ def test_with_the_gate_off_a_model_the_evaluator_blessed_is_pushed_with_its_card
     assert out["card"]["verdict"] == {"blessed": True, "pushed": True, "pushed_to": str(version),
                                       "already_serving": None, "reasons": []}
     assert "Blessed: the model met the accuracy floor" in out["page"]
+    # The page names the version the Pusher wrote, not the Trainer's artifact.
+    assert f"Pushed as version <b>{version.name}</b> (<code>{version}</code>)" in out["page"]
 
 
 @pytest.mark.parametrize("evaluator, failures, blessed", [(1, [], 1), (1, ["jpeg"], 0), (0, [], 0), (0, ["jpeg"], 0)])
@@ -319,6 +322,8 @@ def test_the_dashboard_shows_the_photos_behind_the_worst_confusion(tmp_path):
     [thumbnail] = confusion["thumbnails"]
     assert thumbnail["path"] == "images/Ruby/0.jpg" and thumbnail["confidence"] == 0.61
     assert thumbnail["jpeg_base64"]
+    # This model has no explain signature: the photo is shown without where the model looked.
+    assert thumbnail["overlay_base64"] is None and not data["explained"]
 
 
 @pytest.mark.slow  # Beam runs ImageExampleGen and StatisticsGen (about 20 s)

@@ -230,8 +230,9 @@ def ModelCard(model: InputArtifact[standard_artifacts.Model],  # noqa: N802 - TF
     from absl import logging
     from tfx.utils import path_utils
 
-    pushed = bool(pushed_model.get_int_custom_property("pushed"))
-    version_dir = pushed_model.get_string_custom_property("pushed_destination") if pushed else None
+    from gemstone import verdict as verdict_lib
+
+    version_dir = verdict_lib.pushed_to(pushed_model)
     # The version that already serves the model keeps the card of the run that pushed it.
     already_serving = pushed_model.get_string_custom_property(contract.ALREADY_SERVING_DESTINATION_PROPERTY) or None
     content = build_card(version_dir or path_utils.serving_model_path(model.uri), model.uri, evaluation.uri,

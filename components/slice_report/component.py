@@ -2,11 +2,14 @@
 
 The page is the same one `gemstone report` writes: overall metrics against the
 previous blessed model, per-class / family / photo-size slices, the confusion
-matrix, the worst confusions with thumbnails, the reliability plot, the
+matrix, the worst confusions and the photos flagged for review, each beside
+where the model looked (its `explain` signature), the reliability plot, the
 robustness chart and the data report. It is written whether or not the model
 was blessed: a rejected model's page says why (the Evaluator's failed
 thresholds, the robustness gate's failed corruptions). The verdict is the
-`blessed` custom property of the blessing the Pusher reads (Robustness').
+`blessed` custom property of the blessing the Pusher reads (Robustness'). It
+runs after the Pusher, whose PushedModel says which version the page is of, or
+that the model was not pushed.
 """
 import os
 
@@ -26,6 +29,7 @@ def SliceReport(evaluation: InputArtifact[standard_artifacts.ModelEvaluation],  
                 model: InputArtifact[standard_artifacts.Model],
                 examples: InputArtifact[standard_artifacts.Examples],
                 robustness: InputArtifact[RobustnessReport],
+                pushed_model: InputArtifact[standard_artifacts.PushedModel],
                 dashboard: OutputArtifact[SliceDashboard],
                 pipeline_name: Parameter[str] = "",
                 split: Parameter[str] = "test"):
@@ -35,7 +39,8 @@ def SliceReport(evaluation: InputArtifact[standard_artifacts.ModelEvaluation],  
     from gemstone.report import EvaluationSources
 
     sources = EvaluationSources(evaluation=evaluation.uri, blessing=blessing.uri, model=model.uri,
-                                examples=examples.uri, robustness=robustness.uri, blessed=verdict.is_blessed(blessing))
+                                examples=examples.uri, robustness=robustness.uri, blessed=verdict.is_blessed(blessing),
+                                pushed_to=verdict.pushed_to(pushed_model))
     path = os.path.join(dashboard.uri, REPORT_FILE)
     data = report.write(sources, pipeline_name, path, split=split)
     logging.info("SliceReport: %s (%d classes, %s)", path, len(data["classes"]),

@@ -114,6 +114,14 @@ def runs(store: metadata_store.MetadataStore) -> List[RunRecord]:
     return sorted(records, key=lambda r: r.started)
 
 
+def pushed_to(pushed_model) -> Optional[str]:
+    """The version folder a PushedModel artifact (MLMD's record) says the Pusher wrote; None if it pushed nothing."""
+    properties = pushed_model.custom_properties
+    if "pushed" not in properties or not properties["pushed"].int_value:
+        return None
+    return properties["pushed_destination"].string_value or None
+
+
 def run_summary(store: metadata_store.MetadataStore, run: RunRecord) -> dict:
     """What a run made of its model, and where it left it. Keys (None: not known, e.g. the node did not finish):
 
@@ -340,7 +348,8 @@ def trainer_fn_args(store: metadata_store.MetadataStore, work_dir: str, override
 
 
 def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
-    """The newest finished Evaluator execution's artifacts, with the Robustness report and blessing of the same model.
+    """The newest finished Evaluator execution's artifacts, with the Robustness report and blessing of the same model,
+    and the version folder the Pusher wrote it to (None: not pushed).
 
     The blessing is the one the Pusher read (Robustness' own, which folds in the
     Evaluator's); the Evaluator's when Robustness did not run on that model.
@@ -363,6 +372,22 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
             blessing = candidate.get(("OUTPUT", "blessing"), blessing)
             break
     verdict = blessing.custom_properties.get(contract.BLESSED_PROPERTY)
+    pushed = _pushed_model(store, records, model.uri, blessing.uri)
     return report.EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
                                     model=model.uri, examples=io[("INPUT", "examples")].uri,
-                                    robustness=robustness, blessed=bool(verdict.int_value) if verdict else None)
+                                    robustness=robustness, blessed=bool(verdict.int_value) if verdict else None,
+                                    pushed_to=pushed_to(pushed) if pushed is not None else None)
+
+
+def _pushed_model(store, records: List[ExecutionRecord], model_uri: str, blessing_uri: str):
+    """The PushedModel of the Pusher that acted on this model and this blessing (the same run's), or None.
+
+    Matched by its inputs, not by run: a cached Pusher records no events of its own, its output is that of the
+    earlier execution with the same inputs.
+    """
+    for record in reversed(_finished(records, contract.PUSHER_ID)):
+        io = _artifacts_by_key(store, record.id)
+        if ("INPUT", "model") in io and io[("INPUT", "model")].uri == model_uri and \
+                ("INPUT", "model_blessing") in io and io[("INPUT", "model_blessing")].uri == blessing_uri:
+            return io.get(("OUTPUT", "pushed_model"))
+    return None

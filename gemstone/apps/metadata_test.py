@@ -47,6 +47,50 @@ def test_latest_evaluation_of_a_candidate_that_is_the_baseline_and_robustness_ve
     assert (sources.robustness, sources.blessing, sources.blessed) == ("/report/62", "/blessing/62", False)
 
 
+def _pushed_model(store, uri, destination=None):
+    """A PushedModel as TFX's Pusher records it: `pushed` 1 and the version folder when it pushed, else `pushed` 0."""
+    artifact_id = _artifact(store, "PushedModel", uri, pushed=int(destination is not None))
+    if destination is not None:
+        [record] = store.get_artifacts_by_id([artifact_id])
+        record.custom_properties["pushed_destination"].string_value = destination
+        store.put_artifacts([record])
+    return artifact_id
+
+
+def _evaluated_and_pushed(store, model_uri, blessed, destination):
+    """Evaluator, Robustness and Pusher of one run on the model at `model_uri`; the Pusher pushed to `destination`."""
+    model = _artifact(store, "Model", model_uri)
+    blessing = _artifact(store, "ModelBlessing", model_uri + "/blessing", blessed=blessed)
+    _execution(store, "Evaluator", COMPLETE, inputs=[("model", model), ("examples", _artifact(store, "Examples", "/e"))],
+               outputs=[("evaluation", _artifact(store, "ModelEvaluation", model_uri + "/evaluation")),
+                        ("blessing", _artifact(store, "ModelBlessing", model_uri + "/evaluator_blessing"))])
+    _execution(store, "Robustness", COMPLETE, inputs=[("model", model)],
+               outputs=[("report", _artifact(store, "RobustnessReport", model_uri + "/report")),
+                        ("blessing", blessing)])
+    _execution(store, "Pusher", COMPLETE, inputs=[("model", model), ("model_blessing", blessing)],
+               outputs=[("pushed_model", _pushed_model(store, model_uri + "/pushed", destination))])
+
+
+def test_the_latest_evaluation_names_the_version_its_model_was_pushed_to_by_the_same_runs_pusher(tmp_path):
+    store = _store(tmp_path)
+    _evaluated_and_pushed(store, "/model/1", blessed=1, destination="/serving/gem/1700000001")
+    assert metadata.latest_evaluation(store).pushed_to == "/serving/gem/1700000001"
+    # The next run's model is rejected: its page says not pushed, not the version the run before pushed.
+    _evaluated_and_pushed(store, "/model/2", blessed=0, destination=None)
+    sources = metadata.latest_evaluation(store)
+    assert (sources.model, sources.blessed, sources.pushed_to) == ("/model/2", False, None)
+
+
+def test_a_run_stopped_before_the_pusher_has_pushed_nothing(tmp_path):
+    store = _store(tmp_path)
+    _evaluated_and_pushed(store, "/model/1", blessed=1, destination="/serving/gem/1700000001")
+    model = _artifact(store, "Model", "/model/3")
+    _execution(store, "Evaluator", COMPLETE, inputs=[("model", model), ("examples", _artifact(store, "Examples", "/e"))],
+               outputs=[("evaluation", _artifact(store, "ModelEvaluation", "/evaluation/3")),
+                        ("blessing", _artifact(store, "ModelBlessing", "/evaluator_blessing/3", blessed=1))])
+    assert metadata.latest_evaluation(store).pushed_to is None
+
+
 def test_latest_output_uri_skips_executions_that_recorded_no_such_output(tmp_path):
     store = _store(tmp_path)
     dashboard = _artifact(store, "SliceDashboard", "/dashboard/12")
