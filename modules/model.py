@@ -26,11 +26,11 @@ from typing import Callable, Tuple
 
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
-import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from gemstone import contract  # noqa: E402
 from modules import augmentation as augmentation_lib  # noqa: E402
+from modules import losses  # noqa: E402
 from modules import efficientnet_lite  # noqa: E402
 from modules import keras2  # noqa: E402,F401 - before any model is traced
 
@@ -208,24 +208,6 @@ def targets_by_name(output_names, variety, family) -> dict:
     return {name: family if name == contract.FAMILY_HEAD else variety for name in output_names}
 
 
-@keras.saving.register_keras_serializable(package="gemstone")  # a compiled model's loss, rebuilt on load
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of logits against integer labels smoothed towards uniform (Keras' own smoothing
-    needs one-hot labels): the target is 1 - s on the label and s / classes on every class."""
-
-    def __init__(self, label_smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), tf.shape(y_pred)[-1])
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=True,
-                                                     label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
 def compile_model(model: keras.Model, learning_rate, steps_per_execution: int = 1,
                   label_smoothing: float = 0.0) -> None:
     """(Re)compiles: needed after changing which layers train. `learning_rate`: a float or a schedule.
@@ -234,7 +216,7 @@ def compile_model(model: keras.Model, learning_rate, steps_per_execution: int = 
     overhead where a step itself is cheap (a head on cached features), with the same updates.
     `label_smoothing`: the share of each label spread over all classes (0: plain cross-entropy).
     """
-    loss = (SmoothedSparseCrossentropy(label_smoothing) if label_smoothing
+    loss = (losses.SmoothedSparseCrossentropy(label_smoothing) if label_smoothing
             else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.compile(
         steps_per_execution=steps_per_execution,
