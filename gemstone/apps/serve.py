@@ -281,13 +281,14 @@ def make_handler(model_name: str, api_key: Optional[str]):
                 logging.exception("error answering %s %s", method, self.path)
                 response = Response(HTTPStatus.INTERNAL_SERVER_ERROR,
                                     {"error": f"internal error: {type(e).__name__}: {e}"})
+            # Counted before the answer leaves: a client that reads the metrics next must find its request there.
+            self.server.metrics.request(model_name, self._version, self._verb, response.status,
+                                        time.perf_counter() - started)
             try:
                 self._write(response)
             except (ConnectionError, TimeoutError):  # the client went away mid-answer: nothing to say to it
                 self.close_connection = True
                 self.server.metrics.disconnects.inc()
-            self.server.metrics.request(model_name, self._version, self._verb, response.status,
-                                        time.perf_counter() - started)
 
         def _dispatch(self, method: str) -> Response:
             path = self.path.split("?", 1)[0]
