@@ -127,6 +127,8 @@ ROBUSTNESS_REPORT_FILE = "robustness.json"  # in the RobustnessReport artifact
 ROBUSTNESS_PREDICTIONS_FILE = "predictions.jsonl"  # beside it: one prediction record per test photo
 DASHBOARD_FILE = "report.html"  # in the SliceReport's dashboard artifact
 MODEL_CARD_FILE = "model_card.md"  # beside every pushed model version
+# A SavedModel's graph, written last into a version folder: its presence marks a complete version.
+SAVED_MODEL_FILE = "saved_model.pb"
 MODEL_CARD_JSON_FILE = "model_card.json"
 PREDICTION_LOG_FILE = "predictions.jsonl"  # serving's log of answers (read by drift)
 # Serving's log as TFRecord files of TF Serving's PredictionLog protos, one record per request (read by drift).

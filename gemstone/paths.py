@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from gemstone.contract import SAVED_MODEL_FILE
+
 # The folder that holds the project's packages: the checkout, or site-packages for an installed wheel.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real 88-class photos the tests and benchmarks use: beside the checkout, or where GEMSTONE_REAL_DATA says.
@@ -59,7 +61,7 @@ def is_version_dir(folder: Path) -> bool:
 
     The one definition of "a version", for serving, batch inference, drift and the CLI.
     """
-    return (Path(folder) / "saved_model.pb").is_file()
+    return (Path(folder) / SAVED_MODEL_FILE).is_file()
 
 
 def versions(base: Path) -> List[Path]:

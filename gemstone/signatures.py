@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
-SAVED_MODEL_FILE = "saved_model.pb"
+from gemstone.contract import SAVED_MODEL_FILE
+
 _META_GRAPHS, _SIGNATURE_DEF, _MAP_KEY = 2, 5, 1
 
 

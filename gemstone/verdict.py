@@ -30,10 +30,12 @@ def is_blessed(blessing) -> bool:
 
 
 def pushed_to(pushed_model) -> Optional[str]:
-    """The version folder a PushedModel artifact (a TFX Artifact) says the Pusher wrote; None if it pushed nothing."""
-    if not pushed_model.get_int_custom_property("pushed"):
+    """The version folder a PushedModel says the Pusher wrote; None if it pushed nothing. `pushed_model`: a TFX
+    Artifact (in a component) or ML Metadata's record of one (read from the store)."""
+    properties = getattr(pushed_model, "mlmd_artifact", pushed_model).custom_properties
+    if "pushed" not in properties or not properties["pushed"].int_value:
         return None
-    return pushed_model.get_string_custom_property("pushed_destination") or None
+    return properties["pushed_destination"].string_value or None
 
 
 def robustness_failures(robustness: Optional[Dict[str, Any]]) -> List[str]:

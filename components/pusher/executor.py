@@ -28,7 +28,6 @@ from gemstone import contract
 
 PUSHED_MODEL_KEY = standard_component_specs.PUSHED_MODEL_KEY
 PUSH_DESTINATION_KEY = standard_component_specs.PUSH_DESTINATION_KEY
-SAVED_MODEL_FILE = "saved_model.pb"  # written last into a version: its presence marks a complete one
 
 
 def newest_version(base_directory: str) -> Optional[str]:
@@ -37,7 +36,7 @@ def newest_version(base_directory: str) -> Optional[str]:
         return None
     names = [name.rstrip("/") for name in fileio.listdir(base_directory)]
     for name in sorted((n for n in names if n.isdigit()), key=int, reverse=True):
-        if fileio.exists(os.path.join(base_directory, name, SAVED_MODEL_FILE)):
+        if fileio.exists(os.path.join(base_directory, name, contract.SAVED_MODEL_FILE)):
             return os.path.join(base_directory, name)
     return None
 

@@ -114,14 +114,6 @@ def runs(store: metadata_store.MetadataStore) -> List[RunRecord]:
     return sorted(records, key=lambda r: r.started)
 
 
-def pushed_to(pushed_model) -> Optional[str]:
-    """The version folder a PushedModel artifact (MLMD's record) says the Pusher wrote; None if it pushed nothing."""
-    properties = pushed_model.custom_properties
-    if "pushed" not in properties or not properties["pushed"].int_value:
-        return None
-    return properties["pushed_destination"].string_value or None
-
-
 def run_summary(store: metadata_store.MetadataStore, run: RunRecord) -> dict:
     """What a run made of its model, and where it left it. Keys (None: not known, e.g. the node did not finish):
 
@@ -191,9 +183,9 @@ def _push(store: metadata_store.MetadataStore, pusher: Optional[ExecutionRecord]
     found = {"pushed_version": None, "pushed_destination": None, "pusher_cached": pusher is not None and
              pusher.state == "CACHED", "already_serving_version": None, "already_serving_destination": None,
              "serving_dir": None}
-    if _int_property(pushed, "pushed"):
+    found["pushed_destination"] = verdict.pushed_to(pushed) if pushed is not None else None
+    if found["pushed_destination"]:
         found["pushed_version"] = _string_property(pushed, "pushed_version")
-        found["pushed_destination"] = _string_property(pushed, "pushed_destination")
     found["already_serving_version"] = _string_property(pushed, contract.ALREADY_SERVING_VERSION_PROPERTY)
     found["already_serving_destination"] = _string_property(pushed, contract.ALREADY_SERVING_DESTINATION_PROPERTY)
     if pusher is not None:
@@ -371,12 +363,12 @@ def latest_evaluation(store: metadata_store.MetadataStore) -> EvaluationSources:
             robustness = candidate[("OUTPUT", "report")].uri
             blessing = candidate.get(("OUTPUT", "blessing"), blessing)
             break
-    verdict = blessing.custom_properties.get(contract.BLESSED_PROPERTY)
+    blessed = blessing.custom_properties.get(contract.BLESSED_PROPERTY)
     pushed = _pushed_model(store, records, model.uri, blessing.uri)
     return report.EvaluationSources(evaluation=io[("OUTPUT", "evaluation")].uri, blessing=blessing.uri,
                                     model=model.uri, examples=io[("INPUT", "examples")].uri,
-                                    robustness=robustness, blessed=bool(verdict.int_value) if verdict else None,
-                                    pushed_to=pushed_to(pushed) if pushed is not None else None)
+                                    robustness=robustness, blessed=bool(blessed.int_value) if blessed else None,
+                                    pushed_to=verdict.pushed_to(pushed) if pushed is not None else None)
 
 
 def _pushed_model(store, records: List[ExecutionRecord], model_uri: str, blessing_uri: str):

@@ -25,7 +25,7 @@ def signature_defs(version_dir: Path) -> Dict[str, Any]:
     from google.protobuf import json_format
     from tensorflow.core.protobuf import saved_model_pb2
 
-    proto = saved_model_pb2.SavedModel.FromString((Path(version_dir) / "saved_model.pb").read_bytes())
+    proto = saved_model_pb2.SavedModel.FromString((Path(version_dir) / contract.SAVED_MODEL_FILE).read_bytes())
     found: Dict[str, Any] = {}
     for graph in proto.meta_graphs:
         for name, signature in graph.signature_def.items():

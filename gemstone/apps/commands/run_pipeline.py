@@ -36,6 +36,7 @@ class _Progress:
 
     def __init__(self, pipeline_name: str):
         self.pipeline_name = pipeline_name
+        self._opened = None  # the store, once the run has made it: one connection for every poll
         self.before = self._last_id()  # executions up to this one belong to earlier runs
         self.shown: Set[int] = set()
         self.records = []
@@ -43,7 +44,9 @@ class _Progress:
     def _store(self):
         from gemstone.apps import metadata
 
-        return metadata.open_store(self.pipeline_name) if paths.metadata_path(self.pipeline_name).is_file() else None
+        if self._opened is None and paths.metadata_path(self.pipeline_name).is_file():
+            self._opened = metadata.open_store(self.pipeline_name)
+        return self._opened
 
     def _last_id(self) -> int:
         from gemstone.apps import metadata
@@ -112,8 +115,8 @@ def run_pipeline(args) -> int:
                   f"{run_report.shown(str(log_path))}", file=sys.stderr)
             return INTERRUPTED
     seconds = time.monotonic() - clock
-    log_text = log_path.read_text(errors="replace")
     if status != 0:
+        log_text = log_path.read_text(errors="replace")
         component = run_report.failed_component(progress.records, log_text)
         print("\n".join(run_report.failure_lines(component, log_text, str(log_path), seconds, status)),
               file=sys.stderr)
