@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from gemstone import contract
+from gemstone import contract, signatures
 
 
 class GemstoneModelHandler(ModelHandler[bytes, PredictionResult, Any]):
@@ -29,9 +29,7 @@ class GemstoneModelHandler(ModelHandler[bytes, PredictionResult, Any]):
         return tf.saved_model.load(self._model_dir)
 
     def run_inference(self, batch: Sequence[bytes], model, inference_args=None) -> Iterable[PredictionResult]:
-        import tensorflow as tf
-
-        outputs = model.signatures[contract.SERVING_SIGNATURE](**{contract.SERVING_INPUT: tf.constant(list(batch))})
+        outputs = signatures.call(model, contract.SERVING_SIGNATURE, batch)
         for example, record in zip(batch, contract.prediction_records(outputs)):
             yield PredictionResult(example, record, self._model_dir)
 

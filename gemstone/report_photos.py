@@ -12,7 +12,7 @@ import base64
 import io
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from gemstone import contract, overlay
+from gemstone import contract, overlay, signatures
 
 THUMBNAIL_SIDE = 96  # px
 EXPLAIN_BATCH = 8  # photos per call of the explain signature (a map costs a few forward passes each)
@@ -42,15 +42,13 @@ def saliency_explainer(model_dir: str) -> Optional[Explainer]:
     model = tf.saved_model.load(model_dir)
     if contract.EXPLAIN_SIGNATURE not in model.signatures:
         return None
-    signature = model.signatures[contract.EXPLAIN_SIGNATURE]
 
     def explain(photos: Sequence[bytes]) -> List[Optional[bytes]]:
         heatmaps: List[Optional[bytes]] = []
         for start in range(0, len(photos), EXPLAIN_BATCH):
             batch = list(photos[start:start + EXPLAIN_BATCH])
             try:
-                outputs = signature(**{contract.SERVING_INPUT: tf.constant(batch)})
-                heatmaps += list(outputs[contract.HEATMAP_OUTPUT].numpy())
+                heatmaps += list(signatures.call(model, contract.EXPLAIN_SIGNATURE, batch)[contract.HEATMAP_OUTPUT])
             except tf.errors.OpError as e:  # the dashboard is written every run: these photos go without overlay
                 logging.warning("Dashboard: no saliency overlay for %d photos: %s", len(batch), e.message)
                 heatmaps += [None] * len(batch)

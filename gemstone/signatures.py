@@ -1,4 +1,4 @@
-"""The names of a SavedModel's signatures, read from saved_model.pb without TensorFlow.
+"""A SavedModel's signatures: their names, read from saved_model.pb without TensorFlow, and `call`.
 
 The command line refuses a model that lacks a signature it needs (`gemstone
 explain` on a model exported before the `explain` signature) before TensorFlow
@@ -9,9 +9,9 @@ MetaGraphDef: field 5, map<string, SignatureDef> (entries: key 1, value 2).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
-from gemstone.contract import SAVED_MODEL_FILE
+from gemstone import contract
 
 _META_GRAPHS, _SIGNATURE_DEF, _MAP_KEY = 2, 5, 1
 
@@ -55,7 +55,7 @@ def fields(data: bytes) -> Iterator[Tuple[int, object]]:
 
 def names(version_dir) -> List[str]:
     """The signature names of the SavedModel in `version_dir` (every meta graph's), sorted."""
-    data = (Path(version_dir) / SAVED_MODEL_FILE).read_bytes()
+    data = (Path(version_dir) / contract.SAVED_MODEL_FILE).read_bytes()
     found = set()
     for number, meta_graph in fields(data):
         if number != _META_GRAPHS or not isinstance(meta_graph, bytes):
@@ -65,3 +65,12 @@ def names(version_dir) -> List[str]:
                 found.update(value.decode("utf-8") for key, value in fields(entry)
                              if key == _MAP_KEY and isinstance(value, bytes))
     return sorted(found)
+
+
+def call(model, signature: str, photos: Sequence[bytes]) -> Dict[str, Any]:
+    """A signature of a loaded SavedModel on encoded photos: its outputs as numpy arrays (the way serving,
+    batch inference, `gemstone explain` and the dashboard all call the model)."""
+    import tensorflow as tf
+
+    outputs = model.signatures[signature](**{contract.SERVING_INPUT: tf.constant(list(photos))})
+    return {name: value.numpy() for name, value in outputs.items()}

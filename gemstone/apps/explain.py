@@ -3,7 +3,7 @@
 `gemstone explain` writes, for each photo, a figure (gemstone.overlay.figure:
 the photo, where the model looked, the verdict, the top 3, the family) and a
 JSON record beside it; `gemstone serve` answers `:explain` with the overlay
-alone. Both call the model through `call`, as `:predict` does.
+alone. Both call the model through gemstone.signatures.call, as `:predict` does.
 
     <output>/<photo name>.png    the figure
     <output>/<photo name>.json   {path, label, confidence, top_k, family, family_confidence, needs_review,
@@ -33,14 +33,6 @@ def missing_explain(version_dir: Path) -> Optional[str]:
     return (f"model {version_dir} has no `{contract.EXPLAIN_SIGNATURE}` signature (it has "
             f"{', '.join(found) or 'none'}): "
             f"it was exported before explanations; retrain it to get them")
-
-
-def call(model, signature: str, photos: Sequence[bytes]) -> Dict[str, Any]:
-    """A signature of a loaded SavedModel on encoded photos: its outputs as numpy arrays."""
-    import tensorflow as tf
-
-    outputs = model.signatures[signature](**{contract.SERVING_INPUT: tf.constant(list(photos))})
-    return {name: value.numpy() for name, value in outputs.items()}
 
 
 def _unique_stems(paths: Sequence[str]) -> List[str]:
@@ -77,7 +69,7 @@ def run(version_dir: str, files: Sequence[str], output_dir: str, batch_size: int
 
     def flush() -> None:
         nonlocal explained
-        outputs = call(model, contract.EXPLAIN_SIGNATURE, [photo.data for _, _, photo in pending])
+        outputs = signatures.call(model, contract.EXPLAIN_SIGNATURE, [photo.data for _, _, photo in pending])
         for (path, stem, photo), record, heatmap in zip(pending, contract.prediction_records(outputs),
                                                         outputs[contract.HEATMAP_OUTPUT]):
             overlay.figure(photo.data, heatmap, record, title=Path(path).name).save(output / f"{stem}.png")

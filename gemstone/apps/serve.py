@@ -44,8 +44,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from gemstone import contract, images, overlay, paths
-from gemstone.apps import explain, model_info, upload_page
+from gemstone import contract, images, overlay, paths, signatures
+from gemstone.apps import model_info, upload_page
 from gemstone.apps.model_repository import ModelRepository, RequestError
 from gemstone.apps.prediction_log import PredictionLogWriter
 from gemstone.apps.serving_metrics import ServingMetrics
@@ -367,7 +367,7 @@ def make_handler(model_name: str, api_key: Optional[str]):
             try:
                 photos = _decode_instances(body)
                 data = [photo.data for photo in photos]
-                outputs = explain.call(model, signature, data)
+                outputs = signatures.call(model, signature, data)
                 records = contract.prediction_records(outputs)
                 if verb == "explain":
                     predictions = [explained(record, photo, heatmap, full) for record, photo, heatmap

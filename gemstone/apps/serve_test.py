@@ -16,8 +16,8 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from gemstone import contract
-from gemstone.apps import explain, prediction_log, serve
+from gemstone import contract, signatures
+from gemstone.apps import prediction_log, serve
 
 KEY = "s3cret"
 GALLERY = {"Emerald": ["005_0.jpg", "005_1.jpg"], "Ruby": ["006_0.jpg"]}
@@ -302,14 +302,14 @@ class _Held:
 
     def __init__(self, monkeypatch):
         self.begun, self.release = threading.Event(), threading.Event()
-        original = explain.call
+        original = signatures.call
 
         def held(*args, **kwargs):
             self.begun.set()
             assert self.release.wait(60)
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(explain, "call", held)
+        monkeypatch.setattr(signatures, "call", held)
 
 
 @pytest.fixture
