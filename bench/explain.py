@@ -58,7 +58,7 @@ def run():
     methods = CHOSEN or (saliency.METHODS if saliency.parts_of(model) else saliency.ANY_MODEL_METHODS)
     for method in methods:
         started = time.time()
-        saliency_checks.maps_and_classes(method, model, images[:16], backbone)
+        saliency_checks.maps_and_classes(method, model, images[:16], backbone, temperature=temperature)
         seconds = (time.time() - started) / 16
         rows.append({**saliency_checks.check(method, model, images, temperature, backbone),
                      "seconds_per_photo": round(seconds, 3)})

@@ -142,7 +142,7 @@ def make_signatures(model, tf_transform_output, review_threshold: float, tempera
         result = answer(transformed)
         named = tf.argmax(result["probabilities"], axis=1, output_type=tf.int32)
         maps = saliency.saliency(method, model, transformed[contract.IMAGE_XF], transformed[contract.COLOUR_XF],
-                                 named, backbone)
+                                 named, backbone, temperature)
         pngs = tf.map_fn(lambda pair: _heatmap_png(pair[0], pair[1]), (images, maps),
                          fn_output_signature=tf.TensorSpec([], tf.string))
         return {**result, contract.SALIENCY_OUTPUT: maps, contract.HEATMAP_OUTPUT: pngs}

@@ -6,8 +6,9 @@ Two methods, measured side by side with the sanity checks of modules/saliency_ch
     enters the fine-tuned top blocks (EfficientNet-Lite2's block14, 14x14 at 224 px), through which every
     path to the answer but the lowest tap and the colour histogram runs; `grad_cam_top` the last map
     (top_relu, 7x7), as in the paper;
-  - SmoothGrad (Smilkov et al., 2017): the gradient of the class's logit with respect to the pixels,
-    averaged over noisy copies of the photo; any model (the end-to-end ones have no pretrained map);
+  - SmoothGrad (Smilkov et al., 2017): the gradient of the class's calibrated log-probability with respect
+    to the pixels, averaged over noisy copies of the photo, then its magnitude; any model (the end-to-end ones
+    have no pretrained map);
   - both, multiplied pixel by pixel (`grad_cam_smooth_grad`, after Guided Grad-CAM).
 Each returns [B, S, S] in [0, 1] (1: where the answer depends most), S the side the model reads; the
 exported `explain` signature (modules/export.py) resizes it to the photo's aspect ratio.
@@ -36,8 +37,8 @@ def parts_of(model: keras.Model):
 
 
 def default_method(model: keras.Model) -> str:
-    """SmoothGrad, for every model: on the demo model it passes both sanity checks where the Grad-CAM maps
-    fail deletion, and on the 88 classes it alone passes deletion (bench/HISTORY.md has the figures)."""
+    """SmoothGrad, for every model: on the demo model and on the 88 classes it passes both sanity checks,
+    where the Grad-CAM maps fail deletion (bench/HISTORY.md has the figures)."""
     return SMOOTH_GRAD
 
 
@@ -87,34 +88,45 @@ def grad_cam_top(model: keras.Model, images, colour, class_ids, backbone: str = 
     return _cam(last_map, tape.gradient(score, last_map), images.shape[1])
 
 
-def smooth_grad(model: keras.Model, images, colour, class_ids, samples: int = SMOOTH_GRAD_SAMPLES,
-                noise: float = SMOOTH_GRAD_NOISE, seed: int = 0):
-    """SmoothGrad: the pixels' gradient magnitude (largest over the colour channels), over noisy copies."""
-    total = tf.zeros(tf.shape(images)[:3])
+def smooth_grad(model: keras.Model, images, colour, class_ids, temperature: float = 1.0,
+                samples: int = SMOOTH_GRAD_SAMPLES, noise: float = SMOOTH_GRAD_NOISE, seed: int = 0):
+    """SmoothGrad: the gradient of the named class's log-probability (at the calibration's `temperature`) with
+    respect to the pixels, averaged over noisy copies of the photo, then its magnitude (largest over the
+    colour channels).
+
+    The signed gradients are averaged, as Smilkov et al. do: what flips sign from one noisy copy to the
+    next (the photo's edges, to which the pretrained layers answer whatever the head) cancels, where an
+    average of magnitudes kept it and a network with a random head drew much the same map. The
+    log-probability weighs the named class against its rivals, as the confidence people read does; a
+    logit's gradient also holds what every class shares."""
+    total = tf.zeros(tf.shape(images))
     for sample in range(samples):
         noisy = images + tf.random.stateless_normal(tf.shape(images), [seed, sample], stddev=noise)
         with tf.GradientTape() as tape:
             tape.watch(noisy)
             logits = model({contract.IMAGE_XF: noisy, contract.COLOUR_XF: colour}, training=False)
-            score = _class_logit(logits[contract.VARIETY_HEAD], class_ids)
-        total += tf.reduce_max(tf.abs(tape.gradient(score, noisy)), axis=-1)
-    return _normalised(total)
+            score = _class_logit(tf.nn.log_softmax(logits[contract.VARIETY_HEAD] / temperature), class_ids)
+        total += tape.gradient(score, noisy)
+    return _normalised(tf.reduce_max(tf.abs(total), axis=-1))
 
 
-def grad_cam_smooth_grad(model: keras.Model, images, colour, class_ids):
+def grad_cam_smooth_grad(model: keras.Model, images, colour, class_ids, temperature: float = 1.0):
     """Grad-CAM times SmoothGrad, pixel by pixel (as Guided Grad-CAM combines Grad-CAM with the pixels'
     gradients): where the named variety's evidence lies, at the pixels the answer is most sensitive to."""
-    return _normalised(grad_cam(model, images, colour, class_ids) * smooth_grad(model, images, colour, class_ids))
+    return _normalised(grad_cam(model, images, colour, class_ids) *
+                       smooth_grad(model, images, colour, class_ids, temperature))
 
 
-def saliency(method: str, model: keras.Model, images, colour, class_ids, backbone: str = "efficientnet_lite2"):
-    """[B, S, S] map of `method` (METHODS) for `class_ids` of `images` ([B, S, S, 3] in [0, 1]) and `colour`."""
+def saliency(method: str, model: keras.Model, images, colour, class_ids, backbone: str = "efficientnet_lite2",
+             temperature: float = 1.0):
+    """[B, S, S] map of `method` (METHODS) for `class_ids` of `images` ([B, S, S, 3] in [0, 1]) and `colour`;
+    `temperature` is the calibration's, for the maps of the class's probability."""
     if method == GRAD_CAM:
         return grad_cam(model, images, colour, class_ids)
     if method == GRAD_CAM_TOP:
         return grad_cam_top(model, images, colour, class_ids, backbone)
     if method == SMOOTH_GRAD:
-        return smooth_grad(model, images, colour, class_ids)
+        return smooth_grad(model, images, colour, class_ids, temperature)
     if method == GUIDED:
-        return grad_cam_smooth_grad(model, images, colour, class_ids)
+        return grad_cam_smooth_grad(model, images, colour, class_ids, temperature)
     raise ValueError(f"unknown saliency method {method!r}: expected one of {', '.join(METHODS)}")

@@ -62,7 +62,8 @@ def _probabilities(model, images, temperature):
     return tf.nn.softmax(logits / temperature).numpy()
 
 
-def maps_and_classes(method: str, model, images: np.ndarray, backbone: str = "efficientnet_lite2", batch: int = 16):
+def maps_and_classes(method: str, model, images: np.ndarray, backbone: str = "efficientnet_lite2", batch: int = 16,
+                     temperature: float = 1.0):
     """The maps of `method` for the class the model names, and those classes."""
     maps, classes = [], []
     for start in range(0, len(images), batch):
@@ -70,7 +71,7 @@ def maps_and_classes(method: str, model, images: np.ndarray, backbone: str = "ef
         colour = transform.colour_histogram(chunk)
         named = tf.argmax(model({contract.IMAGE_XF: chunk, contract.COLOUR_XF: colour}, training=False)[
             contract.VARIETY_HEAD], axis=1, output_type=tf.int32)
-        maps.append(saliency.saliency(method, model, chunk, colour, named, backbone).numpy())
+        maps.append(saliency.saliency(method, model, chunk, colour, named, backbone, temperature).numpy())
         classes.append(named.numpy())
     return np.concatenate(maps), np.concatenate(classes)
 
@@ -135,9 +136,9 @@ def check(method: str, model, images: np.ndarray, temperature: float = 1.0, back
           seed: int = 0) -> Dict[str, float]:
     """Both checks of one method on `images` ([n, S, S, 3] in [0, 1]): the figures and whether each passed."""
     rng = np.random.default_rng(seed)
-    maps, classes = maps_and_classes(method, model, images, backbone)
+    maps, classes = maps_and_classes(method, model, images, backbone, temperature=temperature)
     with randomised(model, seed):
-        random_maps, _ = maps_and_classes(method, model, images, backbone)
+        random_maps, _ = maps_and_classes(method, model, images, backbone, temperature=temperature)
     rho = spearman(maps, random_maps)
     salient_drop, random_drop = deletion_drops(model, images, maps, classes, temperature, rng)
     ratio = deletion_ratio(salient_drop, random_drop)
