@@ -24,6 +24,14 @@ from modules import model as model_lib  # noqa: E402
 GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD, GUIDED = "grad_cam", "grad_cam_top", "smooth_grad", "grad_cam_smooth_grad"
 METHODS = (GRAD_CAM, GRAD_CAM_TOP, SMOOTH_GRAD, GUIDED)
 ANY_MODEL_METHODS = (SMOOTH_GRAD,)  # the others need the pretrained model's parts
+# What each map is, in the words of the model card (the Trainer records the method with the model).
+SUMMARIES = {
+    GRAD_CAM: "Grad-CAM on the 14x14 feature map that enters the network's top blocks",
+    GRAD_CAM_TOP: "Grad-CAM on the network's last 7x7 feature map",
+    SMOOTH_GRAD: "SmoothGrad: the gradient of the named variety's calibrated log-probability with respect to "
+                 "the pixels, averaged over noisy copies of the photo",
+    GUIDED: "Grad-CAM on the 14x14 feature map entering the top blocks, times SmoothGrad",
+}
 SMOOTH_GRAD_SAMPLES, SMOOTH_GRAD_NOISE = 8, 0.05  # copies, and noise sigma as a share of the pixel range
 TOP_MAP = {"efficientnet_lite2": "top_relu", "inception_v3": "mixed5"}
 

@@ -31,7 +31,7 @@ import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gemstone import contract  # noqa: E402
-from modules import calibration, edge, end_to_end, export, gallery, inputs, novelty, transfer, whole_network  # noqa: E402,E501
+from modules import calibration, edge, end_to_end, export, gallery, inputs, novelty, saliency, transfer, whole_network  # noqa: E402,E501
 from modules import model as model_lib  # noqa: E402
 
 TIMINGS_FILE = "timings.json"  # in the model run folder: seconds per stage of the Trainer
@@ -257,16 +257,17 @@ def effective_config(fn_args) -> dict:
     return config
 
 
-
-
 def _backbone_record(config, trained) -> dict:
-    """What the model started from (the model card shows it): backbone, weights and their provenance."""
+    """What the model started from (the model card shows it): backbone, weights and their provenance, whether
+    fine-tuning was kept, and how its `explain` signature maps where it looked."""
     record = {"backbone": config["backbone"], "weights": config["weights"] or "none (random initial weights)",
               "provenance": config.get("backbone_provenance") or {}}
     if "fine_tuning_kept" in trained.history:
         record["fine_tuning_kept"] = bool(trained.history["fine_tuning_kept"][-1])
         record["fine_tune_scope"] = config["fine_tune_scope"]
     record["refit_with_eval"] = "refit_loss" in trained.history
+    method = config["explain_method"] or saliency.default_method(trained.model)
+    record["explanations"] = {"method": method, "summary": saliency.SUMMARIES[method]}
     return record
 
 

@@ -8,7 +8,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from gemstone import contract
-from modules import end_to_end, inputs, trainer, transform
+from modules import end_to_end, inputs, saliency, trainer, transform
 from modules import model as model_lib
 
 SIZE = 16
@@ -84,6 +84,8 @@ def test_transfer_learning_trains_both_stages_and_exports_the_contract(demo_phot
     assert all(seconds >= 0 for seconds in timings.values()) and timings["stage1_head"] > 0, timings
     backbone = json.loads((tmp_path / "serving" / contract.MODEL_ASSETS_DIR / contract.BACKBONE_FILE).read_text())
     assert backbone["backbone"] == "efficientnet_lite2" and backbone["fine_tune_scope"] == scope
+    explanations = backbone["explanations"]  # for the card: the explain signature's method, in words
+    assert explanations["summary"] == saliency.SUMMARIES[explanations["method"]]
     signature = tf.saved_model.load(fn_args.serving_model_dir).signatures[contract.SERVING_SIGNATURE]
     photos = [(demo_photos / r["path"]).read_bytes() for r in rows[:3]]
     records = contract.prediction_records(signature(**{contract.SERVING_INPUT: tf.constant(photos)}))

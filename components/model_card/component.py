@@ -201,6 +201,11 @@ def to_markdown(card: Dict[str, Any]) -> str:
         if backbone.get("refit_with_eval"):
             lines += ["The head was then trained again on the training and eval photos together; the calibration "
                       "below was measured on the eval photos before that, while they were held out."]
+    explanations = backbone.get("explanations")
+    if explanations:
+        lines += ["", "## Explanations", "", f"Where the model looked (the `explain` signature: `:explain`, `gemstone "
+                  f"explain`, the upload page and the dashboard's overlays): {explanations['summary']} "
+                  f"(`{explanations['method']}`)."]
     calibration = card["calibration"]
     if calibration:
         lines += ["", "## Calibration", "", f"Temperature {calibration['temperature']:.3f}; ECE "
