@@ -130,8 +130,10 @@ class PipelineConfig:
         "none" (random weights), "imagenet" (Keras downloads them) or a local no-top weights file.
       backbone_provenance: where the weights came from (their provenance.json), recorded with the
         Trainer's settings in ML Metadata and on the model card.
-      tune: run the TFX Tuner (keras-tuner random search over learning rate, image size, head
-        width and dropout) before the Trainer, which then takes the best values.
+      tune: run the TFX Tuner (a keras-tuner random search) before the Trainer, which then takes the
+        best values: for the pretrained backbones, the head's learning rate, epochs, each expert's
+        dropout, weight decay and views, on the cached features; for the others, learning rate, image
+        size, head width and dropout (modules/tuner.py).
       tuner_trials: how many hyperparameter sets the Tuner tries.
       fail_on_anomalies: stop the run when the data does not match the schema.
       containerised: the pipeline runs in the project's container image (Kubeflow): the backbone

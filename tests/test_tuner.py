@@ -29,7 +29,7 @@ def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp
     home, _, _ = demo_pipeline
     store = metadata.open_store(E2E_PIPELINE, str(home))
     inputs, properties = metadata.latest_execution_inputs(store, "Trainer")
-    # The Tuner searches the end-to-end models (the pipeline refuses to tune the pretrained one).
+    # The end-to-end models' search (the pretrained head's: the next test).
     scratch = {"backbone": "none", "weights": ""}
     config = {**json.loads(properties["custom_config"]), **scratch, "tuner_trials": 2, "tuner_epochs": 1}
     best_uri, results_uri = tmp_path / "best", tmp_path / "results"

@@ -1,0 +1,47 @@
+"""The TFX Tuner's trials on the pretrained head: what it tried, and how each did on the eval photos.
+
+Reads the newest `tuner_results` artifact of a pipeline run with the Tuner (GEMSTONE_TUNE=1), found
+through the pipeline's ML Metadata: one row per completed trial (its hyperparameters and eval
+accuracy, best first), and a row of the Trainer's defaults for the same hyperparameters. The model
+the Trainer then made with the best values is judged like any other (the run's test accuracy).
+
+    GEMSTONE_TUNE=1 make run DATA=../shared/data/gemstones-88 PIPELINE_NAME=gem88-tuned
+    BENCH_PIPELINE_NAME=gem88-tuned python -m bench tuner_trials
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bench import common
+
+PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88-tuned"
+TUNER_ID, RESULTS_KEY, RESULTS_FILE = "Tuner", "tuner_results", "tuner_results.json"  # TFX's names
+
+
+def run():
+    from gemstone import contract
+    from gemstone.apps import metadata
+
+    try:
+        store = metadata.open_store(PIPELINE_NAME)
+    except FileNotFoundError:
+        store = None
+    uri = metadata.latest_output_uri(store, TUNER_ID, RESULTS_KEY) if store is not None else None
+    if uri is None:
+        print(f"tuner_trials: skipped, no Tuner ran in pipeline {PIPELINE_NAME} (GEMSTONE_TUNE=1 `make run` first)")
+        return None
+    trials = json.loads((Path(uri) / RESULTS_FILE).read_text())
+    names = [name for name in trials[0] if name not in ("trial_id", "score")] if trials else []
+    rows = [{"trial": t["trial_id"], "eval_accuracy": t["score"], **{n: t[n] for n in names}}
+            for t in sorted(trials, key=lambda t: -t["score"])]
+    rows.append({"trial": "defaults (no Tuner)", "eval_accuracy": "",
+                 **{n: contract.TRAINER_DEFAULTS.get(n, "") for n in names}})
+    return common.record("tuner_trials", rows, notes=(
+        f"The Tuner of pipeline {PIPELINE_NAME} ({uri}): {len(trials)} completed trials, each the head trained "
+        f"alone on the cached frozen features and scored on the eval photos; the Trainer trains with the best."))
+
+
+if __name__ == "__main__":
+    run()
