@@ -25,10 +25,9 @@ def run():
     from gemstone.apps import metadata
 
     try:
-        store = metadata.open_store(PIPELINE_NAME)
-    except FileNotFoundError:
-        store = None
-    uri = metadata.latest_output_uri(store, TUNER_ID, RESULTS_KEY) if store is not None else None
+        uri = metadata.latest_output_uri(metadata.open_store(PIPELINE_NAME), TUNER_ID, RESULTS_KEY)
+    except FileNotFoundError:  # the pipeline never ran here
+        uri = None
     if uri is None:
         print(f"tuner_trials: skipped, no Tuner ran in pipeline {PIPELINE_NAME} (GEMSTONE_TUNE=1 `make run` first)")
         return None

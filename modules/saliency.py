@@ -56,8 +56,9 @@ def _normalised(maps):
     return tf.math.divide_no_nan(maps, peak)
 
 
-def _class_logit(logits, class_ids):
-    return tf.gather(logits, class_ids, batch_dims=1)
+def _of_class(scores, class_ids):
+    """Each photo's score (logit or log-probability) for its class in `class_ids`."""
+    return tf.gather(scores, class_ids, batch_dims=1)
 
 
 def _cam(feature_map, gradients, side: int):
@@ -75,7 +76,7 @@ def grad_cam(model: keras.Model, images, colour, class_ids):
         high = top(cut_map, training=False)
         logits = head({model_lib.FEATURES_INPUT: tf.concat([low, high], axis=1), contract.COLOUR_XF: colour},
                       training=False)[contract.VARIETY_HEAD]
-        score = _class_logit(logits, class_ids)
+        score = _of_class(logits, class_ids)
     return _cam(cut_map, tape.gradient(score, cut_map), images.shape[1])
 
 
@@ -92,7 +93,7 @@ def grad_cam_top(model: keras.Model, images, colour, class_ids, backbone: str = 
         high, last_map = _top_with_map(top, TOP_MAP[backbone])(cut_map, training=False)
         logits = head({model_lib.FEATURES_INPUT: tf.concat([low, high], axis=1), contract.COLOUR_XF: colour},
                       training=False)[contract.VARIETY_HEAD]
-        score = _class_logit(logits, class_ids)
+        score = _of_class(logits, class_ids)
     return _cam(last_map, tape.gradient(score, last_map), images.shape[1])
 
 
@@ -113,7 +114,7 @@ def smooth_grad(model: keras.Model, images, colour, class_ids, temperature: floa
         with tf.GradientTape() as tape:
             tape.watch(noisy)
             logits = model({contract.IMAGE_XF: noisy, contract.COLOUR_XF: colour}, training=False)
-            score = _class_logit(tf.nn.log_softmax(logits[contract.VARIETY_HEAD] / temperature), class_ids)
+            score = _of_class(tf.nn.log_softmax(logits[contract.VARIETY_HEAD] / temperature), class_ids)
         total += tape.gradient(score, noisy)
     return _normalised(tf.reduce_max(tf.abs(total), axis=-1))
 

@@ -31,7 +31,8 @@ import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gemstone import contract  # noqa: E402
-from modules import calibration, edge, end_to_end, export, gallery, inputs, novelty, saliency, transfer, whole_network  # noqa: E402,E501
+from modules import calibration, edge, end_to_end, export, gallery, inputs, novelty  # noqa: E402
+from modules import saliency, transfer, whole_network  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 
 TIMINGS_FILE = "timings.json"  # in the model run folder: seconds per stage of the Trainer
@@ -64,14 +65,15 @@ def run_fn(fn_args: FnArgs):
                  *(f"{novelty_report['eval_flagged'][q]:.1%}" for q in contract.NOVELTY_QUESTIONS),
                  f"{novelty_report['eval_flagged_either']:.1%}")
     with stopwatch("export"):
+        explain_method = config["explain_method"] or saliency.default_method(model)
         signatures = export.make_signatures(model, tf_transform_output, review_threshold, calibrated["temperature"],
-                                            trained.family_of_variety, fitted_novelty, config["explain_method"],
+                                            trained.family_of_variety, fitted_novelty, explain_method,
                                             config["backbone"])
         export.save(model, signatures, fn_args.serving_model_dir)
     assets = os.path.join(fn_args.serving_model_dir, contract.MODEL_ASSETS_DIR)
     _write_json(os.path.join(assets, contract.CALIBRATION_FILE), calibrated)
     _write_json(os.path.join(assets, contract.NOVELTY_FILE), novelty_report)
-    _write_json(os.path.join(assets, contract.BACKBONE_FILE), _backbone_record(config, trained))
+    _write_json(os.path.join(assets, contract.BACKBONE_FILE), _backbone_record(config, trained, explain_method))
     with stopwatch("gallery"):
         gallery.write(fn_args.serving_model_dir, fn_args.train_files,
                       tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB), known.train_features,
@@ -257,7 +259,7 @@ def effective_config(fn_args) -> dict:
     return config
 
 
-def _backbone_record(config, trained) -> dict:
+def _backbone_record(config, trained, explain_method: str) -> dict:
     """What the model started from (the model card shows it): backbone, weights and their provenance, whether
     fine-tuning was kept, and how its `explain` signature maps where it looked."""
     record = {"backbone": config["backbone"], "weights": config["weights"] or "none (random initial weights)",
@@ -266,8 +268,7 @@ def _backbone_record(config, trained) -> dict:
         record["fine_tuning_kept"] = bool(trained.history["fine_tuning_kept"][-1])
         record["fine_tune_scope"] = config["fine_tune_scope"]
     record["refit_with_eval"] = "refit_loss" in trained.history
-    method = config["explain_method"] or saliency.default_method(trained.model)
-    record["explanations"] = {"method": method, "summary": saliency.SUMMARIES[method]}
+    record["explanations"] = {"method": explain_method, "summary": saliency.SUMMARIES[explain_method]}
     return record
 
 
