@@ -15,6 +15,8 @@ examples, same Transform graph) with one setting changed:
   - another seed (the pipeline model's training, seed 1): one split of 527
     photos moves about 0.02 from seed to seed;
   - frozen backbone: the head on ImageNet features, no fine-tuning (the ablation);
+  - the thorough profile (the whole network fine-tuned), two seeds;
+  - the Tuner's best head hyperparameters (from a GEMSTONE_TUNE=1 run), two seeds;
   - from scratch: the small CNN at 64 px (GEMSTONE_BACKBONE=none, the model
     before transfer learning), resizing Transform's pictures inside;
   - InceptionV3: the pretrained backbone before EfficientNet-Lite2.
@@ -41,13 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import common
+from bench import common, tuner_trials
 from components.robustness import corruptions
 from gemstone import backbones, contract, paths, taxonomy
 from gemstone.apps import metadata
 from pipeline import configs
 
 PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88"
+TUNER_PIPELINE_NAME = os.environ.get("BENCH_TUNER_PIPELINE_NAME") or tuner_trials.PIPELINE_NAME
 # Review thresholds whose coverage/accuracy trade-off is reported (the pipeline's default is 0.6).
 REVIEW_THRESHOLDS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FOREST = "random forest, RGB 8x8x8 + uniform LBP (Chow & Reyes-Aldasoro 2022)"
@@ -295,14 +298,20 @@ def fine_tuning_decision(saved_model_dir) -> dict:
     return {"fine_tuning_kept": record["fine_tuning_kept"]} if "fine_tuning_kept" in record else {}
 
 
-# The Trainer-only rows: name -> (method, custom_config overrides). Each retrains the model (minutes
-# to a quarter of an hour on 2 cores): BENCH_RETRAINED=seed1,frozen picks some (default: all).
+# The Trainer-only rows: name -> (method, custom_config overrides, or a function giving them). Each retrains the
+# model (a quarter of an hour to 35 minutes on 2 cores): BENCH_RETRAINED=seed1,frozen picks some (default: all).
 RETRAINED = {
     "seed1": ("pipeline model, seed 1 (Trainer only)", {"seed": 1}),
     "frozen": ("ablation: frozen backbone, no fine-tuning (Trainer only)", {"fine_tune_epochs": 0}),
     # GEMSTONE_PROFILE=thorough's Trainer: the whole network fine-tuned on fresh views (pipeline/configs.PROFILES).
     "thorough": ("thorough profile: the whole network fine-tuned, seed 0 (Trainer only)", configs.PROFILES["thorough"]),
     "thorough_seed1": ("thorough profile, seed 1 (Trainer only)", {**configs.PROFILES["thorough"], "seed": 1}),
+    # The quick profile with the head's hyperparameters the Tuner chose in a GEMSTONE_TUNE=1 run of pipeline
+    # BENCH_TUNER_PIPELINE_NAME (bench/tuner_trials.py), retrained here on this pipeline's inputs.
+    "tuned": ("quick profile, the Tuner's best head hyperparameters, seed 0 (Trainer only)",
+              lambda: tuner_trials.best_values(TUNER_PIPELINE_NAME)),
+    "tuned_seed1": ("quick profile, the Tuner's best head hyperparameters, seed 1 (Trainer only)",
+                    lambda: {**tuner_trials.best_values(TUNER_PIPELINE_NAME), "seed": 1}),
     "ensemble": ("three pairs of experts, averaged (Trainer only)", {"ensemble_members": 3}),
     "scratch": ("from scratch: small CNN, 64 px, no pretrained weights (Trainer only)",
                 {"backbone": "none", "weights": "", "image_size": 64}),
@@ -314,8 +323,12 @@ RETRAINED = {
 
 def _retrained_rows(split, photos, family_map, forest_right) -> list:
     chosen = os.environ.get("BENCH_RETRAINED", ",".join(RETRAINED)).split(",")
-    return [{"method": RETRAINED[name][0], **retrained(split, photos, family_map, RETRAINED[name][1], forest_right)}
-            for name in chosen if name]
+    rows = []
+    for name in filter(None, chosen):
+        method, overrides = RETRAINED[name]
+        overrides = overrides() if callable(overrides) else overrides
+        rows.append({"method": method, **retrained(split, photos, family_map, overrides, forest_right)})
+    return rows
 
 
 def _trainer_seconds() -> float:

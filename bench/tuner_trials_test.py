@@ -1,6 +1,8 @@
 """The Tuner's trials as the bench reads them: the newest Tuner's results, found through ML Metadata."""
 import json
 
+import pytest
+
 from bench import tuner_trials
 from gemstone import contract, paths
 from tests import mlmd_store
@@ -36,3 +38,18 @@ def test_a_pipeline_without_a_tuner_is_skipped_and_says_so(tmp_path, monkeypatch
     monkeypatch.setattr(tuner_trials, "PIPELINE_NAME", "never-ran")
     assert tuner_trials.run() is None
     assert "no Tuner ran in pipeline never-ran" in capsys.readouterr().out
+
+
+def test_the_best_values_are_the_best_trials_of_the_newest_tuner(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEMSTONE_HOME", str(tmp_path))
+    _tuner_run(tmp_path, "gems-tuned", [{"trial_id": "00", "score": 0.9, "head_l2": 3e-4, "views": 1}])
+    _tuner_run(tmp_path, "gems-tuned", [{"trial_id": "00", "score": 0.61, "head_l2": 3e-5, "views": 2},
+                                        {"trial_id": "01", "score": 0.72, "head_l2": 1e-4, "views": 3}])
+
+    assert tuner_trials.best_values("gems-tuned") == {"head_l2": 1e-4, "views": 3}
+
+
+def test_best_values_without_a_tuner_say_which_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEMSTONE_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="pipeline never-ran"):
+        tuner_trials.best_values("never-ran")
