@@ -7,8 +7,9 @@ Two searches, by backbone:
     to a minute or two;
   - the end-to-end models: learning rate, image size, colour-branch width and dropout (SEARCH_SPACE), a short
     training each.
-Each trial is scored by its eval accuracy; the trials and the best values are TFX's Tuner outputs (recorded in
-ML Metadata), and the Trainer's `effective_config` takes the best values over its config.
+The first trial is the Trainer's own values, the others random; each is scored by its eval accuracy. The
+trials and the best values are TFX's Tuner outputs (recorded in ML Metadata), and the Trainer's
+`effective_config` takes the best values over its config.
 """
 import gemstone  # noqa: F401 - first: Keras 2 before TensorFlow loads (gemstone/__init__.py)
 
@@ -44,23 +45,34 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
         return _transfer_search(fn_args, tf_transform_output, config)
     train, val, class_counts, _ = end_to_end.datasets(fn_args, tf_transform_output, config)
     input_size = inputs.transform_image_size(tf_transform_output)
-    space = _space(SEARCH_SPACE)
+    space = _space(SEARCH_SPACE, config)
     # Smaller pictures train faster; the model resizes Transform's images inside.
-    space.Choice("image_size", sorted({input_size, max(32, input_size * 3 // 4)}))
+    space.Choice("image_size", sorted({input_size, max(32, input_size * 3 // 4)}), default=input_size)
     tuner = EndToEndTuner(config, tf_transform_output, class_counts, oracle=_oracle(space, config),
                           directory=fn_args.working_dir, project_name="gemstone")
     return TunerFnResult(tuner=tuner, fit_kwargs={"train": train, "val": val})
 
 
-def _space(choices: dict) -> keras_tuner.HyperParameters:
+def _space(choices: dict, config: dict) -> keras_tuner.HyperParameters:
+    """The search space; each choice's default is the Trainer's own value where it is one of the choices."""
     space = keras_tuner.HyperParameters()
     for name, values in choices.items():
-        space.Choice(name, values)
+        space.Choice(name, values, default=config.get(name) if config.get(name) in values else None)
     return space
 
 
+class DefaultsFirstOracle(keras_tuner.oracles.RandomSearchOracle):
+    """A random search whose first trial is the space's defaults (the Trainer's own values), so that the best
+    values it reports never did worse on the eval photos than not searching at all."""
+
+    def populate_space(self, trial_id):
+        if not self.trials:
+            return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": dict(self.hyperparameters.values)}
+        return super().populate_space(trial_id)
+
+
 def _oracle(space: keras_tuner.HyperParameters, config: dict):
-    return keras_tuner.oracles.RandomSearchOracle(
+    return DefaultsFirstOracle(
         objective=keras_tuner.Objective(OBJECTIVE, "max"), max_trials=int(config["tuner_trials"]),
         hyperparameters=space, seed=int(config["seed"]))
 
@@ -72,7 +84,7 @@ def _transfer_search(fn_args, tf_transform_output, config: dict) -> TunerFnResul
                                          {**config, "fine_tune_epochs": 0, "refit_with_eval": False})
     choices = {**TRANSFER_SEARCH_SPACE,
                "views": [v for v in TRANSFER_SEARCH_SPACE["views"] if v <= cached_views] or [cached_views]}
-    tuner = HeadTuner(config, tf_transform_output, features, oracle=_oracle(_space(choices), config),
+    tuner = HeadTuner(config, tf_transform_output, features, oracle=_oracle(_space(choices, config), config),
                       directory=fn_args.working_dir, project_name="gemstone_head")
     return TunerFnResult(tuner=tuner, fit_kwargs={})
 
