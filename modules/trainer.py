@@ -73,7 +73,8 @@ def run_fn(fn_args: FnArgs):
     assets = os.path.join(fn_args.serving_model_dir, contract.MODEL_ASSETS_DIR)
     _write_json(os.path.join(assets, contract.CALIBRATION_FILE), calibrated)
     _write_json(os.path.join(assets, contract.NOVELTY_FILE), novelty_report)
-    _write_json(os.path.join(assets, contract.BACKBONE_FILE), _backbone_record(config, trained, explain_method))
+    record = _backbone_record(config, trained, explain_method, tuner_values(fn_args))
+    _write_json(os.path.join(assets, contract.BACKBONE_FILE), record)
     with stopwatch("gallery"):
         gallery.write(fn_args.serving_model_dir, fn_args.train_files,
                       tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB), known.train_features,
@@ -251,17 +252,22 @@ def effective_config(fn_args) -> dict:
     """The defaults (contract.TRAINER_DEFAULTS), then the pipeline's custom_config, then the Tuner's best
     hyperparameters (if it ran)."""
     config = {**contract.TRAINER_DEFAULTS, **(fn_args.custom_config or {})}
-    hyperparameters = getattr(fn_args, "hyperparameters", None)
-    if hyperparameters:
-        best = keras_tuner.HyperParameters.from_config(hyperparameters).values
+    best = tuner_values(fn_args)
+    if best:
         logging.info("Hyperparameters from the Tuner: %s", best)
         config.update(best)
     return config
 
 
-def _backbone_record(config, trained, explain_method: str) -> dict:
+def tuner_values(fn_args) -> dict:
+    """The Tuner's best hyperparameters when a Tuner ran before this Trainer, else {}."""
+    hyperparameters = getattr(fn_args, "hyperparameters", None)
+    return keras_tuner.HyperParameters.from_config(hyperparameters).values if hyperparameters else {}
+
+
+def _backbone_record(config, trained, explain_method: str, tuned: dict) -> dict:
     """What the model started from (the model card shows it): backbone, weights and their provenance, whether
-    fine-tuning was kept, and how its `explain` signature maps where it looked."""
+    fine-tuning was kept, how its `explain` signature maps where it looked, and the Tuner's values it took."""
     record = {"backbone": config["backbone"], "weights": config["weights"] or "none (random initial weights)",
               "provenance": config.get("backbone_provenance") or {}}
     if "fine_tuning_kept" in trained.history:
@@ -269,6 +275,8 @@ def _backbone_record(config, trained, explain_method: str) -> dict:
         record["fine_tune_scope"] = config["fine_tune_scope"]
     record["refit_with_eval"] = "refit_loss" in trained.history
     record["explanations"] = {"method": explain_method, "summary": saliency.SUMMARIES[explain_method]}
+    if tuned:
+        record["tuner_values"] = tuned
     return record
 
 

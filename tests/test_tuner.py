@@ -10,6 +10,7 @@ import pytest
 from tfx.components.tuner import executor as tuner_executor
 from tfx.types import standard_artifacts
 
+from gemstone import contract
 from gemstone.apps import metadata
 from tests.tfx_helpers import E2E_PIPELINE
 
@@ -95,3 +96,6 @@ def test_tuner_searches_the_pretrained_head_on_cached_features_and_the_trainer_t
     trainer.run_fn(fn_args)
     used = json.loads((tmp_path / "train" / "model_run" / "config.json").read_text())
     assert all(used[name] == value for name, value in best.items())
+    record = json.loads((tmp_path / "train" / "serving_model" / contract.MODEL_ASSETS_DIR / contract.BACKBONE_FILE)
+                        .read_text())
+    assert record["tuner_values"] == best  # what the model card names

@@ -198,6 +198,9 @@ def to_markdown(card: Dict[str, Any]) -> str:
             scope = "the whole network" if backbone.get("fine_tune_scope") == "whole_network" else "the top blocks"
             lines += [f"Fine-tuning of {scope} was " + ("kept (it raised the eval accuracy)."
                       if backbone["fine_tuning_kept"] else "dropped (it did not raise the eval accuracy): frozen.")]
+        if backbone.get("tuner_values"):
+            values = ", ".join(f"{name} {value}" for name, value in backbone["tuner_values"].items())
+            lines += [f"Trained with the Tuner's best values (its other trials: the Tuner's outputs): {values}."]
         if backbone.get("refit_with_eval"):
             lines += ["The head was then trained again on the training and eval photos together; the calibration "
                       "below was measured on the eval photos before that, while they were held out."]

@@ -88,3 +88,12 @@ def test_the_card_says_how_the_model_maps_where_it_looked_when_the_trainer_recor
     card["backbone"]["explanations"] = {"method": "smooth_grad", "summary": "SmoothGrad: the gradient"}
     text = component.to_markdown(card)
     assert "## Explanations\n\nWhere the model looked" in text and "SmoothGrad: the gradient (`smooth_grad`)." in text
+
+
+def test_the_card_names_the_tuners_values_when_the_model_was_trained_with_them():
+    card = _blessed_card({}, {})
+    card["backbone"] = {"backbone": "efficientnet_lite2", "weights": "/w.h5"}
+    assert "Tuner" not in component.to_markdown(card)
+    card["backbone"]["tuner_values"] = {"learning_rate": 0.002, "views": 1}
+    assert "Trained with the Tuner's best values" in component.to_markdown(card)
+    assert "learning_rate 0.002, views 1." in component.to_markdown(card)
