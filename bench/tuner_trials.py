@@ -21,22 +21,22 @@ PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88-tuned"
 TUNER_ID, RESULTS_KEY, RESULTS_FILE = "Tuner", "tuner_results", "tuner_results.json"  # TFX's names
 
 
-def newest_trials(pipeline_name: str = "") -> Optional[Tuple[str, List[dict]]]:
+def newest_trials(pipeline_name: str) -> Optional[Tuple[str, List[dict]]]:
     """(where, trials) of the newest Tuner of a pipeline (its tuner_results), or None if none ran."""
     from gemstone.apps import metadata
 
     try:
-        uri = metadata.latest_output_uri(metadata.open_store(pipeline_name or PIPELINE_NAME), TUNER_ID, RESULTS_KEY)
+        uri = metadata.latest_output_uri(metadata.open_store(pipeline_name), TUNER_ID, RESULTS_KEY)
     except FileNotFoundError:  # the pipeline never ran here
         return None
     return None if uri is None else (uri, json.loads((Path(uri) / RESULTS_FILE).read_text()))
 
 
-def best_values(pipeline_name: str = "") -> dict:
+def best_values(pipeline_name: str) -> dict:
     """The hyperparameters of the newest Tuner's best trial: what the Trainer of that run trained with."""
     found = newest_trials(pipeline_name)
     if not found or not found[1]:
-        raise FileNotFoundError(f"no completed Tuner trial in pipeline {pipeline_name or PIPELINE_NAME}")
+        raise FileNotFoundError(f"no completed Tuner trial in pipeline {pipeline_name}")
     best = max(found[1], key=lambda trial: trial["score"])
     return {name: value for name, value in best.items() if name not in ("trial_id", "score")}
 
@@ -44,7 +44,7 @@ def best_values(pipeline_name: str = "") -> dict:
 def run():
     from gemstone import contract
 
-    found = newest_trials()
+    found = newest_trials(PIPELINE_NAME)
     if found is None:
         print(f"tuner_trials: skipped, no Tuner ran in pipeline {PIPELINE_NAME} (GEMSTONE_TUNE=1 `make run` first)")
         return None
@@ -57,6 +57,7 @@ def run():
     return common.record("tuner_trials", rows, notes=(
         f"The Tuner of pipeline {PIPELINE_NAME} ({uri}): {len(trials)} completed trials, each the head trained "
         f"alone on the cached frozen features and scored on the eval photos; the Trainer trains with the best."))
+
 
 if __name__ == "__main__":
     run()
