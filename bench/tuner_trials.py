@@ -3,7 +3,8 @@
 Reads the newest `tuner_results` artifact of a pipeline run with the Tuner (GEMSTONE_TUNE=1), found
 through the pipeline's ML Metadata: one row per completed trial (its hyperparameters and eval
 accuracy, best first), and a row of the Trainer's defaults for the same hyperparameters. The model
-the Trainer then made with the best values is judged like any other (the run's test accuracy).
+the Trainer then made with the best values (the Tuner's `best_hyperparameters` output, which
+`bench model_quality`'s `tuned` rows train with again) is judged like any other (the run's test accuracy).
 
     GEMSTONE_TUNE=1 make run DATA=../shared/data/gemstones-88 PIPELINE_NAME=gem88-tuned
     BENCH_PIPELINE_NAME=gem88-tuned python -m bench tuner_trials
@@ -18,27 +19,36 @@ from typing import List, Optional, Tuple
 from bench import common
 
 PIPELINE_NAME = os.environ.get("BENCH_PIPELINE_NAME") or "gem88-tuned"
-TUNER_ID, RESULTS_KEY, RESULTS_FILE = "Tuner", "tuner_results", "tuner_results.json"  # TFX's names
+# TFX's names: the Tuner's node, its two outputs and the file in each.
+TUNER_ID = "Tuner"
+RESULTS_KEY, RESULTS_FILE = "tuner_results", "tuner_results.json"
+BEST_KEY, BEST_FILE = "best_hyperparameters", "best_hyperparameters.txt"
+
+
+def _newest_output(pipeline_name: str, key: str) -> Optional[str]:
+    """The URI of output `key` of the pipeline's newest finished Tuner, or None if none ran."""
+    from gemstone.apps import metadata
+
+    try:
+        return metadata.latest_output_uri(metadata.open_store(pipeline_name), TUNER_ID, key)
+    except FileNotFoundError:  # the pipeline never ran here
+        return None
 
 
 def newest_trials(pipeline_name: str) -> Optional[Tuple[str, List[dict]]]:
     """(where, trials) of the newest Tuner of a pipeline (its tuner_results), or None if none ran."""
-    from gemstone.apps import metadata
-
-    try:
-        uri = metadata.latest_output_uri(metadata.open_store(pipeline_name), TUNER_ID, RESULTS_KEY)
-    except FileNotFoundError:  # the pipeline never ran here
-        return None
+    uri = _newest_output(pipeline_name, RESULTS_KEY)
     return None if uri is None else (uri, json.loads((Path(uri) / RESULTS_FILE).read_text()))
 
 
 def best_values(pipeline_name: str) -> dict:
-    """The hyperparameters of the newest Tuner's best trial: what the Trainer of that run trained with."""
-    found = newest_trials(pipeline_name)
-    if not found or not found[1]:
-        raise FileNotFoundError(f"no completed Tuner trial in pipeline {pipeline_name}")
-    best = max(found[1], key=lambda trial: trial["score"])
-    return {name: value for name, value in best.items() if name not in ("trial_id", "score")}
+    """The newest Tuner's best hyperparameters: its `best_hyperparameters` output, which its Trainer trained with."""
+    import keras_tuner
+
+    uri = _newest_output(pipeline_name, BEST_KEY)
+    if uri is None:
+        raise FileNotFoundError(f"no Tuner's best hyperparameters in pipeline {pipeline_name}")
+    return keras_tuner.HyperParameters.from_config(json.loads((Path(uri) / BEST_FILE).read_text())).values
 
 
 def run():
