@@ -7,20 +7,13 @@ import tf_keras as keras
 
 from gemstone import contract
 from modules import model as model_lib, transfer, transform
+from tests.colour_photos import colour_photos
 
 SIZE = 75  # InceptionV3's smallest input
 
 
 def _photos(n, seed=0):
-    """n pictures whose label is their dominant colour (red 0, blue 1), as the Trainer's batches give them."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    images = rng.uniform(0.0, 0.3, (n, SIZE, SIZE, 3)).astype(np.float32)
-    images[labels == 0, ..., 0] += 0.6
-    images[labels == 1, ..., 2] += 0.6
-    x = {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(tf.constant(images)).numpy()}
-    y = {contract.VARIETY_HEAD: labels, contract.FAMILY_HEAD: labels}
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    return tf.data.Dataset.from_tensor_slices(colour_photos(n, SIZE, seed)).batch(4)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import tf_keras as keras
 
 from gemstone import contract
 from modules import model as model_lib, transfer, transform, whole_network
+from tests.colour_photos import colour_photos
 
 SIZE = 64
 
@@ -29,21 +30,9 @@ def test_fewer_layers_than_groups_gives_one_group_per_layer():
     assert [g for g, _ in factors] == [0, 1] and [f for _, f in factors] == pytest.approx([0.5, 1.0])
 
 
-def _photos(n, seed=0):
-    """n pictures whose label is their dominant colour (red 0, blue 1), with every output's labels and weights."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    images = rng.uniform(0.0, 0.3, (n, SIZE, SIZE, 3)).astype(np.float32)
-    images[labels == 0, ..., 0] += 0.6
-    images[labels == 1, ..., 2] += 0.6
-    x = {contract.IMAGE_XF: images, contract.COLOUR_XF: transform.colour_histogram(tf.constant(images)).numpy()}
-    y = {contract.VARIETY_HEAD: labels, contract.FAMILY_HEAD: labels}
-    return x, y
-
-
 def _inputs(n, seed, weighted):
     """(image, variety[, weight]) batches, as the Trainer hands them to whole_network.fine_tune."""
-    x, y = _photos(n, seed)
+    x, y = colour_photos(n, SIZE, seed)
     items = (x[contract.IMAGE_XF], y[contract.VARIETY_HEAD])
     return tf.data.Dataset.from_tensor_slices(items + ((np.ones(n, np.float32),) if weighted else ())).batch(4)
 
@@ -56,7 +45,7 @@ def _batch_norm_and_conv(parts):
 
 
 def _cached(parts, n, seed):
-    return transfer.cache(parts, tf.data.Dataset.from_tensor_slices(_photos(n, seed)).batch(4), views=1)
+    return transfer.cache(parts, tf.data.Dataset.from_tensor_slices(colour_photos(n, SIZE, seed)).batch(4), views=1)
 
 
 @pytest.mark.slow  # trains the whole network

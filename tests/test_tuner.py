@@ -24,6 +24,20 @@ def _artifact(kind, uri):
     return artifact
 
 
+def _tune(inputs, config, tmp_path, run_id):
+    """TFX's Tuner executor on the Trainer's inputs with `config`: (its trials, its best hyperparameters' config)."""
+    best_uri, results_uri = tmp_path / "best", tmp_path / "results"
+    context = tuner_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id=run_id)
+    tuner_executor.Executor(context).Do(
+        {key: [artifact] for key, artifact in inputs.items()},
+        {"best_hyperparameters": [_artifact(standard_artifacts.HyperParameters, best_uri)],
+         "tuner_results": [_artifact(standard_artifacts.TunerResults, results_uri)]},
+        {"tuner_fn": "modules.tuner.tuner_fn", "custom_config": json.dumps(config),
+         "train_args": '{"splits": ["train"]}', "eval_args": '{"splits": ["eval"]}'})
+    return (json.loads((results_uri / "tuner_results.json").read_text()),
+            json.loads((best_uri / "best_hyperparameters.txt").read_text()))
+
+
 def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp_path):
     from modules import export, trainer, tuner
 
@@ -33,21 +47,12 @@ def test_tuner_searches_and_the_trainer_takes_the_best_values(demo_pipeline, tmp
     # The end-to-end models' search (the pretrained head's: the next test).
     scratch = {"backbone": "none", "weights": ""}
     config = {**json.loads(properties["custom_config"]), **scratch, "tuner_trials": 2, "tuner_epochs": 1}
-    best_uri, results_uri = tmp_path / "best", tmp_path / "results"
-    context = tuner_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
-    tuner_executor.Executor(context).Do(
-        {key: [artifact] for key, artifact in inputs.items()},
-        {"best_hyperparameters": [_artifact(standard_artifacts.HyperParameters, best_uri)],
-         "tuner_results": [_artifact(standard_artifacts.TunerResults, results_uri)]},
-        {"tuner_fn": "modules.tuner.tuner_fn", "custom_config": json.dumps(config),
-         "train_args": '{"splits": ["train"]}', "eval_args": '{"splits": ["eval"]}'})
+    results, best = _tune(inputs, config, tmp_path, "1")
 
-    results = json.loads((results_uri / "tuner_results.json").read_text())
     assert len(results) == 2  # two trials, each scored
     for trial in results:
         assert 0.0 <= trial["score"] <= 1.0
         assert trial["head_width"] in tuner.SEARCH_SPACE["head_width"]
-    best = json.loads((best_uri / "best_hyperparameters.txt").read_text())
     assert set(best["values"]) == set(tuner.SEARCH_SPACE) | {"image_size"}
     assert max(results, key=lambda r: r["score"])["head_width"] == best["values"]["head_width"]
 
@@ -71,27 +76,19 @@ def test_tuner_searches_the_pretrained_head_on_cached_features_and_the_trainer_t
     # EfficientNet-Lite2 from random weights: the search's plumbing, not its result.
     pretrained = {"backbone": "efficientnet_lite2", "weights": "", "views": 2, "fine_tune_epochs": 0}
     config = {**json.loads(properties["custom_config"]), **pretrained, "tuner_trials": 3}
-    best_uri, results_uri = tmp_path / "best", tmp_path / "results"
-    context = tuner_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="2")
-    tuner_executor.Executor(context).Do(
-        {key: [artifact] for key, artifact in inputs.items()},
-        {"best_hyperparameters": [_artifact(standard_artifacts.HyperParameters, best_uri)],
-         "tuner_results": [_artifact(standard_artifacts.TunerResults, results_uri)]},
-        {"tuner_fn": "modules.tuner.tuner_fn", "custom_config": json.dumps(config),
-         "train_args": '{"splits": ["train"]}', "eval_args": '{"splits": ["eval"]}'})
+    results, best_config = _tune(inputs, config, tmp_path, "2")
 
-    results = json.loads((results_uri / "tuner_results.json").read_text())
     assert len(results) == 3
     for trial in results:
         assert 0.0 <= trial["score"] <= 1.0
         for name, choices in tuner.TRANSFER_SEARCH_SPACE.items():
             allowed = [v for v in choices if v <= pretrained["views"]] if name == "views" else choices
             assert trial[name] in allowed, name
-    best = json.loads((best_uri / "best_hyperparameters.txt").read_text())["values"]
+    best = best_config["values"]
     assert best == {k: v for k, v in max(results, key=lambda r: r["score"]).items() if k in best}
 
     fn_args = metadata.trainer_fn_args(store, str(tmp_path / "train"), {**pretrained, "edge_models": False})
-    fn_args.hyperparameters = json.loads((best_uri / "best_hyperparameters.txt").read_text())
+    fn_args.hyperparameters = best_config
     assert trainer.effective_config(fn_args)["epochs"] == best["epochs"]
     trainer.run_fn(fn_args)
     used = json.loads((tmp_path / "train" / "model_run" / "config.json").read_text())
