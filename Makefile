@@ -84,7 +84,7 @@ $(BACKBONE): | $(STAMP)
 
 # Runs the pipeline through the real tfx CLI (`tfx pipeline create` or `update`, then `tfx run create --engine
 # local`): its whole log goes to $(GEMSTONE_HOME)/logs/<pipeline>/; the terminal shows each component as it
-# finishes, then the verdict, the test accuracy, the push and where things are (gemstone/apps/commands/run_pipeline.py).
+# finishes (and every 2 minutes what one still running is at), then the verdict, the test accuracy, the push and where things are (gemstone/apps/commands/run_pipeline.py).
 define tfx_run
 	@$(VENV)/bin/gemstone run-pipeline --pipeline-name $(1)
 endef

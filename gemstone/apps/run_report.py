@@ -20,6 +20,12 @@ LOG_LINE_WIDTH = 200
 # What TFX's LocalDagRunner logs around each node (tfx/orchestration/local/local_dag_runner.py).
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
+# The Trainer's and the Tuner's announcements of what they are doing (modules/transfer.py, whole_network.py,
+# tuner.py, trainer.py), and Keras' start of an epoch: what a long-running component shows it is at.
+_STAGE = re.compile(r"^INFO:absl:((?:Frozen trunk|Stage \d|Whole network|Fine-tuning|Tuner trial|Calibration|"
+                    r"Open set|Edge models)\b.*)$")
+_EPOCH = re.compile(r"^Epoch (\d+)/(\d+)$")
+STAGE_WIDTH = 72  # of a stage's announcement: the progress line stays within a wide terminal's line
 
 
 def shown(path: Optional[str]) -> str:
@@ -53,6 +59,35 @@ def component_line(record: ExecutionRecord) -> str:
     else:
         what = f"{record.state.lower()} after {duration(record.seconds)}"
     return f"  {record.component:<{NAME_WIDTH}}{what}"
+
+
+def _component_part(log_text: str, component: Optional[str]) -> List[str]:
+    """The lines of the log from the component's last "Component X is running.", else the whole log's."""
+    lines = log_text.splitlines()
+    if component is not None:
+        marker = f"Component {component} is running."
+        starts = [i for i, line in enumerate(lines) if marker in line]
+        if starts:
+            lines = lines[starts[-1]:]
+    return lines
+
+
+def progress_line(component: str, seconds: float, log_text: str) -> str:
+    """A component still running: how long so far, and what its part of the log says it is at, e.g.
+    "  Trainer           running for 14 min 02 s: Whole network: 64 backbone layers train ... (epoch 3 of 10)"."""
+    stage, epoch = "", ""
+    for line in _component_part(log_text, component):
+        found = _STAGE.match(line)
+        if found:
+            stage, epoch = found.group(1), ""  # an epoch counted before this stage was another stage's
+            continue
+        found = _EPOCH.match(line.strip())
+        if found:
+            epoch = f"epoch {found.group(1)} of {found.group(2)}"
+    if len(stage) > STAGE_WIDTH:
+        stage = stage[:STAGE_WIDTH - 3] + "..."
+    at = stage + (f" ({epoch})" if epoch else "") if stage else epoch
+    return f"  {component:<{NAME_WIDTH}}running for {duration(seconds)}" + (f": {at}" if at else "")
 
 
 def finished_line(records: Iterable[ExecutionRecord], seconds: float) -> str:
@@ -135,13 +170,7 @@ def failed_component(records: Iterable[ExecutionRecord], log_text: str) -> Optio
 def log_tail(log_text: str, component: Optional[str], count: int = LOG_TAIL_LINES) -> List[str]:
     """The last lines of a component's part of the log (from "Component X is running."), else of the whole log;
     each cut to a line's width (Beam's errors repeat the whole traceback on one line)."""
-    lines = log_text.splitlines()
-    if component is not None:
-        marker = f"Component {component} is running."
-        starts = [i for i, line in enumerate(lines) if marker in line]
-        if starts:
-            lines = lines[starts[-1]:]
-    kept = [line for line in lines if line.strip()][-count:]
+    kept = [line for line in _component_part(log_text, component) if line.strip()][-count:]
     return [line if len(line) <= LOG_LINE_WIDTH else line[:LOG_LINE_WIDTH - 3] + "..." for line in kept]
 
 

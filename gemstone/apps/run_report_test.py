@@ -119,3 +119,36 @@ def test_a_run_ended_by_a_signal_says_so():
     line = run_report.failure_lines("Transform", LOG, "/l.log", 41, status=-9)[0]
     assert line == ("FAILED at Transform: the tfx CLI was ended by SIGKILL, from outside this run, after 41 s. "
                     "The end of its log (/l.log):")
+
+
+# Lines as the Trainer writes them (absl's INFO lines, Keras' epochs at verbose 2), after an earlier component's.
+TRAINING_LOG = """INFO:absl:Component Tuner is running.
+INFO:absl:Tuner trial 0: {} -> eval accuracy 0.8000
+INFO:absl:Component Trainer is running.
+INFO:absl:Frozen trunk, train: view 1 of 3 done, 2456 photos, 60 photos/s.
+INFO:absl:Stage 1: the head on frozen features, 7368 samples (3 views of 2456 photos), 50 epochs.
+Epoch 1/50
+231/231 - 2s - loss: 1.7317 - val_loss: 7.6855
+Epoch 50/50
+231/231 - 2s - loss: 0.9475 - val_loss: 6.8
+INFO:absl:Whole network: 64 backbone layers train through a linear read-out, learning rate 0.0001 at the top \
+falling to 1e-05 at the stem over 6 groups, warm-up 1 epoch then cosine decay, up to 10 epochs of 2456 photos.
+Epoch 1/10
+77/77 - 170s - loss: 2.1
+Epoch 2/10
+"""
+
+
+def test_a_running_component_says_how_long_and_the_stage_and_epoch_its_log_is_at():
+    line = run_report.progress_line("Trainer", 842, TRAINING_LOG)
+    assert line.startswith("  Trainer           running for 14 min 02 s: Whole network: 64 backbone layers train")
+    assert line.endswith("... (epoch 2 of 10)")
+    assert len(line.split(": ", 1)[1]) == run_report.STAGE_WIDTH + len(" (epoch 2 of 10)")  # the stage cut short
+    # A new stage's epochs are not counted yet: the epoch shown is never the stage before's.
+    frozen = TRAINING_LOG.split("Stage 1")[0]
+    assert run_report.progress_line("Trainer", 200, frozen) == (
+        "  Trainer           running for 3 min 20 s: Frozen trunk, train: view 1 of 3 done, 2456 photos, 60 photos/s.")
+    # Only its own part of the log: the Tuner's trial is not the Trainer's stage.
+    assert run_report.progress_line("Trainer", 30, TRAINING_LOG.split("INFO:absl:Frozen")[0]) == (
+        "  Trainer           running for 30 s")
+    assert run_report.progress_line("Transform", 150, "Epoch 3/7\n") == "  Transform         running for 2 min 30 s: epoch 3 of 7"

@@ -22,6 +22,9 @@ from gemstone.apps import checks
 from gemstone.apps.commands import FAILED, INTERRUPTED, OK
 
 POLL_SECONDS = 1.0  # how often ML Metadata is read for components that finished
+# How often a component that is still running says how long it has run and what it is at (the Trainer can take an
+# hour): often enough to show the run is alive, seldom enough to keep the screenful.
+PROGRESS_SECONDS = 120.0
 
 
 def _pipeline_name(given: Optional[str]) -> str:
@@ -32,10 +35,13 @@ def _pipeline_name(given: Optional[str]) -> str:
 
 
 class _Progress:
-    """Prints each execution of this run once ML Metadata records it finished (or failed), in order."""
+    """Prints each execution of this run once ML Metadata records it finished (or failed), in order, and every
+    PROGRESS_SECONDS what a component that is still running is at (read from the run's log)."""
 
-    def __init__(self, pipeline_name: str):
+    def __init__(self, pipeline_name: str, log_path):
         self.pipeline_name = pipeline_name
+        self.log_path = log_path
+        self.last_progress = time.time()
         self._opened = None  # the store, once the run has made it: one connection for every poll
         self.before = self._last_id()  # executions up to this one belong to earlier runs
         self.shown: Set[int] = set()
@@ -68,6 +74,21 @@ class _Progress:
                 self.shown.add(record.id)
                 if run_report.is_component(record):
                     print(run_report.component_line(record), flush=True)
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        from gemstone.apps import run_report
+
+        now = time.time()
+        if now - self.last_progress < PROGRESS_SECONDS:
+            return
+        running = [r for r in self.records
+                   if r.state == "RUNNING" and run_report.is_component(r) and now - r.started >= PROGRESS_SECONDS]
+        if running:
+            self.last_progress = now
+            log_text = self.log_path.read_text(errors="replace")
+            for record in running:
+                print(run_report.progress_line(record.component, now - record.started, log_text), flush=True)
 
 
 def _run_tfx(command: List[str], log, environ, while_running: Callable[[], None]) -> int:
@@ -102,7 +123,7 @@ def run_pipeline(args) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"Running pipeline '{name}' with the tfx CLI (local engine); its whole log:\n"
           f"  {run_report.shown(str(log_path))}", flush=True)
-    progress = _Progress(name)
+    progress = _Progress(name, log_path)
     with open(log_path, "a") as log:
         try:
             status = _run_tfx(tfx_cli.register_command(name, environ), log, environ, lambda: None)

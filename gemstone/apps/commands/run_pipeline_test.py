@@ -84,3 +84,30 @@ def test_a_pipeline_name_is_needed(monkeypatch):
     monkeypatch.delenv("GEMSTONE_PIPELINE_NAME", raising=False)
     with pytest.raises(checks.UsageError, match="--pipeline-name"):
         run_pipeline.run_pipeline(argparse.Namespace(pipeline_name=None))
+
+
+def test_a_component_still_running_says_every_few_minutes_what_its_log_is_at(tmp_path, monkeypatch, capsys):
+    from ml_metadata.proto import metadata_store_pb2
+
+    from gemstone import paths
+    from tests import mlmd_store
+
+    monkeypatch.setenv("GEMSTONE_HOME", str(tmp_path))
+    log = tmp_path / "run.log"
+    log.write_text("INFO:absl:Component Trainer is running.\n"
+                   "INFO:absl:Stage 1: the head on frozen features, 7368 samples, 50 epochs.\nEpoch 7/50\n")
+    progress = run_pipeline._Progress("demo", log)
+    mlmd = mlmd_store.store(paths.metadata_path("demo", str(tmp_path)))
+    mlmd_store.execution(mlmd, "demo", "Transform", mlmd_store.COMPLETE)
+    mlmd_store.execution(mlmd, "demo", "Trainer", metadata_store_pb2.Execution.RUNNING)
+
+    monkeypatch.setattr(run_pipeline, "PROGRESS_SECONDS", 3600.0)
+    progress.poll()
+    [finished] = capsys.readouterr().out.splitlines()  # not the Trainer yet: it has not run that long
+    assert finished.startswith("  Transform         ran in")
+
+    monkeypatch.setattr(run_pipeline, "PROGRESS_SECONDS", 0.0)
+    progress.poll()
+    [running] = capsys.readouterr().out.splitlines()  # only the component still running, and once
+    assert running.startswith("  Trainer           running for ")
+    assert running.endswith(": Stage 1: the head on frozen features, 7368 samples, 50 epochs. (epoch 7 of 50)")
