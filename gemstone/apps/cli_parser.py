@@ -225,9 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "`tfx run create --engine local`), its settings from the GEMSTONE_* variables, as "
                               "`make demo` and `make run` do. Its whole log goes to $GEMSTONE_HOME/logs/<pipeline>/; "
                               "the terminal shows each component as it finishes (one still running says every 2 "
-                              "minutes how far it has got), then whether the model was blessed and why, its test accuracy, the version pushed (or why none) and where things are. "
-                              "Exit status 3 when the run fails (the failing component and the end of its log are "
-                              "shown), 130 when interrupted.")
+                              "minutes how far it has got), then whether the model was blessed and why, its test "
+                              "accuracy, the version pushed (or why none) and where things are. Exit status 3 "
+                              "when the run fails (the failing component and the end of its log are shown), 130 "
+                              "when interrupted.")
     run.add_argument("--pipeline-name", help="the pipeline's name (default: $GEMSTONE_PIPELINE_NAME)")
     run.set_defaults(func=run_pipeline_cmd.run_pipeline, leaves_environment=True)
 
