@@ -60,13 +60,19 @@ def run():
         return None
     uri, trials = found
     names = [name for name in trials[0] if name not in ("trial_id", "score")] if trials else []
-    rows = [{"trial": t["trial_id"], "eval_accuracy": t["score"], **{n: t[n] for n in names}}
+    try:
+        best = best_values(PIPELINE_NAME)
+    except FileNotFoundError:  # a Tuner that wrote its trials but not its choice
+        best = None
+    rows = [{"trial": t["trial_id"], "eval_accuracy": t["score"], **{n: t[n] for n in names},
+             "handed_on": "yes" if best == {n: t[n] for n in names} else ""}
             for t in sorted(trials, key=lambda t: -t["score"])]
     rows.append({"trial": "defaults (no Tuner)", "eval_accuracy": "",
-                 **{n: contract.TRAINER_DEFAULTS.get(n, "") for n in names}})
+                 **{n: contract.TRAINER_DEFAULTS.get(n, "") for n in names}, "handed_on": ""})
     return common.record("tuner_trials", rows, notes=(
         f"The Tuner of pipeline {PIPELINE_NAME} ({uri}): {len(trials)} completed trials, each the head trained "
-        f"alone on the cached frozen features and scored on the eval photos; the Trainer trains with the best."))
+        f"alone on the cached frozen features and scored on the eval photos; the Trainer trains with the values "
+        f"handed on: the best trial's, unless it beat the first (the Trainer's own values) by less than a margin."))
 
 
 if __name__ == "__main__":

@@ -32,14 +32,16 @@ def test_the_trials_come_best_first_beside_the_trainers_defaults(tmp_path, monke
     monkeypatch.setattr(tuner_trials, "PIPELINE_NAME", "gems-tuned")
     monkeypatch.setattr(tuner_trials.common, "RESULTS_DIR", tmp_path / "results")
     _tuner_run(tmp_path, "gems-tuned", [{"trial_id": "00", "score": 0.5, "head_l2": 3e-4}])
-    _tuner_run(tmp_path, "gems-tuned", [{"trial_id": "00", "score": 0.61, "head_l2": 3e-5},
-                                        {"trial_id": "01", "score": 0.72, "head_l2": 1e-4}])
+    _tuner_run(tmp_path, "gems-tuned", [{"trial_id": "00", "score": 0.715, "head_l2": 3e-5},
+                                        {"trial_id": "01", "score": 0.72, "head_l2": 1e-4}], best={"head_l2": 3e-5})
 
     rows = json.loads(tuner_trials.run().read_text())["rows"]
 
-    assert [(r["trial"], r["eval_accuracy"]) for r in rows[:2]] == [("01", 0.72), ("00", 0.61)]  # the newest run's
+    # The newest run's trials, best first; the one handed on is the Tuner's choice, not always the top score.
+    assert [(r["trial"], r["eval_accuracy"], r["handed_on"]) for r in rows[:2]] == [("01", 0.72, ""),
+                                                                                    ("00", 0.715, "yes")]
     assert rows[2] == {"trial": "defaults (no Tuner)", "eval_accuracy": "",
-                       "head_l2": contract.TRAINER_DEFAULTS["head_l2"]}
+                       "head_l2": contract.TRAINER_DEFAULTS["head_l2"], "handed_on": ""}
 
 
 def test_a_pipeline_without_a_tuner_is_skipped_and_says_so(tmp_path, monkeypatch, capsys):
