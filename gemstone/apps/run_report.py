@@ -20,10 +20,11 @@ LOG_LINE_WIDTH = 200
 # What TFX's LocalDagRunner logs around each node (tfx/orchestration/local/local_dag_runner.py).
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
-# The Trainer's and the Tuner's announcements of what they are doing (modules/transfer.py, whole_network.py,
-# tuner.py, trainer.py), and Keras' start of an epoch: what a long-running component shows it is at.
-_STAGE = re.compile(r"^INFO:absl:((?:Frozen trunk|Stage \d|Whole network|Fine-tuning|Tuner trial|Calibration|"
-                    r"Open set|Edge models)\b.*)$")
+# How the Trainer's and the Tuner's announcements of what they are doing begin (their logging.info lines in
+# modules/), and Keras' start of an epoch: what a long-running component shows it is at.
+STAGE_ANNOUNCEMENTS = ("Frozen trunk", "Stage ", "Whole network", "Fine-tuning", "Tuner trial", "Calibration",
+                       "Open set", "Edge models")
+_STAGE = re.compile(r"^INFO:absl:((?:%s).*)$" % "|".join(map(re.escape, STAGE_ANNOUNCEMENTS)))
 _EPOCH = re.compile(r"^Epoch (\d+)/(\d+)$")
 STAGE_WIDTH = 72  # of a stage's announcement: the progress line stays within a wide terminal's line
 

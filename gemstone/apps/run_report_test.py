@@ -1,6 +1,7 @@
 """What `gemstone run-pipeline` prints, from plain data: the component lines, the verdict and why, the push, and
 the failing component with the end of its log. (The command on a real run: tests/test_pipeline_e2e.py.)"""
 import os
+from pathlib import Path
 
 from gemstone.apps import metadata, run_report
 
@@ -152,3 +153,10 @@ def test_a_running_component_says_how_long_and_the_stage_and_epoch_its_log_is_at
     assert run_report.progress_line("Trainer", 30, TRAINING_LOG.split("INFO:absl:Frozen")[0]) == (
         "  Trainer           running for 30 s")
     assert run_report.progress_line("Transform", 150, "Epoch 3/7\n") == "  Transform         running for 2 min 30 s: epoch 3 of 7"
+
+
+def test_every_stage_announcement_the_progress_line_knows_is_one_the_modules_make():
+    sources = "".join(path.read_text() for path in (Path(run_report.__file__).parents[2] / "modules").glob("*.py")
+                      if not path.name.endswith("_test.py"))
+    for start in run_report.STAGE_ANNOUNCEMENTS:
+        assert f'logging.info("{start}' in sources, start
