@@ -64,9 +64,11 @@ def run():
         best = best_values(PIPELINE_NAME)
     except FileNotFoundError:  # a Tuner that wrote its trials but not its choice
         best = None
-    rows = [{"trial": t["trial_id"], "eval_accuracy": t["score"], **{n: t[n] for n in names},
-             "handed_on": "yes" if best == {n: t[n] for n in names} else ""}
-            for t in sorted(trials, key=lambda t: -t["score"])]
+    rows = []
+    for trial in sorted(trials, key=lambda t: -t["score"]):
+        values = {n: trial[n] for n in names}
+        rows.append({"trial": trial["trial_id"], "eval_accuracy": trial["score"], **values,
+                     "handed_on": "yes" if values == best else ""})
     rows.append({"trial": "defaults (no Tuner)", "eval_accuracy": "",
                  **{n: contract.TRAINER_DEFAULTS.get(n, "") for n in names}, "handed_on": ""})
     return common.record("tuner_trials", rows, notes=(

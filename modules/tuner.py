@@ -81,10 +81,9 @@ class DefaultsFirstOracle(keras_tuner.oracles.RandomSearchOracle):
 
     def get_best_trials(self, num_trials=1):
         ranked = super().get_best_trials(len(self.trials))
-        defaults = self.trials.get(self.start_order[0]) if self.start_order else None
-        if defaults is None or defaults not in ranked or defaults.score is None or ranked[0].score is None:
-            return ranked[:num_trials]
-        if ranked[0].score - defaults.score < self.min_gain:
+        defaults = self.trials[self.start_order[0]] if self.start_order else None
+        # A scored defaults' trial means ranked[0] is scored too, and at least as high.
+        if defaults is not None and defaults.score is not None and ranked[0].score - defaults.score < self.min_gain:
             ranked = [defaults] + [trial for trial in ranked if trial is not defaults]
         return ranked[:num_trials]
 

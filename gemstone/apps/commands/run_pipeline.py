@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, List, Optional, Set
 
 from gemstone import paths
@@ -38,7 +39,7 @@ class _Progress:
     """Prints each execution of this run once ML Metadata records it finished (or failed), in order, and every
     PROGRESS_SECONDS what a component that is still running is at (read from the run's log)."""
 
-    def __init__(self, pipeline_name: str, log_path):
+    def __init__(self, pipeline_name: str, log_path: Path):
         self.pipeline_name = pipeline_name
         self.log_path = log_path
         self.last_progress = time.time()
